@@ -1,0 +1,81 @@
+// Global operator new/delete replacements that count allocations per thread.
+#include "alloc_counter.h"
+
+#include <cstdlib>
+#include <new>
+
+namespace {
+
+constinit thread_local std::uint64_t t_allocations = 0;
+
+// malloc with the standard new-handler loop; nullptr when there is no handler left to try.
+void* allocate(std::size_t size, std::size_t alignment) {
+  ++t_allocations;
+  if (size == 0) size = 1;
+  if (alignment < sizeof(void*)) alignment = sizeof(void*);
+  for (;;) {
+    void* p = nullptr;
+    if (alignment <= alignof(std::max_align_t)) {
+      p = std::malloc(size);
+    } else if (::posix_memalign(&p, alignment, size) != 0) {
+      p = nullptr;
+    }
+    if (p != nullptr) return p;
+    std::new_handler handler = std::get_new_handler();
+    if (handler == nullptr) return nullptr;
+    handler();
+  }
+}
+
+void* allocate_or_throw(std::size_t size, std::size_t alignment) {
+  if (void* p = allocate(size, alignment)) return p;
+  throw std::bad_alloc();
+}
+
+void* allocate_nothrow(std::size_t size, std::size_t alignment) noexcept {
+  try {
+    return allocate(size, alignment);
+  } catch (...) {  // a new-handler may throw
+    return nullptr;
+  }
+}
+
+}  // namespace
+
+namespace ratelimit::bench {
+std::uint64_t thread_allocations() { return t_allocations; }
+}  // namespace ratelimit::bench
+
+void* operator new(std::size_t size) { return allocate_or_throw(size, 0); }
+void* operator new[](std::size_t size) { return allocate_or_throw(size, 0); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size, 0);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size, 0);
+}
+void* operator new(std::size_t size, std::align_val_t align) {
+  return allocate_or_throw(size, static_cast<std::size_t>(align));
+}
+void* operator new[](std::size_t size, std::align_val_t align) {
+  return allocate_or_throw(size, static_cast<std::size_t>(align));
+}
+void* operator new(std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size, static_cast<std::size_t>(align));
+}
+void* operator new[](std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  return allocate_nothrow(size, static_cast<std::size_t>(align));
+}
+
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }

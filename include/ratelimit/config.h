@@ -1,0 +1,41 @@
+// How a RateLimiter is opened: backend, state path, quotas, clock.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ratelimit/clock.h"
+#include "ratelimit/quota.h"
+#include "ratelimit/status.h"
+
+namespace ratelimit {
+
+enum class Backend { yaml, sqlite, memory };
+
+// "yaml", "sqlite", "memory".
+std::string_view to_string(Backend backend);
+// "" and "yaml" → yaml, "sqlite", "memory"; surrounding white space is trimmed and case is
+// ignored. Anything else: invalid_argument `unknown backend "<name>"`.
+Result<Backend> backend_from_string(std::string_view name);
+
+struct Config {
+  std::string file_path;            // empty → default path (default_state_path)
+  Backend backend = Backend::yaml;  // the library's default, as in go-ratelimit
+  std::vector<Provider> providers;  // empty together with quotas → {gemini}
+  QuotaMap quotas;                  // override provider defaults
+  std::shared_ptr<Clock> clock;     // null → system_clock()
+  bool recover_corrupt = false;     // SQLite store: move a damaged file aside and start fresh
+};
+
+// The quota table a Config describes (seed merge order): if providers and quotas are both
+// empty, the gemini profile; otherwise each known provider's profile in order (unknown ones
+// skipped), then the explicit quotas over matching models.
+QuotaMap merged_quotas(const Config& config);
+
+// `<home>/.core/ratelimits.yaml` (yaml, memory) or `<home>/.core/ratelimits.db` (sqlite), where
+// <home> is the first non-empty of $CORE_HOME and $HOME. Neither set: invalid_argument.
+Result<std::string> default_state_path(Backend backend);
+
+}  // namespace ratelimit

@@ -1,0 +1,135 @@
+// RateLimiter: keeps calls to each model inside its quota. Reservation: a granted request
+// that is settled later with the actual usage (commit) or refunded (cancel).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ratelimit/clock.h"
+#include "ratelimit/config.h"
+#include "ratelimit/decision.h"
+#include "ratelimit/quota.h"
+#include "ratelimit/status.h"
+
+namespace ratelimit {
+
+namespace detail {
+class Settler;  // where a reservation's entry lives (internal)
+class Engine;   // the limiter's implementation for one kind of store (internal)
+}  // namespace detail
+
+struct WaitOptions {
+  std::optional<Duration> timeout;  // none: wait until capacity or cancellation
+  std::stop_token stop;             // cancellation
+};
+
+// A request admitted by try_acquire/acquire (or the denial, when not granted).
+// Move-only. Thread-safety: one Reservation object must not be used from two threads at once;
+// different reservations (and RateLimiter::commit/cancel by id) may run concurrently.
+class Reservation {
+ public:
+  Reservation() = default;  // empty: not granted
+  Reservation(Reservation&& other) noexcept;
+  // Move-assigning over a granted reservation first settles it as its destructor would.
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  // Destroying a granted reservation without commit/cancel keeps the estimate as usage (and
+  // the entry can still be settled by id()).
+  ~Reservation();
+
+  bool granted() const { return settler_ != nullptr; }
+  explicit operator bool() const { return granted(); }
+  // The decision that granted or denied it. A moved-from reservation holds a default Decision.
+  const Decision& decision() const { return decision_; }
+  // Opaque id, unique within the store; empty when not granted. RateLimiter::commit/cancel
+  // accept it from anywhere.
+  const std::string& id() const;
+  // Actual usage replaces the estimate, at the reservation's original time (a commit after
+  // the entry left the minute window changes nothing there). Negative counts: invalid_argument.
+  Status commit(std::int64_t prompt_tokens, std::int64_t output_tokens);
+  // The call was never made: the request and its tokens are refunded, and its day count too
+  // unless the day has rolled over since.
+  Status cancel();
+  // commit/cancel on a denied, empty or already settled reservation: invalid_argument.
+  // Once the limiter is gone, settling does nothing and returns `closed`.
+
+ private:
+  friend class detail::Engine;
+  Reservation(Decision decision, std::shared_ptr<detail::Settler> settler, std::uint64_t seq,
+              std::uint64_t generation);
+  Status settle_check(const char* operation) const;
+
+  Decision decision_;
+  std::shared_ptr<detail::Settler> settler_;
+  std::uint64_t seq_ = 0;
+  std::uint64_t generation_ = 0;
+  bool settled_ = false;
+  mutable std::string id_;  // formatted on first use, so that granting never allocates
+};
+
+// Thread-safety: every method is safe to call from any number of threads.
+class RateLimiter {
+ public:
+  // Opens a limiter for config.backend. Does not load state: call load(). Fails with
+  // invalid_argument when a default path is needed but neither CORE_HOME nor HOME is set.
+  static Result<std::unique_ptr<RateLimiter>> open(Config config = {});
+
+  ~RateLimiter();  // neither persists nor throws; call persist()/close()
+  RateLimiter(const RateLimiter&) = delete;
+  RateLimiter& operator=(const RateLimiter&) = delete;
+
+  // Checks without recording. See DecisionCode for the order of the checks.
+  Decision decide(std::string_view model, std::int64_t estimated_tokens);
+  bool can_send(std::string_view model, std::int64_t estimated_tokens);
+  // Records usage that happened, without checking quotas; any model name. Negative counts
+  // are taken as 0.
+  Status record_usage(std::string_view model, std::int64_t prompt_tokens,
+                      std::int64_t output_tokens);
+  // Checks and records in one atomic step. Not granted: decision() says why.
+  Reservation try_acquire(std::string_view model, std::int64_t estimated_tokens);
+  // The blocking form of try_acquire: waiters on one model are served in arrival order.
+  // Errors: invalid_argument (negative tokens), never_satisfiable, deadline_exceeded,
+  // cancelled, unavailable (store failure).
+  Result<Reservation> acquire(std::string_view model, std::int64_t estimated_tokens,
+                              WaitOptions options = {});
+  // Returns ok as soon as decide() would allow `tokens`, without recording anything.
+  Status wait_for_capacity(std::string_view model, std::int64_t tokens, WaitOptions options = {});
+
+  // Settle a reservation by id (from another thread, process or request). An id this store
+  // issued whose entry has already left every window: ok, nothing changes. An id it never
+  // issued (or malformed): not_found. Already settled: invalid_argument.
+  Status commit(std::string_view reservation_id, std::int64_t prompt_tokens,
+                std::int64_t output_tokens);
+  Status cancel(std::string_view reservation_id);
+
+  // An unknown model gives all zeros and creates no state.
+  Result<ModelStats> stats(std::string_view model);
+  Result<std::map<std::string, ModelStats, std::less<>>> all_stats();
+  Result<std::vector<std::string>> models();  // sorted union of quota and state keys
+  std::optional<ModelQuota> quota(std::string_view model);
+  QuotaMap quotas();
+  Status set_quota(std::string_view model, ModelQuota quota);  // negative limit → invalid_argument
+  Status remove_quota(std::string_view model);
+  Status add_provider(Provider provider);  // overwrites that provider's models (seed rule)
+  Status reset(std::string_view model);    // "" → all models' usage
+
+  Status persist();  // memory: nothing to do
+  Status load();     // memory: nothing to do; a missing file is not an error
+  Status close();    // idempotent; later persist/load fail with `closed`
+
+  // The configuration this limiter was opened with (file_path resolved).
+  const Config& config() const;
+
+ private:
+  explicit RateLimiter(std::unique_ptr<detail::Engine> engine);
+  std::unique_ptr<detail::Engine> engine_;
+};
+
+}  // namespace ratelimit

@@ -1,0 +1,140 @@
+// Internal: one model's sliding 60 s window and day counter.
+//
+// A ring buffer of entries in time order with running totals. Pruning pops expired entries
+// from the front, so decide/record/try-acquire are O(1) amortised whatever the window holds,
+// and nothing allocates once the buffer has grown. Per-block sums (64 entries, and 4096
+// entries) over the ring let the denied path find the exact retry-after by walking at most
+// n/4096 + 3·63 steps, even though commits and cancels change entries in mid-window.
+//
+// Not thread-safe: the limiter guards each Window with its model's mutex.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ratelimit/decision.h"
+#include "ratelimit/quota.h"
+#include "snapshot.h"
+
+namespace ratelimit::detail {
+
+__extension__ typedef __int128 Int128;
+
+inline constexpr std::int64_t kWindowNs = 60'000'000'000;
+inline constexpr std::int64_t kDayNs = 86'400'000'000'000;
+inline constexpr std::int64_t kInt64Max = INT64_MAX;
+
+// a + b for non-negative a, b, saturating at INT64_MAX.
+inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
+  return a > kInt64Max - b ? kInt64Max : a + b;
+}
+// prompt + output with negative counts taken as 0 (seed rule), saturating.
+inline std::int64_t usage_tokens(std::int64_t prompt, std::int64_t output) {
+  return saturating_add(prompt < 0 ? 0 : prompt, output < 0 ? 0 : output);
+}
+
+enum class EntryKind : std::uint8_t {
+  recorded,     // record_usage: a request and its tokens
+  reserved,     // try_acquire, not yet settled: a request and its estimate
+  committed,    // a reservation whose actual tokens replaced the estimate
+  cancelled,    // a refunded reservation: counts nothing
+  tokens_only,  // tokens without a request (a go-ratelimit file may hold these)
+};
+
+struct Entry {
+  std::int64_t time_ns;
+  std::int64_t tokens;
+  EntryKind kind;
+};
+
+enum class SettleOutcome {
+  ok,               // settled
+  gone,             // issued, but the entry has left the window: nothing changes
+  already_settled,  // committed or cancelled before
+  not_issued,       // no such reservation
+};
+
+class Window {
+ public:
+  Window();
+
+  // Drops entries that are 60 s old or older, clamps entries and the day start that lie after
+  // `now` (the wall clock stepped back) to `now`, and starts a new day once 24 h have passed.
+  void advance(std::int64_t now_ns);
+
+  // The decision for `estimated_tokens` (>= 0) under `quota` at `now`; call advance(now) first.
+  // Codes: rpd_exceeded, rpm_exceeded, tpm_exceeded (the first that fails, in this order) or
+  // ok; retry_after is the latest over every exhausted limit (Duration::max() when the
+  // estimate alone exceeds max_tpm). Does not look at "unlimited"/"unknown" (the caller does).
+  Decision evaluate(const ModelQuota& quota, std::int64_t estimated_tokens,
+                    std::int64_t now_ns) const;
+
+  // Appends an entry at max(now, newest entry) and counts the request for the day (unless
+  // kind is tokens_only). Returns its sequence number.
+  std::uint64_t append(std::int64_t now_ns, std::int64_t tokens, EntryKind kind);
+
+  // Replaces a reserved entry's tokens. `lowered` tells whether usage went down.
+  SettleOutcome commit(std::uint64_t seq, std::int64_t tokens, bool* lowered);
+  // Refunds a reserved entry (request, tokens, and the day count if `generation` is still the
+  // current day's). When the entry has already left the window, refunds the day count only
+  // if `refund_day_if_gone` (the caller knows the reservation was never settled).
+  SettleOutcome cancel(std::uint64_t seq, std::uint64_t generation, bool refund_day_if_gone);
+
+  // Clears all usage (entries and day); reservations issued before settle as `gone`.
+  void clear();
+
+  ModelStats stats(const ModelQuota& quota) const;
+  std::int64_t requests() const { return live_requests_; }
+  std::int64_t tokens() const;  // saturating
+  std::int64_t day_count() const { return day_count_; }
+  bool day_started() const { return day_started_; }
+  std::int64_t day_start_ns() const { return day_start_ns_; }
+  // Changes whenever the day counter starts over (new day, clear, import).
+  std::uint64_t generation() const { return generation_; }
+  std::uint64_t next_seq() const { return next_seq_; }
+  std::size_t size() const { return static_cast<std::size_t>(next_seq_ - head_seq_); }
+  std::size_t capacity() const { return entries_.size(); }
+  // No usage left: no entry and no request today.
+  bool idle() const { return next_seq_ == head_seq_ && day_count_ == 0; }
+
+  // The snapshot form (go-ratelimit's file shape).
+  ModelState export_state() const;
+  // Replaces everything with `state`; entries after `now` are clamped to `now`.
+  void import_state(const ModelState& state, std::int64_t now_ns);
+
+ private:
+  static constexpr unsigned kBlockShift = 6;   // 64 entries per block
+  static constexpr unsigned kSuperShift = 12;  // 4096 entries per super block
+  struct Sum {
+    std::uint64_t id = ~std::uint64_t{0};  // which block (seq >> shift) the sums belong to
+    std::int64_t requests = 0;
+    Int128 tokens = 0;
+  };
+
+  Entry& at(std::uint64_t seq) { return entries_[seq & mask_]; }
+  const Entry& at(std::uint64_t seq) const { return entries_[seq & mask_]; }
+  Sum& block(std::uint64_t seq) { return blocks_[(seq >> kBlockShift) & block_mask_]; }
+  void grow();
+  void rebuild_sums();
+  void add_to_sums(std::uint64_t seq, std::int64_t requests, Int128 tokens);
+  // The first sequence number whose cumulative value from the front reaches `need` (> 0);
+  // `tokens` selects the token sums, otherwise request counts.
+  std::uint64_t find_prefix(Int128 need, bool tokens) const;
+
+  std::vector<Entry> entries_;  // power-of-two ring
+  std::uint64_t mask_ = 0;
+  std::vector<Sum> blocks_;  // per 64 entries of the ring
+  std::uint64_t block_mask_ = 0;
+  std::vector<Sum> supers_;  // per 4096 entries; empty while the ring is smaller
+  std::uint64_t super_mask_ = 0;
+  std::uint64_t head_seq_ = 0;  // oldest entry
+  std::uint64_t next_seq_ = 0;  // one past the newest
+  std::int64_t live_requests_ = 0;
+  Int128 live_tokens_ = 0;
+  bool day_started_ = false;
+  std::int64_t day_start_ns_ = 0;
+  std::int64_t day_count_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+}  // namespace ratelimit::detail

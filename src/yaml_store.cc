@@ -1,0 +1,631 @@
+// The YAML snapshot store: go-ratelimit's state file, read and written with yaml-cpp.
+//
+// Saving writes a temporary file next to the target (`<path>.tmp-XXXXXX`), syncs it and renames
+// it over the target, so the file at `path` is always a complete old or new snapshot. A process
+// killed mid-save can leave one stray temporary file behind; load never reads those.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <new>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "snapshot.h"
+#include "time_format.h"
+
+namespace ratelimit::detail {
+namespace {
+
+constexpr std::string_view kPersist = "ratelimit.persist: ";
+constexpr std::string_view kLoad = "ratelimit.load: ";
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers
+
+// `text` in double quotes with `"`, `\` and control bytes escaped, cut after 64 bytes; for
+// error messages only.
+std::string quote(std::string_view text) {
+  constexpr std::size_t kMax = 64;
+  std::string out = "\"";
+  for (std::size_t i = 0; i < text.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buffer[8];
+      std::snprintf(buffer, sizeof buffer, "\\x%02x", c);
+      out += buffer;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > kMax) out += "...";
+  out += '"';
+  return out;
+}
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool is_valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = 0;
+    std::uint32_t code = 0;
+    std::uint32_t min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      length = 2, code = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      length = 3, code = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      length = 4, code = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + length > text.size()) return false;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += length;
+  }
+  return true;
+}
+
+std::string errno_text(int error) { return std::strerror(error); }
+
+// ---------------------------------------------------------------------------------------------
+// Saving
+
+// True when `name` can be written as a plain YAML scalar that every YAML reader (yaml-cpp, Go's
+// yaml.v3) reads back as exactly that string: a letter followed by letters, digits and `._/-`,
+// and not a word YAML 1.1 or 1.2 resolves to null or a boolean. Everything else is written
+// double-quoted.
+bool is_plain_safe_name(std::string_view name) {
+  if (name.empty()) return false;
+  const auto is_letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!is_letter(name.front())) return false;
+  for (const char c : name) {
+    const bool ok =
+        is_letter(c) || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '/' || c == '-';
+    if (!ok) return false;
+  }
+  std::string lower(name);
+  for (char& c : lower) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  for (const std::string_view word :
+       {"null", "true", "false", "yes", "no", "on", "off", "y", "n"}) {
+    if (lower == word) return false;
+  }
+  return true;
+}
+
+// True when `text` holds a character yaml-cpp writes raw in a double-quoted scalar although
+// libyaml-based readers (Go's yaml.v3) reject it (DEL) or fold it as a line break (U+2028,
+// U+2029).
+bool needs_ascii_escapes(std::string_view text) {
+  return text.find('\x7f') != std::string_view::npos ||
+         text.find("\xe2\x80\xa8") != std::string_view::npos ||
+         text.find("\xe2\x80\xa9") != std::string_view::npos;
+}
+
+// Writes a model name so that it reads back exactly: plain when that is safe, otherwise
+// double-quoted (yaml-cpp escapes control characters; long names get the explicit `? ` form).
+void emit_name(YAML::Emitter& out, const std::string& name) {
+  if (is_plain_safe_name(name)) {
+    out << name;
+    return;
+  }
+  if (needs_ascii_escapes(name)) out << YAML::EscapeNonAscii;  // this scalar only
+  out << YAML::DoubleQuoted << name;
+}
+
+void emit_timestamp(YAML::Emitter& out, std::int64_t unix_ns) { out << format_rfc3339(unix_ns); }
+
+// Checks what load would reject, so that save never writes a file that cannot be read back.
+Status validate(const Snapshot& snapshot, const std::string& path) {
+  const auto invalid = [&](const std::string& model, const std::string& what) {
+    return make_error(ErrorCode::invalid_argument,
+                      std::string(kPersist) + path + ": model " + quote(model) + ": " + what);
+  };
+  const auto check_name = [&](const std::string& model) -> Status {
+    if (!is_valid_utf8(model)) return invalid(model, "name is not valid UTF-8");
+    return {};
+  };
+  for (const auto& [model, quota] : snapshot.quotas) {
+    if (auto status = check_name(model); !status) return status;
+    if (quota.max_rpm < 0) return invalid(model, "max_rpm is negative");
+    if (quota.max_tpm < 0) return invalid(model, "max_tpm is negative");
+    if (quota.max_rpd < 0) return invalid(model, "max_rpd is negative");
+  }
+  for (const auto& [model, state] : snapshot.state) {
+    if (auto status = check_name(model); !status) return status;
+    if (state.day_count < 0) return invalid(model, "day_count is negative");
+    for (const TokenEntry& entry : state.tokens) {
+      if (entry.count < 0) return invalid(model, "a token count is negative");
+    }
+  }
+  return {};
+}
+
+// The file's text: quotas as flow maps, requests and tokens as flow sequences.
+Result<std::string> render(const Snapshot& snapshot, const std::string& path) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+
+  out << YAML::Key << "quotas" << YAML::Value;
+  if (snapshot.quotas.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [model, quota] : snapshot.quotas) {
+    out << YAML::Key;
+    emit_name(out, model);
+    out << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "max_rpm" << YAML::Value << static_cast<long long>(quota.max_rpm);
+    out << YAML::Key << "max_tpm" << YAML::Value << static_cast<long long>(quota.max_tpm);
+    out << YAML::Key << "max_rpd" << YAML::Value << static_cast<long long>(quota.max_rpd);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+
+  out << YAML::Key << "state" << YAML::Value;
+  if (snapshot.state.empty()) out << YAML::Flow;
+  out << YAML::BeginMap;
+  for (const auto& [model, state] : snapshot.state) {
+    out << YAML::Key;
+    emit_name(out, model);
+    out << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "requests" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::int64_t t : state.requests) emit_timestamp(out, t);
+    out << YAML::EndSeq;
+    out << YAML::Key << "tokens" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const TokenEntry& entry : state.tokens) {
+      out << YAML::BeginMap << YAML::Key << "time" << YAML::Value;
+      emit_timestamp(out, entry.time_ns);
+      out << YAML::Key << "count" << YAML::Value << static_cast<long long>(entry.count);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+    out << YAML::Key << "day_start" << YAML::Value;
+    if (state.day_start_ns == 0) {
+      out << std::string(kGoZeroTime);
+    } else {
+      emit_timestamp(out, state.day_start_ns);
+    }
+    out << YAML::Key << "day_count" << YAML::Value << static_cast<long long>(state.day_count);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+
+  out << YAML::EndMap;
+  if (!out.good()) {
+    return make_error(ErrorCode::internal,
+                      std::string(kPersist) + path + ": yaml emitter: " + out.GetLastError());
+  }
+  std::string text(out.c_str(), out.size());
+  text += '\n';
+  return text;
+}
+
+// Writes `data` to `path` through a synced temporary file renamed over it. On failure the
+// temporary file is removed and `path` is untouched.
+Status write_atomically(const std::string& path, std::string_view data) {
+  const auto fail = [&](std::string_view what, int error) {
+    return make_error(ErrorCode::io_error, std::string(kPersist) + path + ": " + std::string(what) +
+                                               ": " + errno_text(error));
+  };
+
+  const std::filesystem::path target(path);
+  const std::filesystem::path directory = target.parent_path();
+  if (!directory.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(directory, ec);
+    if (ec) {
+      return make_error(ErrorCode::io_error, std::string(kPersist) + path + ": create directory " +
+                                                 directory.string() + ": " + ec.message());
+    }
+  }
+
+  std::string temp = path + ".tmp-XXXXXX";
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) return fail("create temporary file", errno);
+
+  // Closes (if still open) and removes the temporary file, then reports `what`.
+  bool fd_open = true;
+  const auto abandon = [&](std::string_view what, int error) {
+    if (fd_open) ::close(fd);
+    ::unlink(temp.c_str());
+    return fail(std::string(what) + " " + temp, error);
+  };
+
+  // Keep the permissions of the file being replaced (mkstemp creates 0600).
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0 && S_ISREG(existing.st_mode)) {
+    if (::fchmod(fd, existing.st_mode & 07777) != 0) return abandon("chmod", errno);
+  }
+
+  const char* next = data.data();
+  std::size_t remaining = data.size();
+  while (remaining > 0) {
+    const ssize_t written = ::write(fd, next, remaining);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return abandon("write", errno);
+    }
+    next += written;
+    remaining -= static_cast<std::size_t>(written);
+  }
+  if (::fsync(fd) != 0) return abandon("fsync", errno);
+  fd_open = false;
+  if (::close(fd) != 0) return abandon("close", errno);
+  if (::rename(temp.c_str(), path.c_str()) != 0) return abandon("rename", errno);
+
+  // Make the rename itself durable.
+  const std::string directory_name = directory.empty() ? "." : directory.string();
+  const int dir_fd = ::open(directory_name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return fail("open directory " + directory_name, errno);
+  const int synced = ::fsync(dir_fd);
+  const int sync_error = errno;
+  ::close(dir_fd);
+  // Some file systems cannot sync a directory (EINVAL); the rename has happened either way.
+  if (synced != 0 && sync_error != EINVAL) {
+    return fail("fsync directory " + directory_name, sync_error);
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+// Turns a node tree into a Snapshot; every problem is a corrupt_state error naming the file and
+// where in it.
+class Reader {
+ public:
+  explicit Reader(const std::string& path) : path_(path) {}
+
+  Result<Snapshot> read(const YAML::Node& root) {
+    Snapshot snapshot;
+    if (!root.IsDefined() || root.IsNull()) return snapshot;
+    if (!root.IsMap()) return corrupt("top level is not a map", root);
+    std::set<std::string, std::less<>> seen;
+    // yaml-cpp iterators yield temporaries: copy the nodes (they are handles) out of each entry.
+    for (const auto& entry : root) {
+      const YAML::Node key = entry.first;
+      if (!key.IsScalar()) continue;  // unknown key
+      const std::string& name = key.Scalar();
+      if (!seen.insert(name).second) {
+        return corrupt("key " + quote(name) + " appears twice", key);
+      }
+      if (name == "quotas") {
+        if (auto status = read_quotas(entry.second, snapshot.quotas); !status) {
+          return tl::unexpected(status.error());
+        }
+      } else if (name == "state") {
+        if (auto status = read_state(entry.second, snapshot.state); !status) {
+          return tl::unexpected(status.error());
+        }
+      }
+    }
+    return snapshot;
+  }
+
+ private:
+  // "ratelimit.load: yaml: <path>: <what> (line L, column C)".
+  tl::unexpected<Error> corrupt(const std::string& what, const YAML::Node& at) const {
+    return corrupt(nullptr, what, at);
+  }
+  // "ratelimit.load: yaml: <path>: model "<model>": <what> (line L, column C)".
+  tl::unexpected<Error> corrupt(std::string_view model, const std::string& what,
+                                const YAML::Node& at) const {
+    return corrupt(&model, what, at);
+  }
+  tl::unexpected<Error> corrupt(const std::string_view* model, const std::string& what,
+                                const YAML::Node& at) const {
+    std::string message = std::string(kLoad) + "yaml: " + path_ + ": ";
+    if (model != nullptr) message += "model " + quote(*model) + ": ";
+    message += what;
+    const YAML::Mark mark = at.Mark();
+    if (!mark.is_null() && mark.line >= 0) {
+      message += " (line " + std::to_string(mark.line + 1) + ", column " +
+                 std::to_string(mark.column + 1) + ")";
+    }
+    return make_error(ErrorCode::corrupt_state, std::move(message));
+  }
+
+  // A model name: a scalar, or null (the empty name, as Go reads it).
+  Result<std::string> model_name(const YAML::Node& key, std::string_view section) const {
+    if (key.IsNull()) return std::string();
+    if (!key.IsScalar())
+      return corrupt("a model name in " + std::string(section) + " is not a scalar", key);
+    return key.Scalar();
+  }
+
+  // A non-negative int64; null reads as 0. `field` names it in errors.
+  Result<std::int64_t> read_count(const YAML::Node& node, std::string_view model,
+                                  const std::string& field) const {
+    if (node.IsNull()) return 0;
+    if (!node.IsScalar()) return corrupt(model, field + " is not an integer", node);
+    const std::string& text = node.Scalar();
+    std::string_view digits = text;
+    if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
+    std::int64_t value = 0;
+    const char* end = digits.data() + digits.size();
+    const auto [ptr, ec] = std::from_chars(digits.data(), end, value);
+    if (digits.empty() || digits.front() == '+' || ptr != end ||
+        (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+      return corrupt(model, field + " is not an integer (" + quote(text) + ")", node);
+    }
+    if (ec == std::errc::result_out_of_range) {
+      return corrupt(model, field + " is out of range (" + text + ")", node);
+    }
+    if (value < 0) return corrupt(model, field + " is negative (" + text + ")", node);
+    return value;
+  }
+
+  Result<std::int64_t> read_timestamp(const YAML::Node& node, std::string_view model,
+                                      const std::string& field) const {
+    if (!node.IsScalar()) return corrupt(model, field + " is not a timestamp", node);
+    const std::string& text = node.Scalar();
+    if (const std::optional<std::int64_t> ns = parse_rfc3339(text)) return *ns;
+    return corrupt(
+        model, field + " is not a timestamp in the years 1677..2262 (" + quote(text) + ")", node);
+  }
+
+  Status read_quotas(const YAML::Node& node, QuotaMap& quotas) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt("\"quotas\" is not a map", node);
+    for (const auto& entry : node) {
+      const YAML::Node key = entry.first;
+      const YAML::Node fields = entry.second;
+      Result<std::string> model = model_name(key, "quotas");
+      if (!model) return tl::unexpected(model.error());
+      const auto [slot, inserted] = quotas.try_emplace(*model);
+      if (!inserted) return corrupt(*model, "quota appears twice", key);
+      ModelQuota& quota = slot->second;
+      if (fields.IsNull()) continue;
+      if (!fields.IsMap()) return corrupt(*model, "quota is not a map", fields);
+      std::set<std::string, std::less<>> seen;
+      for (const auto& field_entry : fields) {
+        const YAML::Node field_key = field_entry.first;
+        if (!field_key.IsScalar()) continue;
+        const std::string field = field_key.Scalar();
+        std::int64_t* target = field == "max_rpm"   ? &quota.max_rpm
+                               : field == "max_tpm" ? &quota.max_tpm
+                               : field == "max_rpd" ? &quota.max_rpd
+                                                    : nullptr;
+        if (target == nullptr) continue;  // unknown key
+        if (!seen.insert(field).second) return corrupt(*model, field + " appears twice", field_key);
+        Result<std::int64_t> value = read_count(field_entry.second, *model, field);
+        if (!value) return tl::unexpected(value.error());
+        *target = *value;
+      }
+    }
+    return {};
+  }
+
+  Status read_state(const YAML::Node& node, std::map<std::string, ModelState, std::less<>>& state) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt("\"state\" is not a map", node);
+    for (const auto& entry : node) {
+      const YAML::Node key = entry.first;
+      Result<std::string> model = model_name(key, "state");
+      if (!model) return tl::unexpected(model.error());
+      const auto [slot, inserted] = state.try_emplace(*model);
+      if (!inserted) return corrupt(*model, "state appears twice", key);
+      if (auto status = read_model_state(entry.second, *model, slot->second); !status) {
+        return status;
+      }
+    }
+    return {};
+  }
+
+  Status read_model_state(const YAML::Node& node, const std::string& model, ModelState& out) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt(model, "state is not a map", node);
+    std::set<std::string, std::less<>> seen;
+    for (const auto& entry : node) {
+      const YAML::Node key = entry.first;
+      if (!key.IsScalar()) continue;
+      const std::string field = key.Scalar();
+      const YAML::Node value = entry.second;
+      if (field != "requests" && field != "tokens" && field != "day_start" &&
+          field != "day_count") {
+        continue;  // unknown key
+      }
+      if (!seen.insert(field).second) return corrupt(model, field + " appears twice", key);
+      if (field == "requests") {
+        if (value.IsNull()) continue;
+        if (!value.IsSequence()) return corrupt(model, "requests is not a sequence", value);
+        out.requests.reserve(value.size());
+        std::size_t i = 0;
+        for (const auto& element : value) {
+          Result<std::int64_t> t =
+              read_timestamp(element, model, "requests[" + std::to_string(i++) + "]");
+          if (!t) return tl::unexpected(t.error());
+          out.requests.push_back(*t);
+        }
+      } else if (field == "tokens") {
+        if (value.IsNull()) continue;
+        if (!value.IsSequence()) return corrupt(model, "tokens is not a sequence", value);
+        out.tokens.reserve(value.size());
+        std::size_t i = 0;
+        for (const auto& element : value) {
+          Result<TokenEntry> token = read_token(element, model, i++);
+          if (!token) return tl::unexpected(token.error());
+          out.tokens.push_back(*token);
+        }
+      } else if (field == "day_start") {
+        if (value.IsNull() || (value.IsScalar() && is_go_zero_time(value.Scalar()))) {
+          out.day_start_ns = 0;
+          continue;
+        }
+        Result<std::int64_t> t = read_timestamp(value, model, "day_start");
+        if (!t) return tl::unexpected(t.error());
+        out.day_start_ns = *t;
+      } else {
+        Result<std::int64_t> count = read_count(value, model, "day_count");
+        if (!count) return tl::unexpected(count.error());
+        out.day_count = *count;
+      }
+    }
+    std::sort(out.requests.begin(), out.requests.end());
+    std::stable_sort(
+        out.tokens.begin(), out.tokens.end(),
+        [](const TokenEntry& a, const TokenEntry& b) { return a.time_ns < b.time_ns; });
+    return {};
+  }
+
+  Result<TokenEntry> read_token(const YAML::Node& node, const std::string& model,
+                                std::size_t index) const {
+    const std::string where = "tokens[" + std::to_string(index) + "]";
+    if (!node.IsMap()) return corrupt(model, where + " is not a map", node);
+    TokenEntry entry;
+    bool has_time = false;
+    bool has_count = false;
+    for (const auto& field_entry : node) {
+      const YAML::Node key = field_entry.first;
+      if (!key.IsScalar()) continue;
+      const std::string field = key.Scalar();
+      if (field == "time") {
+        if (has_time) return corrupt(model, where + ".time appears twice", key);
+        has_time = true;
+        Result<std::int64_t> t = read_timestamp(field_entry.second, model, where + ".time");
+        if (!t) return tl::unexpected(t.error());
+        entry.time_ns = *t;
+      } else if (field == "count") {
+        if (has_count) return corrupt(model, where + ".count appears twice", key);
+        has_count = true;
+        Result<std::int64_t> count = read_count(field_entry.second, model, where + ".count");
+        if (!count) return tl::unexpected(count.error());
+        entry.count = *count;
+      }
+    }
+    if (!has_time) return corrupt(model, where + " has no time", node);
+    return entry;
+  }
+
+  const std::string& path_;
+};
+
+// Reads the whole regular file at `path`; nullopt when it does not exist.
+Result<std::optional<std::string>> read_file(const std::string& path) {
+  const auto fail = [&](std::string_view what, int error) {
+    return make_error(ErrorCode::io_error, std::string(kLoad) + path + ": " + std::string(what) +
+                                               ": " + errno_text(error));
+  };
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<std::string>();
+    return fail("open", errno);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) return fail("stat", errno);
+  if (S_ISDIR(info.st_mode)) return fail("read", EISDIR);
+  if (!S_ISREG(info.st_mode)) {
+    return make_error(ErrorCode::io_error, std::string(kLoad) + path + ": not a regular file");
+  }
+  std::string content;
+  content.reserve(static_cast<std::size_t>(info.st_size));
+  char buffer[65536];
+  for (;;) {
+    const ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return fail("read", errno);
+    }
+    if (got == 0) break;
+    content.append(buffer, static_cast<std::size_t>(got));
+  }
+  return std::optional<std::string>(std::move(content));
+}
+
+class YamlStore final : public SnapshotStore {
+ public:
+  explicit YamlStore(std::string path) : path_(std::move(path)) {}
+
+  Status save(const Snapshot& snapshot) override {
+    if (path_.empty()) {
+      return make_error(ErrorCode::invalid_argument, std::string(kPersist) + "empty state path");
+    }
+    try {
+      if (auto status = validate(snapshot, path_); !status) return status;
+      Result<std::string> text = render(snapshot, path_);
+      if (!text) return tl::unexpected(text.error());
+      return write_atomically(path_, *text);
+    } catch (const std::bad_alloc&) {
+      return make_error(ErrorCode::internal, std::string(kPersist) + path_ + ": out of memory");
+    } catch (const std::exception& e) {
+      return make_error(ErrorCode::internal, std::string(kPersist) + path_ + ": " + e.what());
+    }
+  }
+
+  Result<std::optional<Snapshot>> load() override {
+    if (path_.empty()) {
+      return make_error(ErrorCode::invalid_argument, std::string(kLoad) + "empty state path");
+    }
+    try {
+      Result<std::optional<std::string>> content = read_file(path_);
+      if (!content) return tl::unexpected(content.error());
+      if (!content->has_value()) return std::optional<Snapshot>();
+      YAML::Node root;
+      try {
+        root = YAML::Load(**content);
+      } catch (const YAML::Exception& e) {
+        std::string message = std::string(kLoad) + "yaml: " + path_ + ": ";
+        if (!e.mark.is_null() && e.mark.line >= 0) {
+          message += "line " + std::to_string(e.mark.line + 1) + ", column " +
+                     std::to_string(e.mark.column + 1) + ": ";
+        }
+        message += e.msg;
+        return make_error(ErrorCode::corrupt_state, std::move(message));
+      }
+      Result<Snapshot> snapshot = Reader(path_).read(root);
+      if (!snapshot) return tl::unexpected(snapshot.error());
+      return std::optional<Snapshot>(std::move(*snapshot));
+    } catch (const std::bad_alloc&) {
+      return make_error(ErrorCode::internal, std::string(kLoad) + path_ + ": out of memory");
+    } catch (const YAML::Exception& e) {
+      return make_error(ErrorCode::corrupt_state,
+                        std::string(kLoad) + "yaml: " + path_ + ": " + e.what());
+    } catch (const std::exception& e) {
+      return make_error(ErrorCode::internal, std::string(kLoad) + path_ + ": " + e.what());
+    }
+  }
+
+ private:
+  const std::string path_;
+};
+
+}  // namespace
+
+std::unique_ptr<SnapshotStore> make_yaml_store(std::string path) {
+  return std::make_unique<YamlStore>(std::move(path));
+}
+
+}  // namespace ratelimit::detail

@@ -1,0 +1,909 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "snapshot.h"
+#include "time_format.h"
+
+namespace ratelimit::detail {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::int64_t kNs = 1'000'000'000;
+// 2026-02-19T10:00:00Z
+constexpr std::int64_t kFeb19 = 1'771'495'200 * kNs;
+constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = "/tmp/ratelimit-yaml-test-XXXXXX";
+    const char* made = ::mkdtemp(pattern.data());
+    if (made == nullptr) std::abort();
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    // Restore permissions a test may have taken away, then remove everything.
+    for (auto it = fs::recursive_directory_iterator(path_, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      fs::permissions(it->path(), fs::perms::owner_all, fs::perm_options::add, ec);
+    }
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+  std::string file(std::string_view name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// Writes a new file (removing any old one first: ext4 flushes a file truncated and rewritten in
+// place on close, which makes loops of rewrites slow).
+void write_text(const std::string& path, std::string_view text) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Files in `dir` whose name contains ".tmp-".
+std::vector<std::string> temp_files(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".tmp-") != std::string::npos) names.push_back(name);
+  }
+  return names;
+}
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+// Loads `path`, expecting success with a snapshot.
+Snapshot load_ok(const std::string& path) {
+  const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+  EXPECT_TRUE(loaded.has_value()) << loaded.error().to_string();
+  if (!loaded.has_value()) return {};
+  EXPECT_TRUE(loaded->has_value()) << path;
+  return loaded->value_or(Snapshot{});
+}
+
+// Loads `text` written to a file, expecting an error.
+Error load_error(const TempDir& dir, std::string_view text) {
+  const std::string path = dir.file("state.yaml");
+  write_text(path, text);
+  const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+  EXPECT_FALSE(loaded.has_value()) << "loaded without error:\n" << text;
+  return loaded.has_value() ? Error{} : loaded.error();
+}
+
+Snapshot sample_snapshot() {
+  Snapshot s;
+  s.quotas["gemini-2.5-pro"] = {150, 1'000'000, 1000};
+  s.quotas["gpt-4o"] = {500, 30'000, 0};
+  s.quotas["unlimited"] = {0, 0, 0};
+  s.quotas["huge"] = {kMax, kMax, kMax};
+
+  ModelState& gemini = s.state["gemini-2.5-pro"];
+  gemini.requests = {kFeb19 + 123'456'789, kFeb19 + kNs, kFeb19 + kNs + 1, kFeb19 + 59 * kNs};
+  gemini.tokens = {{kFeb19 + 123'456'789, 150}, {kFeb19 + kNs, 0}, {kFeb19 + kNs, 60}};
+  gemini.day_start_ns = kFeb19 - 3600 * kNs;
+  gemini.day_count = 5;
+
+  ModelState& gpt = s.state["gpt-4o"];  // nothing recorded, day not started
+  (void)gpt;
+
+  ModelState& odd = s.state["extremes"];  // no quota; instants at the ends of the int64 range
+  odd.requests = {kMin, -1, 0, 1, kMax};
+  odd.tokens = {{kMin, kMax}, {-kNs / 2, 1}, {kMax, 0}};
+  odd.day_start_ns = -1;
+  odd.day_count = kMax;
+  return s;
+}
+
+// A snapshot of about `requests` entries spread over four models; `seed` makes it distinct.
+Snapshot big_snapshot(std::int64_t seed, int requests) {
+  Snapshot s;
+  for (int m = 0; m < 4; ++m) {
+    const std::string model = "model-" + std::to_string(m);
+    s.quotas[model] = {seed, seed * 1000, seed * 10};
+    ModelState& state = s.state[model];
+    for (int i = 0; i < requests / 4; ++i) {
+      const std::int64_t t = kFeb19 + seed * 7 + std::int64_t{i} * 1'000'003;
+      state.requests.push_back(t);
+      state.tokens.push_back({t, seed + i});
+    }
+    state.day_start_ns = kFeb19 + seed;
+    state.day_count = seed + m;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saving and loading
+
+TEST(YamlStore, RoundTripsAMultiModelSnapshotWithNanoseconds) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  auto store = make_yaml_store(path);
+  const Snapshot saved = sample_snapshot();
+  ASSERT_TRUE(store->save(saved)) << store->save(saved).error().to_string();
+  EXPECT_EQ(load_ok(path), saved);
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+}
+
+TEST(YamlStore, WritesGoRatelimitsFormat) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  Snapshot s;
+  s.quotas["gemini-2.5-pro"] = {150, 1'000'000, 1000};
+  ModelState& state = s.state["gemini-2.5-pro"];
+  state.requests = {kFeb19 + 123'456'789, kFeb19 + kNs};
+  state.tokens = {{kFeb19 + 123'456'789, 150}};
+  state.day_start_ns = kFeb19 - 3600 * kNs;
+  state.day_count = 5;
+  s.state["model with spaces"] = {};
+  ASSERT_TRUE(make_yaml_store(path)->save(s));
+  EXPECT_EQ(read_text(path),
+            "quotas:\n"
+            "  gemini-2.5-pro: {max_rpm: 150, max_tpm: 1000000, max_rpd: 1000}\n"
+            "state:\n"
+            "  gemini-2.5-pro:\n"
+            "    requests: [2026-02-19T10:00:00.123456789Z, 2026-02-19T10:00:01Z]\n"
+            "    tokens: [{time: 2026-02-19T10:00:00.123456789Z, count: 150}]\n"
+            "    day_start: 2026-02-19T09:00:00Z\n"
+            "    day_count: 5\n"
+            "  \"model with spaces\":\n"
+            "    requests: []\n"
+            "    tokens: []\n"
+            "    day_start: 0001-01-01T00:00:00Z\n"
+            "    day_count: 0\n");
+}
+
+TEST(YamlStore, EmptySnapshotWritesBothKeys) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  ASSERT_TRUE(make_yaml_store(path)->save(Snapshot{}));
+  EXPECT_EQ(read_text(path), "quotas: {}\nstate: {}\n");
+  EXPECT_EQ(load_ok(path), Snapshot{});
+}
+
+TEST(YamlStore, SaveOverwritesAndKeepsPermissions) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  auto store = make_yaml_store(path);
+  ASSERT_TRUE(store->save(sample_snapshot()));
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  const Snapshot second = big_snapshot(3, 40);
+  ASSERT_TRUE(store->save(second));
+  EXPECT_EQ(load_ok(path), second);
+  struct stat info {};
+  ASSERT_EQ(::stat(path.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 07777, 0640u);
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+}
+
+TEST(YamlStore, CreatesNestedParentDirectories) {
+  TempDir dir;
+  const std::string path = dir.file("a/b/c/state.yaml");
+  ASSERT_TRUE(make_yaml_store(path)->save(sample_snapshot()));
+  EXPECT_TRUE(fs::is_directory(dir.path() / "a/b/c"));
+  EXPECT_EQ(load_ok(path), sample_snapshot());
+}
+
+TEST(YamlStore, RelativePathInCurrentDirectory) {
+  TempDir dir;
+  const fs::path previous = fs::current_path();
+  fs::current_path(dir.path());
+  auto store = make_yaml_store("state.yaml");
+  const auto saved = store->save(sample_snapshot());
+  const auto loaded = store->load();
+  fs::current_path(previous);
+  ASSERT_TRUE(saved) << saved.error().to_string();
+  ASSERT_TRUE(loaded && loaded->has_value());
+  EXPECT_EQ(**loaded, sample_snapshot());
+}
+
+TEST(YamlStore, StrangeModelNamesRoundTrip) {
+  const std::vector<std::string> names = {
+      "",
+      "model/with/slash",
+      "model with spaces",
+      "gemini-2.5-pro",
+      "models/gemini-2.5-pro:generateContent",
+      "a: b",
+      "a:b",
+      "key:",
+      "a #comment",
+      "#hash",
+      "a#b",
+      "\"quoted\"",
+      "it's",
+      "'single'",
+      "back\\slash",
+      "ünïcødé",
+      "模型",
+      "emoji 😀",
+      "  leading spaces",
+      "trailing spaces  ",
+      " ",
+      "null",
+      "Null",
+      "~",
+      "true",
+      "False",
+      "yes",
+      "no",
+      "on",
+      "y",
+      "123",
+      "-1",
+      "1e3",
+      "0x1F",
+      ".inf",
+      ".nan",
+      "2026-02-19",
+      "2026-02-19T10:00:00Z",
+      "-",
+      "- item",
+      "? key",
+      "[x]",
+      "{x: 1}",
+      ",",
+      "&anchor",
+      "*alias",
+      "!tag",
+      "!!str",
+      "%YAML",
+      "@at",
+      "`tick",
+      "|",
+      ">",
+      "---",
+      "...",
+      "tab\tname",
+      "new\nline",
+      "carriage\rreturn",
+      "crlf\r\n",
+      std::string("nul\0byte", 8),
+      "\x01\x1f\x7f",
+      "del\x7f",
+      "ü\x7f\xe2\x80\xa9 😀",
+      "\xc2\x85 next line",
+      "\xe2\x80\xa8 line separator",
+      "\xef\xbb\xbf bom",
+      std::string(3000, 'x'),
+  };
+  Snapshot s;
+  std::int64_t i = 1;
+  for (const std::string& name : names) {
+    s.quotas[name] = {i, i * 100, i * 1000};
+    ModelState& state = s.state[name];
+    state.requests = {kFeb19 + i};
+    state.tokens = {{kFeb19 + i, i}};
+    state.day_start_ns = kFeb19;
+    state.day_count = i;
+    ++i;
+  }
+  ASSERT_EQ(s.quotas.size(), names.size());
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  const auto saved = make_yaml_store(path)->save(s);
+  ASSERT_TRUE(saved) << saved.error().to_string();
+  // Only characters every YAML reader accepts as they are: no raw control characters, DEL or
+  // the Unicode line separators (libyaml-based readers such as Go's would fold them).
+  const std::string text = read_text(path);
+  for (const char c : text) {
+    EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20) << static_cast<int>(c);
+    EXPECT_NE(c, '\x7f');
+  }
+  EXPECT_EQ(text.find("\xe2\x80\xa8"), std::string::npos);
+  EXPECT_EQ(text.find("\xe2\x80\xa9"), std::string::npos);
+
+  const Snapshot loaded = load_ok(path);
+  EXPECT_EQ(loaded, s);
+  for (const std::string& name : names) {
+    EXPECT_EQ(loaded.quotas.count(name), 1u) << "missing quota for \"" << name << "\"";
+    EXPECT_EQ(loaded.state.count(name), 1u) << "missing state for \"" << name << "\"";
+  }
+}
+
+TEST(YamlStore, SaveRejectsNamesThatAreNotUtf8AndKeepsTheOldFile) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  auto store = make_yaml_store(path);
+  ASSERT_TRUE(store->save(sample_snapshot()));
+  for (const std::string bad : {"\xff", "a\xc3", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80"}) {
+    Snapshot s;
+    s.quotas[bad] = {1, 1, 1};
+    const Status status = store->save(s);
+    ASSERT_FALSE(status);
+    EXPECT_EQ(status.error().code, ErrorCode::invalid_argument);
+    EXPECT_TRUE(starts_with(status.error().message, "ratelimit.persist: "))
+        << status.error().message;
+  }
+  EXPECT_EQ(load_ok(path), sample_snapshot());
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+}
+
+TEST(YamlStore, SaveRejectsNegativeValuesItCouldNotReadBack) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  auto store = make_yaml_store(path);
+  Snapshot negative_quota;
+  negative_quota.quotas["gpt-4o"] = {-5, 0, 0};
+  Snapshot negative_count;
+  negative_count.state["gpt-4o"].day_count = -1;
+  Snapshot negative_tokens;
+  negative_tokens.state["gpt-4o"].tokens = {{kFeb19, -3}};
+  for (const Snapshot& s : {negative_quota, negative_count, negative_tokens}) {
+    const Status status = store->save(s);
+    ASSERT_FALSE(status);
+    EXPECT_EQ(status.error().code, ErrorCode::invalid_argument);
+    EXPECT_NE(status.error().message.find("\"gpt-4o\""), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists(path));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files written by go-ratelimit
+
+TEST(YamlStore, LoadsAGoRatelimitFileInFlowStyle) {
+  TempDir dir;
+  const std::string path = dir.file("ratelimits.yaml");
+  write_text(path,
+             "# written by go-ratelimit\n"
+             "quotas:\n"
+             "  gemini-2.5-pro: {max_rpm: 150, max_tpm: 1000000, max_rpd: 1000}\n"
+             "  gpt-4o: {max_rpm: 500, max_tpm: 30000}\n"
+             "  local-model: {}\n"
+             "state:\n"
+             "  gemini-2.5-pro:\n"
+             "    requests: [2026-02-19T10:00:00.123456789Z, 2026-02-19T12:00:00.5+02:00, "
+             "2026-02-19T10:00:01Z]\n"
+             "    tokens: [{time: 2026-02-19T10:00:00.123456789Z, count: 150}, "
+             "{time: 2026-02-19T05:00:00.5-05:00, count: 60}]\n"
+             "    day_start: 2026-02-19T09:00:00Z\n"
+             "    day_count: 5\n"
+             "  gpt-4o:\n"
+             "    requests: []\n"
+             "    tokens: []\n"
+             "    day_start: 0001-01-01T00:00:00Z\n"
+             "    day_count: 0\n"
+             "extra: ignored\n");
+  Snapshot expected;
+  expected.quotas["gemini-2.5-pro"] = {150, 1'000'000, 1000};
+  expected.quotas["gpt-4o"] = {500, 30'000, 0};
+  expected.quotas["local-model"] = {0, 0, 0};
+  ModelState& gemini = expected.state["gemini-2.5-pro"];
+  gemini.requests = {kFeb19 + 123'456'789, kFeb19 + kNs / 2, kFeb19 + kNs};
+  gemini.tokens = {{kFeb19 + 123'456'789, 150}, {kFeb19 + kNs / 2, 60}};
+  gemini.day_start_ns = kFeb19 - 3600 * kNs;
+  gemini.day_count = 5;
+  expected.state["gpt-4o"] = {};
+  EXPECT_EQ(load_ok(path), expected);
+}
+
+TEST(YamlStore, LoadsAGoRatelimitFileInYamlV3BlockStyle) {
+  TempDir dir;
+  const std::string path = dir.file("ratelimits.yaml");
+  // What Go's yaml.v3 Marshal writes: block style, four-space indentation.
+  write_text(path,
+             "quotas:\n"
+             "    gemini-2.5-pro:\n"
+             "        max_rpm: 150\n"
+             "        max_tpm: 1000000\n"
+             "        max_rpd: 1000\n"
+             "    gemini-2.0-flash-lite:\n"
+             "        max_rpm: 0\n"
+             "        max_tpm: 0\n"
+             "        max_rpd: 0\n"
+             "state:\n"
+             "    gemini-2.5-pro:\n"
+             "        requests:\n"
+             "            - 2026-02-19T10:00:00.123456789Z\n"
+             "            - 2026-02-19T12:00:00.5+02:00\n"
+             "        tokens:\n"
+             "            - time: 2026-02-19T10:00:00.123456789Z\n"
+             "              count: 150\n"
+             "            - time: 2026-02-19T10:00:00.5Z\n"
+             "              count: 60\n"
+             "        day_start: 2026-02-19T09:00:00Z\n"
+             "        day_count: 5\n"
+             "    \"\":\n"
+             "        requests: []\n"
+             "        tokens: []\n"
+             "        day_start: 0001-01-01T00:00:00Z\n"
+             "        day_count: 0\n"
+             "    model with spaces:\n"
+             "        requests:\n"
+             "            - 2026-02-19T10:00:02Z\n"
+             "        tokens: []\n"
+             "        day_start: 2026-02-19T11:00:00+01:00\n"
+             "        day_count: 1\n");
+  Snapshot expected;
+  expected.quotas["gemini-2.5-pro"] = {150, 1'000'000, 1000};
+  expected.quotas["gemini-2.0-flash-lite"] = {0, 0, 0};
+  ModelState& gemini = expected.state["gemini-2.5-pro"];
+  gemini.requests = {kFeb19 + 123'456'789, kFeb19 + kNs / 2};
+  gemini.tokens = {{kFeb19 + 123'456'789, 150}, {kFeb19 + kNs / 2, 60}};
+  gemini.day_start_ns = kFeb19 - 3600 * kNs;
+  gemini.day_count = 5;
+  expected.state[""] = {};
+  ModelState& spaces = expected.state["model with spaces"];
+  spaces.requests = {kFeb19 + 2 * kNs};
+  spaces.day_start_ns = kFeb19;
+  spaces.day_count = 1;
+  EXPECT_EQ(load_ok(path), expected);
+}
+
+TEST(YamlStore, MissingFieldsDefaultAndUnknownKeysAreIgnored) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  write_text(path,
+             "version: 7\n"
+             "quotas:\n"
+             "  a: {max_rpm: 10, burst: 3}\n"
+             "  b: ~\n"
+             "  c:\n"
+             "state:\n"
+             "  a: {}\n"
+             "  b: ~\n"
+             "  c: {day_count: 2, note: hi}\n"
+             "  d: {requests: ~, tokens: ~, day_start: ~, day_count: ~}\n"
+             "  e: {tokens: [{time: 2026-02-19T10:00:00Z, source: x}]}\n");
+  Snapshot expected;
+  expected.quotas["a"] = {10, 0, 0};
+  expected.quotas["b"] = {};
+  expected.quotas["c"] = {};
+  expected.state["a"] = {};
+  expected.state["b"] = {};
+  expected.state["c"].day_count = 2;
+  expected.state["d"] = {};
+  expected.state["e"].tokens = {{kFeb19, 0}};
+  EXPECT_EQ(load_ok(path), expected);
+}
+
+TEST(YamlStore, OnlyQuotasOrOnlyState) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  write_text(path, "quotas:\n  m: {max_rpm: 1}\n");
+  Snapshot quotas_only;
+  quotas_only.quotas["m"] = {1, 0, 0};
+  EXPECT_EQ(load_ok(path), quotas_only);
+  write_text(path, "state:\n  m: {day_count: 1}\n");
+  Snapshot state_only;
+  state_only.state["m"].day_count = 1;
+  EXPECT_EQ(load_ok(path), state_only);
+}
+
+TEST(YamlStore, SortsEntriesByTimeKeepingTheOrderOfEqualTimes) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  write_text(
+      path,
+      "state:\n"
+      "  m:\n"
+      "    requests: [2026-02-19T10:00:02Z, 2026-02-19T10:00:00Z, 2026-02-19T12:00:01+02:00]\n"
+      "    tokens: [{time: 2026-02-19T10:00:02Z, count: 1}, {time: 2026-02-19T10:00:00Z, "
+      "count: 2}, {time: 2026-02-19T10:00:02Z, count: 3}, {time: 2026-02-19T10:00:00Z, "
+      "count: 4}]\n");
+  const Snapshot loaded = load_ok(path);
+  const ModelState& m = loaded.state.at("m");
+  EXPECT_EQ(m.requests, (std::vector<std::int64_t>{kFeb19, kFeb19 + kNs, kFeb19 + 2 * kNs}));
+  EXPECT_EQ(m.tokens, (std::vector<TokenEntry>{
+                          {kFeb19, 2}, {kFeb19, 4}, {kFeb19 + 2 * kNs, 1}, {kFeb19 + 2 * kNs, 3}}));
+}
+
+TEST(YamlStore, KeepsFutureTimestamps) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  write_text(path,
+             "state:\n  m: {requests: [2262-01-01T00:00:00Z], day_start: 2200-01-01T00:00:00Z}\n");
+  const Snapshot loaded = load_ok(path);
+  EXPECT_EQ(loaded.state.at("m").requests,
+            std::vector<std::int64_t>{*parse_rfc3339("2262-01-01T00:00:00Z")});
+  EXPECT_EQ(loaded.state.at("m").day_start_ns, *parse_rfc3339("2200-01-01T00:00:00Z"));
+}
+
+TEST(YamlStore, GoZeroDayStartMeansNotStarted) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  for (const std::string_view zero : {"0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00",
+                                      "\"0001-01-01T00:00:00Z\"", "0001-01-01 00:00:00Z"}) {
+    write_text(path, "state:\n  m: {day_start: " + std::string(zero) + ", day_count: 0}\n");
+    const Snapshot loaded = load_ok(path);
+    EXPECT_EQ(loaded.state.at("m").day_start_ns, 0) << zero;
+  }
+}
+
+TEST(YamlStore, EmptyOrCommentOnlyFileIsAnEmptySnapshot) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  for (const std::string_view text : {"", "\n", "# nothing yet\n", "---\n", "~\n", "null\n",
+                                      "quotas:\nstate:\n", "quotas: {}\nstate: {}\n"}) {
+    write_text(path, text);
+    const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+    ASSERT_TRUE(loaded) << loaded.error().to_string();
+    ASSERT_TRUE(loaded->has_value()) << "\"" << text << "\"";
+    EXPECT_EQ(**loaded, Snapshot{}) << "\"" << text << "\"";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Missing, corrupt and unreadable files
+
+TEST(YamlStore, MissingFileIsNotAnError) {
+  TempDir dir;
+  for (const std::string& path : {dir.file("state.yaml"), dir.file("no/such/dir/state.yaml")}) {
+    const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+    ASSERT_TRUE(loaded) << loaded.error().to_string();
+    EXPECT_FALSE(loaded->has_value());
+  }
+}
+
+struct CorruptCase {
+  std::string_view text;
+  std::string_view mentions;  // a part of the message
+};
+
+TEST(YamlStore, CorruptFilesAreCorruptStateNamingYamlAndWhere) {
+  const CorruptCase cases[] = {
+      {"quotas: {a: 1\n", "line"},
+      {"quotas:\n  a: [1, 2\nstate: {}\n", "line"},
+      {"quotas: {a: {max_rpm: 1}}}\n", "line"},
+      {"\tquotas: {}\n", "line"},
+      {"quotas: \"unterminated\n", "line"},
+      {"[1, 2, 3]\n", "top level is not a map"},
+      {"just a scalar\n", "top level is not a map"},
+      {"quotas: [gemini, openai]\n", "\"quotas\" is not a map (line 1"},
+      {"quotas: 5\n", "\"quotas\" is not a map"},
+      {"state: [a]\n", "\"state\" is not a map"},
+      {"quotas:\n  m: [1, 2]\n", "model \"m\": quota is not a map (line 2"},
+      {"quotas:\n  m: {max_rpm: lots}\n",
+       "model \"m\": max_rpm is not an integer (\"lots\") (line 2"},
+      {"quotas:\n  m: {max_tpm: 1.5}\n", "model \"m\": max_tpm is not an integer"},
+      {"quotas:\n  m: {max_rpd: [1]}\n", "model \"m\": max_rpd is not an integer"},
+      {"quotas:\n  m: {max_rpm: 0x10}\n", "max_rpm is not an integer"},
+      {"quotas:\n  m: {max_rpm: 9223372036854775808}\n", "max_rpm is out of range"},
+      {"quotas:\n  m: {max_rpm: -9223372036854775809}\n", "max_rpm is out of range"},
+      {"quotas:\n  m: {max_rpm: 99999999999999999999999}\n", "max_rpm is out of range"},
+      {"quotas:\n  m: {max_rpm: 1}\n  m: {max_rpm: 2}\n", "model \"m\": quota appears twice"},
+      {"quotas:\n  m: {max_rpm: 1, max_rpm: 2}\n", "max_rpm appears twice"},
+      {"quotas: {}\nquotas: {}\n", "key \"quotas\" appears twice"},
+      {"quotas:\n  [a, b]: {max_rpm: 1}\n", "model name in quotas is not a scalar"},
+      {"state:\n  m: 5\n", "model \"m\": state is not a map"},
+      {"state:\n  m: {requests: 5}\n", "model \"m\": requests is not a sequence"},
+      {"state:\n  m: {requests: {a: 1}}\n", "requests is not a sequence"},
+      {"state:\n  m:\n    requests: [2026-02-19T10:00:00Z, yesterday]\n",
+       "model \"m\": requests[1] is not a timestamp in the years 1677..2262 (\"yesterday\") (line "
+       "3"},
+      {"state:\n  m: {requests: [2026-02-30T10:00:00Z]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {requests: [1500-01-01T00:00:00Z]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {requests: [0001-01-01T00:00:00Z]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {requests: [~]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {requests: [[2026-02-19T10:00:00Z]]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {requests: [1771495200]}\n", "requests[0] is not a timestamp"},
+      {"state:\n  m: {tokens: 3}\n", "model \"m\": tokens is not a sequence"},
+      {"state:\n  m: {tokens: [3]}\n", "model \"m\": tokens[0] is not a map"},
+      {"state:\n  m: {tokens: [{count: 3}]}\n", "model \"m\": tokens[0] has no time"},
+      {"state:\n  m: {tokens: [{time: soon, count: 3}]}\n", "tokens[0].time is not a timestamp"},
+      {"state:\n  m: {tokens: [{time: 2026-02-19T10:00:00Z, count: x}]}\n",
+       "tokens[0].count is not an integer"},
+      {"state:\n  m: {tokens: [{time: 2026-02-19T10:00:00Z, count: 1, count: 2}]}\n",
+       "tokens[0].count appears twice"},
+      {"state:\n  m: {day_start: tomorrow}\n", "model \"m\": day_start is not a timestamp"},
+      {"state:\n  m: {day_start: [1]}\n", "model \"m\": day_start is not a timestamp"},
+      {"state:\n  m: {day_count: many}\n", "model \"m\": day_count is not an integer"},
+      {"state:\n  m: {day_count: 1, day_count: 2}\n", "day_count appears twice"},
+      {"state:\n  \"\": {day_count: x}\n", "model \"\": day_count is not an integer"},
+      {"state:\n  m: {}\n  m: {}\n", "model \"m\": state appears twice"},
+  };
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  for (const CorruptCase& c : cases) {
+    const Error error = load_error(dir, c.text);
+    EXPECT_EQ(error.code, ErrorCode::corrupt_state) << c.text;
+    EXPECT_TRUE(starts_with(error.message, "ratelimit.load: yaml: " + path + ": "))
+        << error.message;
+    EXPECT_NE(error.message.find(c.mentions), std::string::npos)
+        << "message: " << error.message << "\nwanted: " << c.mentions;
+  }
+}
+
+TEST(YamlStore, NegativeValuesAreCorruptStateNamingModelAndField) {
+  const CorruptCase cases[] = {
+      {"quotas:\n  gpt-4o: {max_rpm: -5, max_tpm: 1, max_rpd: 1}\n",
+       "model \"gpt-4o\": max_rpm is negative (-5)"},
+      {"quotas:\n  gpt-4o: {max_tpm: -1}\n", "model \"gpt-4o\": max_tpm is negative (-1)"},
+      {"quotas:\n  gpt-4o: {max_rpd: -1000}\n", "model \"gpt-4o\": max_rpd is negative (-1000)"},
+      {"quotas:\n  \"model with spaces\": {max_rpd: -1}\n",
+       "model \"model with spaces\": max_rpd is negative"},
+      {"state:\n  gpt-4o: {day_count: -3}\n", "model \"gpt-4o\": day_count is negative (-3)"},
+      {"state:\n  gpt-4o: {tokens: [{time: 2026-02-19T10:00:00Z, count: 5}, "
+       "{time: 2026-02-19T10:00:01Z, count: -7}]}\n",
+       "model \"gpt-4o\": tokens[1].count is negative (-7)"},
+  };
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  for (const CorruptCase& c : cases) {
+    const Error error = load_error(dir, c.text);
+    EXPECT_EQ(error.code, ErrorCode::corrupt_state) << c.text;
+    EXPECT_EQ(
+        error.message.rfind("ratelimit.load: yaml: " + path + ": " + std::string(c.mentions), 0),
+        0u)
+        << "message: " << error.message << "\nwanted: " << c.mentions;
+  }
+}
+
+TEST(YamlStore, TruncatedFileIsCorruptAndNeverCrashes) {
+  TempDir dir;
+  const std::string good = dir.file("good.yaml");
+  ASSERT_TRUE(make_yaml_store(good)->save(big_snapshot(1, 400)));
+  const std::string text = read_text(good);
+  const std::string path = dir.file("state.yaml");
+
+  // Cut in half: inside a flow sequence.
+  write_text(path, text.substr(0, text.size() / 2));
+  const Result<std::optional<Snapshot>> half = make_yaml_store(path)->load();
+  ASSERT_FALSE(half);
+  EXPECT_EQ(half.error().code, ErrorCode::corrupt_state);
+  EXPECT_TRUE(starts_with(half.error().message, "ratelimit.load: yaml: " + path));
+
+  // Every cut of a small file either fails cleanly or loads (a cut at a line end can be valid).
+  ASSERT_TRUE(make_yaml_store(good)->save(sample_snapshot()));
+  const std::string small = read_text(good);
+  for (std::size_t cut = 0; cut < small.size(); ++cut) {
+    write_text(path, small.substr(0, cut));
+    const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+    if (!loaded) {
+      EXPECT_EQ(loaded.error().code, ErrorCode::corrupt_state) << loaded.error().to_string();
+    }
+  }
+}
+
+TEST(YamlStore, GarbageBytesNeverCrash) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  std::uint64_t x = 88172645463325252ull;
+  for (int round = 0; round < 200; ++round) {
+    std::string junk;
+    for (int i = 0; i < 200; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      // Mostly YAML punctuation, so that the parser gets somewhere.
+      static constexpr std::string_view kAlphabet = "{}[]:,-#&*!|>'\"% \n\tqs0129Z.~?";
+      junk += (round % 2 == 0) ? kAlphabet[x % kAlphabet.size()] : static_cast<char>(x & 0xff);
+    }
+    write_text(path, junk);
+    const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+    if (!loaded) {
+      EXPECT_EQ(loaded.error().code, ErrorCode::corrupt_state) << loaded.error().message;
+    }
+  }
+}
+
+TEST(YamlStore, UnreadablePathIsAnIoError) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  ASSERT_TRUE(fs::create_directory(path));  // a directory where the file should be
+  const Result<std::optional<Snapshot>> loaded = make_yaml_store(path)->load();
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code, ErrorCode::io_error);
+  EXPECT_TRUE(starts_with(loaded.error().message, "ratelimit.load: " + path))
+      << loaded.error().message;
+
+  // A path through a regular file.
+  const std::string file = dir.file("file");
+  write_text(file, "x");
+  const Result<std::optional<Snapshot>> through = make_yaml_store(file + "/state.yaml")->load();
+  ASSERT_FALSE(through);
+  EXPECT_EQ(through.error().code, ErrorCode::io_error);
+
+  // Permission bits only stop a non-root user.
+  if (::geteuid() != 0) {
+    const std::string locked = dir.file("locked.yaml");
+    write_text(locked, "quotas: {}\n");
+    ASSERT_EQ(::chmod(locked.c_str(), 0), 0);
+    const Result<std::optional<Snapshot>> denied = make_yaml_store(locked)->load();
+    ASSERT_FALSE(denied);
+    EXPECT_EQ(denied.error().code, ErrorCode::io_error);
+    EXPECT_NE(denied.error().message.find(locked), std::string::npos);
+  }
+}
+
+TEST(YamlStore, UnwritablePathIsAnIoErrorAndLeavesNoTemporaryFile) {
+  TempDir dir;
+  const std::string file = dir.file("file");
+  write_text(file, "not a directory");
+  const std::string under_file = file + "/x/state.yaml";
+  const Status status = make_yaml_store(under_file)->save(sample_snapshot());
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.error().code, ErrorCode::io_error);
+  EXPECT_TRUE(starts_with(status.error().message, "ratelimit.persist: ")) << status.error().message;
+  EXPECT_NE(status.error().message.find(under_file), std::string::npos) << status.error().message;
+  EXPECT_NE(status.error().message.find("Not a directory"), std::string::npos)
+      << status.error().message;
+  EXPECT_EQ(read_text(file), "not a directory");
+
+  // A directory at the path: the rename fails and the temporary file is removed.
+  const std::string directory = dir.file("state.yaml");
+  ASSERT_TRUE(fs::create_directory(directory));
+  const Status over_directory = make_yaml_store(directory)->save(sample_snapshot());
+  ASSERT_FALSE(over_directory);
+  EXPECT_EQ(over_directory.error().code, ErrorCode::io_error);
+  EXPECT_TRUE(starts_with(over_directory.error().message, "ratelimit.persist: " + directory))
+      << over_directory.error().message;
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+
+  if (::geteuid() != 0) {
+    const std::string read_only = dir.file("read-only");
+    ASSERT_TRUE(fs::create_directory(read_only));
+    ASSERT_EQ(::chmod(read_only.c_str(), 0500), 0);
+    const Status denied = make_yaml_store(read_only + "/state.yaml")->save(sample_snapshot());
+    ASSERT_FALSE(denied);
+    EXPECT_EQ(denied.error().code, ErrorCode::io_error);
+  }
+}
+
+TEST(YamlStore, EmptyPathIsInvalid) {
+  auto store = make_yaml_store("");
+  const Status saved = store->save(Snapshot{});
+  ASSERT_FALSE(saved);
+  EXPECT_EQ(saved.error().code, ErrorCode::invalid_argument);
+  const Result<std::optional<Snapshot>> loaded = store->load();
+  ASSERT_FALSE(loaded);
+  EXPECT_EQ(loaded.error().code, ErrorCode::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomicity
+
+// Waits for the next inotify event on a file whose name contains ".tmp-"; false after 10 s
+// without one.
+bool wait_for_temp_file_event(int inotify_fd) {
+  alignas(inotify_event) char buffer[4096];
+  for (;;) {
+    pollfd ready{inotify_fd, POLLIN, 0};
+    if (::poll(&ready, 1, 10'000) != 1) return false;
+    const ssize_t got = ::read(inotify_fd, buffer, sizeof buffer);
+    if (got <= 0) return false;
+    for (ssize_t offset = 0; offset < got;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      if (event->len > 0 && std::string_view(event->name).find(".tmp-") != std::string::npos) {
+        return true;
+      }
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  }
+}
+
+// A process killed while saving leaves the old or the new snapshot, never a mix. At most one
+// temporary file (`state.yaml.tmp-XXXXXX`, from the interrupted save) stays behind; load ignores
+// it. Some rounds kill the child the moment its temporary file is created or written to (seen
+// through inotify), the others after a fraction of the time one save takes.
+TEST(YamlStore, KillDuringSaveLeavesACompleteSnapshot) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  const Snapshot first = big_snapshot(1, 4'000);
+  const Snapshot second = big_snapshot(2, 4'000);
+  ASSERT_NE(first, second);
+  constexpr int kRounds = 6;
+  for (int round = 0; round < kRounds; ++round) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const auto forked = std::chrono::steady_clock::now();
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(ready[0]);
+      auto store = make_yaml_store(path);
+      for (int i = 0;; ++i) {
+        if (!store->save(i % 2 == 0 ? first : second)) ::_exit(3);
+        if (i == 0) {
+          const char byte = 1;
+          if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
+        }
+      }
+    }
+    ::close(ready[1]);
+    char byte = 0;
+    const bool saved_once = ::read(ready[0], &byte, 1) == 1;
+    ::close(ready[0]);
+    bool saw_event = true;
+    if (saved_once && round < 4) {
+      // Rounds 0, 2: on creation of the next temporary file; 1, 3: on its first write.
+      const int watch = ::inotify_init1(IN_CLOEXEC);
+      const std::uint32_t mask = round % 2 == 0 ? IN_CREATE : IN_MODIFY;
+      saw_event = watch >= 0 && ::inotify_add_watch(watch, dir.path().c_str(), mask) >= 0 &&
+                  wait_for_temp_file_event(watch);
+      if (watch >= 0) ::close(watch);
+    } else if (saved_once) {
+      const auto one_save = std::chrono::steady_clock::now() - forked;
+      std::this_thread::sleep_for(one_save * (round - 3) / 3);
+    }
+    ASSERT_EQ(::kill(child, SIGKILL), 0);
+    int wait_status = 0;
+    ASSERT_EQ(::waitpid(child, &wait_status, 0), child);
+    ASSERT_TRUE(saved_once);
+    ASSERT_TRUE(saw_event) << "round " << round;
+    ASSERT_TRUE(WIFSIGNALED(wait_status)) << "child exited with " << WEXITSTATUS(wait_status);
+
+    const Snapshot loaded = load_ok(path);
+    EXPECT_TRUE(loaded == first || loaded == second) << "round " << round;
+    const std::vector<std::string> temps = temp_files(dir.path());
+    EXPECT_LE(temps.size(), 1u);
+    for (const std::string& name : temps) fs::remove(dir.path() / name);
+  }
+}
+
+TEST(YamlStore, ConcurrentSavesAndLoadsSeeCompleteSnapshots) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  std::vector<Snapshot> snapshots;
+  for (int i = 1; i <= 4; ++i) snapshots.push_back(big_snapshot(i, 400));
+  auto store = make_yaml_store(path);
+  ASSERT_TRUE(store->save(snapshots[0]));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        if (!store->save(snapshots[static_cast<std::size_t>(t)])) ++failures;
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    for (int i = 0; i < 20; ++i) {
+      const Result<std::optional<Snapshot>> loaded = store->load();
+      if (!loaded || !loaded->has_value()) {
+        ++failures;
+        continue;
+      }
+      bool known = false;
+      for (const Snapshot& s : snapshots) known = known || (**loaded == s);
+      if (!known) ++failures;
+    }
+  });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+}
+
+}  // namespace
+}  // namespace ratelimit::detail
