@@ -356,19 +356,24 @@ class Reader {
   // A model name: a scalar, or null (the empty name, as Go reads it).
   Result<std::string> model_name(const YAML::Node& key, std::string_view section) const {
     if (key.IsNull()) return std::string();
-    if (!key.IsScalar())
+    if (!key.IsScalar()) {
       return corrupt("a model name in " + std::string(section) + " is not a scalar", key);
+    }
     return key.Scalar();
   }
 
-  // A non-negative int64; null reads as 0. `field` names it in errors.
+  // A non-negative int64 in decimal, with an optional sign; null reads as 0. `field` names it
+  // in errors.
   Result<std::int64_t> read_count(const YAML::Node& node, std::string_view model,
                                   const std::string& field) const {
     if (node.IsNull()) return 0;
     if (!node.IsScalar()) return corrupt(model, field + " is not an integer", node);
     const std::string& text = node.Scalar();
     std::string_view digits = text;
-    if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
+    if (!digits.empty() && digits.front() == '+') {
+      digits.remove_prefix(1);
+      if (!digits.empty() && digits.front() == '-') digits = {};  // "+-5"
+    }
     std::int64_t value = 0;
     const char* end = digits.data() + digits.size();
     const auto [ptr, ec] = std::from_chars(digits.data(), end, value);

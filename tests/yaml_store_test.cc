@@ -500,6 +500,19 @@ TEST(YamlStore, MissingFieldsDefaultAndUnknownKeysAreIgnored) {
   EXPECT_EQ(load_ok(path), expected);
 }
 
+TEST(YamlStore, IntegersMayHaveASignLeadingZerosOrQuotes) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  write_text(path,
+             "quotas:\n"
+             "  m: {max_rpm: +5, max_tpm: 007, max_rpd: -0}\n"
+             "  n: {max_rpm: \"150\", max_tpm: 9223372036854775807}\n");
+  Snapshot expected;
+  expected.quotas["m"] = {5, 7, 0};
+  expected.quotas["n"] = {150, kMax, 0};
+  EXPECT_EQ(load_ok(path), expected);
+}
+
 TEST(YamlStore, OnlyQuotasOrOnlyState) {
   TempDir dir;
   const std::string path = dir.file("state.yaml");
@@ -601,6 +614,9 @@ TEST(YamlStore, CorruptFilesAreCorruptStateNamingYamlAndWhere) {
       {"quotas:\n  m: {max_tpm: 1.5}\n", "model \"m\": max_tpm is not an integer"},
       {"quotas:\n  m: {max_rpd: [1]}\n", "model \"m\": max_rpd is not an integer"},
       {"quotas:\n  m: {max_rpm: 0x10}\n", "max_rpm is not an integer"},
+      {"quotas:\n  m: {max_rpm: +-5}\n", "max_rpm is not an integer"},
+      {"quotas:\n  m: {max_rpm: ++5}\n", "max_rpm is not an integer"},
+      {"quotas:\n  m: {max_rpm: \"\"}\n", "max_rpm is not an integer"},
       {"quotas:\n  m: {max_rpm: 9223372036854775808}\n", "max_rpm is out of range"},
       {"quotas:\n  m: {max_rpm: -9223372036854775809}\n", "max_rpm is out of range"},
       {"quotas:\n  m: {max_rpm: 99999999999999999999999}\n", "max_rpm is out of range"},

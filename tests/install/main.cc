@@ -1,0 +1,17 @@
+// Compiled against an installed ratelimit, through find_package and through pkg-config.
+#include <ratelimit/ratelimit.h>
+
+#include <cstdio>
+
+int main() {
+  ratelimit::Config config;
+  config.backend = ratelimit::Backend::memory;
+  config.quotas = {{"gpt-4o", {2, 0, 0}}};
+  auto limiter = ratelimit::RateLimiter::open(config);
+  if (!limiter) return 1;
+  const bool first = (*limiter)->try_acquire("gpt-4o", 10).granted();
+  const bool second = (*limiter)->try_acquire("gpt-4o", 10).granted();
+  const bool third = (*limiter)->try_acquire("gpt-4o", 10).granted();
+  std::printf("granted: %d %d %d\n", first, second, third);
+  return first && second && !third ? 0 : 1;
+}
