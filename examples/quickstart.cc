@@ -3,8 +3,9 @@
 //
 // Each "call" reserves its estimated tokens first (waiting if the minute is full), makes the
 // call (a stand-in here), then commits the tokens the provider actually reported.
-#include <cstdio>
 #include <ratelimit/ratelimit.h>
+
+#include <cstdio>
 
 namespace {
 

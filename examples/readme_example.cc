@@ -22,7 +22,7 @@ int main() {
   // ---- README example ----
   config.quotas = {{"gpt-4o", {.max_rpm = 500, .max_tpm = 30'000}}};  // or providers = {openai}
   auto limiter = std::move(*ratelimit::RateLimiter::open(config));
-  limiter->load();                                                  // usage from earlier runs counts
+  limiter->load();  // usage from earlier runs counts
   auto r = limiter->acquire("gpt-4o", /*estimated_tokens=*/1'500);  // waits for the exact moment
   auto reply = call_openai(prompt);                                 // your call
   r->commit(reply.usage.prompt_tokens, reply.usage.completion_tokens);  // actual usage

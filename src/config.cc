@@ -7,9 +7,12 @@ namespace ratelimit {
 
 std::string_view to_string(Backend backend) {
   switch (backend) {
-    case Backend::yaml: return "yaml";
-    case Backend::sqlite: return "sqlite";
-    case Backend::memory: return "memory";
+    case Backend::yaml:
+      return "yaml";
+    case Backend::sqlite:
+      return "sqlite";
+    case Backend::memory:
+      return "memory";
   }
   return "unknown";
 }
@@ -25,9 +28,9 @@ Result<Backend> backend_from_string(std::string_view name) {
   if (lower.empty() || lower == "yaml") return Backend::yaml;
   if (lower == "sqlite") return Backend::sqlite;
   if (lower == "memory") return Backend::memory;
-  return make_error(ErrorCode::invalid_argument,
-                    "ratelimit.backend: unknown backend \"" + std::string(name) +
-                        "\" (use yaml, sqlite or memory)");
+  return make_error(ErrorCode::invalid_argument, "ratelimit.backend: unknown backend \"" +
+                                                     std::string(name) +
+                                                     "\" (use yaml, sqlite or memory)");
 }
 
 QuotaMap merged_quotas(const Config& config) {

@@ -4,28 +4,44 @@ namespace ratelimit {
 
 std::string_view to_string(DecisionCode code) {
   switch (code) {
-    case DecisionCode::ok: return "ok";
-    case DecisionCode::unknown_model: return "unknown_model";
-    case DecisionCode::unlimited: return "unlimited";
-    case DecisionCode::invalid_tokens: return "invalid_tokens";
-    case DecisionCode::rpd_exceeded: return "rpd_exceeded";
-    case DecisionCode::rpm_exceeded: return "rpm_exceeded";
-    case DecisionCode::tpm_exceeded: return "tpm_exceeded";
-    case DecisionCode::store_unavailable: return "store_unavailable";
+    case DecisionCode::ok:
+      return "ok";
+    case DecisionCode::unknown_model:
+      return "unknown_model";
+    case DecisionCode::unlimited:
+      return "unlimited";
+    case DecisionCode::invalid_tokens:
+      return "invalid_tokens";
+    case DecisionCode::rpd_exceeded:
+      return "rpd_exceeded";
+    case DecisionCode::rpm_exceeded:
+      return "rpm_exceeded";
+    case DecisionCode::tpm_exceeded:
+      return "tpm_exceeded";
+    case DecisionCode::store_unavailable:
+      return "store_unavailable";
   }
   return "unknown";
 }
 
 std::string_view reason(DecisionCode code) {
   switch (code) {
-    case DecisionCode::ok: return "within quota";
-    case DecisionCode::unknown_model: return "model has no configured quota";
-    case DecisionCode::unlimited: return "all limits are unlimited";
-    case DecisionCode::invalid_tokens: return "estimated tokens must be non-negative";
-    case DecisionCode::rpd_exceeded: return "daily request limit reached";
-    case DecisionCode::rpm_exceeded: return "per-minute request limit reached";
-    case DecisionCode::tpm_exceeded: return "per-minute token limit reached";
-    case DecisionCode::store_unavailable: return "state store unavailable";
+    case DecisionCode::ok:
+      return "within quota";
+    case DecisionCode::unknown_model:
+      return "model has no configured quota";
+    case DecisionCode::unlimited:
+      return "all limits are unlimited";
+    case DecisionCode::invalid_tokens:
+      return "estimated tokens must be non-negative";
+    case DecisionCode::rpd_exceeded:
+      return "daily request limit reached";
+    case DecisionCode::rpm_exceeded:
+      return "per-minute request limit reached";
+    case DecisionCode::tpm_exceeded:
+      return "per-minute token limit reached";
+    case DecisionCode::store_unavailable:
+      return "state store unavailable";
   }
   return "unknown";
 }

@@ -58,8 +58,8 @@ class Engine {
   virtual const Config& config() const = 0;
 
  protected:
-  static Reservation granted(Decision decision, std::shared_ptr<Settler> settler,
-                             std::uint64_t seq, std::uint64_t generation) {
+  static Reservation granted(Decision decision, std::shared_ptr<Settler> settler, std::uint64_t seq,
+                             std::uint64_t generation) {
     return Reservation(std::move(decision), std::move(settler), seq, generation);
   }
   static Reservation denied(Decision decision) {

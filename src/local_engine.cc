@@ -48,8 +48,7 @@ struct Waiter {
 class LocalEngine;
 
 // Everything about one model. The window, quota and waiter lists are guarded by mu.
-class alignas(64) ModelSlot final : public Settler,
-                                    public std::enable_shared_from_this<ModelSlot> {
+class alignas(64) ModelSlot final : public Settler, public std::enable_shared_from_this<ModelSlot> {
  public:
   ModelSlot(std::string model_name, std::size_t model_hash, std::uint32_t model_index,
             std::uint64_t limiter_nonce, std::shared_ptr<Clock> limiter_clock)
@@ -175,9 +174,9 @@ class alignas(64) ModelSlot final : public Settler,
 
  private:
   static Status closed_error(const char* operation) {
-    return make_error(ErrorCode::closed,
-                      std::string(operation) + ": the limiter that granted this reservation is "
-                                               "gone; nothing was changed");
+    return make_error(ErrorCode::closed, std::string(operation) +
+                                             ": the limiter that granted this reservation is "
+                                             "gone; nothing was changed");
   }
   static Status outcome_status(SettleOutcome outcome, const char* operation) {
     switch (outcome) {
@@ -270,11 +269,10 @@ class LocalEngine final : public Engine {
       std::optional<TimePoint> wake;
       if (slot->never_fits_locked(estimated_tokens)) {
         leave();
-        return make_error(ErrorCode::never_satisfiable,
-                          "ratelimit.acquire: " + quoted(model) + ": " +
-                              std::to_string(estimated_tokens) +
-                              " tokens can never fit within max_tpm " +
-                              std::to_string(slot->quota.max_tpm));
+        return make_error(
+            ErrorCode::never_satisfiable,
+            "ratelimit.acquire: " + quoted(model) + ": " + std::to_string(estimated_tokens) +
+                " tokens can never fit within max_tpm " + std::to_string(slot->quota.max_tpm));
       }
       if (slot->queue.front() == &self) {
         Reservation r = grant_locked(*slot, estimated_tokens, to_ns(now));
@@ -334,15 +332,14 @@ class LocalEngine final : public Engine {
       }
       if (deadline && now >= *deadline) {
         slot->watchers.erase(position);
-        return make_error(ErrorCode::deadline_exceeded,
-                          "ratelimit.wait_for_capacity: " + quoted(model) +
-                              ": no capacity before the deadline");
+        return make_error(
+            ErrorCode::deadline_exceeded,
+            "ratelimit.wait_for_capacity: " + quoted(model) + ": no capacity before the deadline");
       }
       if (options.stop.stop_requested()) {
         slot->watchers.erase(position);
-        return make_error(ErrorCode::cancelled,
-                          "ratelimit.wait_for_capacity: " + quoted(model) +
-                              ": cancelled while waiting");
+        return make_error(ErrorCode::cancelled, "ratelimit.wait_for_capacity: " + quoted(model) +
+                                                    ": cancelled while waiting");
       }
       sleep_locked(*slot, self, lock, add_saturating(now, d.retry_after), deadline, options.stop);
     }

@@ -4,10 +4,14 @@ namespace ratelimit {
 
 std::string_view to_string(Provider provider) {
   switch (provider) {
-    case Provider::gemini: return "gemini";
-    case Provider::openai: return "openai";
-    case Provider::anthropic: return "anthropic";
-    case Provider::local: return "local";
+    case Provider::gemini:
+      return "gemini";
+    case Provider::openai:
+      return "openai";
+    case Provider::anthropic:
+      return "anthropic";
+    case Provider::local:
+      return "local";
   }
   return "unknown";
 }

@@ -8,8 +8,7 @@ namespace {
 constexpr std::size_t kInitialCapacity = 64;
 
 bool counts_request(EntryKind kind) {
-  return kind == EntryKind::recorded || kind == EntryKind::reserved ||
-         kind == EntryKind::committed;
+  return kind == EntryKind::recorded || kind == EntryKind::reserved || kind == EntryKind::committed;
 }
 
 std::int64_t clamp_to_int64(Int128 v) {
@@ -133,8 +132,7 @@ SettleOutcome Window::commit(std::uint64_t seq, std::int64_t tokens, bool* lower
   return SettleOutcome::ok;
 }
 
-SettleOutcome Window::cancel(std::uint64_t seq, std::uint64_t generation,
-                             bool refund_day_if_gone) {
+SettleOutcome Window::cancel(std::uint64_t seq, std::uint64_t generation, bool refund_day_if_gone) {
   if (seq >= next_seq_) return SettleOutcome::not_issued;
   const bool same_day = generation == generation_ && day_count_ > 0;
   if (seq < head_seq_) {
@@ -299,8 +297,8 @@ void Window::import_state(const ModelState& state, std::int64_t now_ns) {
       }
       append(std::min(state.requests[r++], now_ns), tokens, EntryKind::recorded);
     } else {
-      append(std::min(state.tokens[k].time_ns, now_ns), std::max<std::int64_t>(0, state.tokens[k].count),
-             EntryKind::tokens_only);
+      append(std::min(state.tokens[k].time_ns, now_ns),
+             std::max<std::int64_t>(0, state.tokens[k].count), EntryKind::tokens_only);
       ++k;
     }
   }

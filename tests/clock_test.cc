@@ -40,7 +40,8 @@ TEST(ManualClockTest, ConcurrentSleepersNeverMoveTimeBack) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 1000; ++i) clock.sleep_until(TimePoint(std::chrono::seconds(i * 4 + t)), {});
+      for (int i = 0; i < 1000; ++i)
+        clock.sleep_until(TimePoint(std::chrono::seconds(i * 4 + t)), {});
     });
   }
   for (auto& t : threads) t.join();
@@ -56,9 +57,8 @@ TEST(SystemClockTest, IsTheWallClockAndWakesOnStop) {
   EXPECT_TRUE(clock->sleep_until(clock->now() + 1ms, {}));
   EXPECT_TRUE(clock->sleep_until(clock->now() - 1s, {}));  // in the past: at once
   std::stop_source stop;
-  auto sleeper = std::async(std::launch::async, [&] {
-    return clock->sleep_until(clock->now() + 1h, stop.get_token());
-  });
+  auto sleeper = std::async(
+      std::launch::async, [&] { return clock->sleep_until(clock->now() + 1h, stop.get_token()); });
   stop.request_stop();
   ASSERT_EQ(sleeper.wait_for(30s), std::future_status::ready);  // a safety net only
   EXPECT_FALSE(sleeper.get());

@@ -77,9 +77,15 @@ TEST(ConcurrencyTest, ResetRecordAndAllStatsTogether) {
   run_threads(4, [&](int t) {
     for (int i = 0; i < 500; ++i) {
       switch (t) {
-        case 0: ASSERT_TRUE(f.limiter->reset(i % 2 ? "a" : "")); break;
-        case 1: ASSERT_TRUE(f.limiter->record_usage("a", 1, 1)); break;
-        case 2: ASSERT_TRUE(f.limiter->record_usage("b", 1, 1)); break;
+        case 0:
+          ASSERT_TRUE(f.limiter->reset(i % 2 ? "a" : ""));
+          break;
+        case 1:
+          ASSERT_TRUE(f.limiter->record_usage("a", 1, 1));
+          break;
+        case 2:
+          ASSERT_TRUE(f.limiter->record_usage("b", 1, 1));
+          break;
         default: {
           auto all = f.limiter->all_stats();
           ASSERT_TRUE(all);
@@ -94,7 +100,8 @@ TEST(ConcurrencyTest, ResetRecordAndAllStatsTogether) {
 
 TEST(ConcurrencyTest, FiveModelsConcurrently) {
   auto f = memory_limiter({});
-  for (int m = 0; m < 5; ++m) ASSERT_TRUE(f.limiter->set_quota("model-" + std::to_string(m), {300, 0, 0}));
+  for (int m = 0; m < 5; ++m)
+    ASSERT_TRUE(f.limiter->set_quota("model-" + std::to_string(m), {300, 0, 0}));
   run_threads(5, [&](int t) {
     const std::string model = "model-" + std::to_string(t);
     for (int i = 0; i < 400; ++i) (void)f.limiter->try_acquire(model, 1);
@@ -150,13 +157,17 @@ TEST(ConcurrencyTest, PersistAndLoadTogether) {
   run_threads(4, [&](int t) {
     for (int i = 0; i < 30; ++i) {
       switch (t) {
-        case 0: ASSERT_TRUE(limiter->persist()); break;
+        case 0:
+          ASSERT_TRUE(limiter->persist());
+          break;
         case 1: {
           const Status s = limiter->load();
           ASSERT_TRUE(s) << s.error().message;
           break;
         }
-        default: ASSERT_TRUE(limiter->record_usage("m", 1, 1)); break;
+        default:
+          ASSERT_TRUE(limiter->record_usage("m", 1, 1));
+          break;
       }
     }
   });

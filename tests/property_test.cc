@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -170,7 +171,13 @@ ModelQuota random_quota(std::mt19937_64& rng) {
   return ModelQuota{pick(8), pick(300), pick(25)};
 }
 
-void run_schedule(std::uint64_t seed, int steps) {
+// How often each interesting path was taken, so the test proves it exercised them.
+struct Coverage {
+  std::map<DecisionCode, int> decisions;
+  int waited = 0, deadline = 0, never = 0, settled_gone = 0, settled_live = 0;
+};
+
+void run_schedule(std::uint64_t seed, int steps, Coverage& seen) {
   std::mt19937_64 rng(seed);
   auto f = testing::memory_limiter({});
   const std::vector<std::string> models = {"a", "b/with slash", ""};
@@ -189,13 +196,13 @@ void run_schedule(std::uint64_t seed, int steps) {
     const std::string& model = models[rng() % models.size()];
     NaiveModel& n = naive[model];
     const int op = static_cast<int>(rng() % 100);
-    if (std::getenv("PROPERTY_TRACE")) std::fprintf(stderr, "step %d op %d model '%s'\n", step, op, model.c_str());
     if (op < 25) {  // try_acquire
       const std::int64_t est = rng() % 20 == 0 ? -1 : static_cast<std::int64_t>(rng() % 120);
       n.touch(now());
       const Decision want = n.decide(est, now());
       Reservation r = f.limiter->try_acquire(model, est);
       expect_same_decision(r.decision(), want, step);
+      ++seen.decisions[r.decision().code];
       ASSERT_EQ(r.granted(), want.allowed);
       if (r.granted()) {
         // The invariant: at a grant, usage in (t - 60 s, t] plus the estimate fits.
@@ -243,6 +250,7 @@ void run_schedule(std::uint64_t seed, int steps) {
       const bool in_window = !wiped && o.entry >= m.pruned && e.time > now() - kWindow;
       // Entries that already left the window: only the reservation object knows it was never
       // settled, so only it refunds the day.
+      ++(in_window ? seen.settled_live : seen.settled_gone);
       if (in_window) {
         e.request = false;
         e.tokens = 0;
@@ -276,7 +284,7 @@ void run_schedule(std::uint64_t seed, int steps) {
         n.quota = random_quota(rng);
         ASSERT_TRUE(f.limiter->set_quota(model, n.quota));
       }
-    } else if (op < 95) {  // reset
+    } else if (op < 95) {                                // reset
       const bool all = rng() % 3 == 0 || model.empty();  // reset("") resets every model
       ASSERT_TRUE(f.limiter->reset(all ? "" : model));
       for (auto& [name, m] : naive) {
@@ -302,26 +310,21 @@ void run_schedule(std::uint64_t seed, int steps) {
         if (at_start.allowed) {
           ASSERT_EQ(end, start);
         } else {
+          ++seen.waited;
           ASSERT_EQ(end - start, at_start.retry_after.count()) << "step " << step;
         }
         const std::size_t entry = n.append(end, est, true);
         outstanding.push_back({std::move(*r), model, entry, n.generation, n.reset_mark});
       } else if (r.error().code == ErrorCode::never_satisfiable) {
         ASSERT_TRUE(n.has_quota && n.quota.max_tpm > 0 && est > n.quota.max_tpm);
+        ++seen.never;
         ASSERT_EQ(end, start);
       } else {
         ASSERT_EQ(r.error().code, ErrorCode::deadline_exceeded);
+        ++seen.deadline;
         ASSERT_FALSE(n.decide(est, end).allowed);
         ASSERT_EQ(end - start, options.timeout->count());
       }
-    }
-    if (std::getenv("PROPERTY_TRACE")) {
-      std::fprintf(stderr, "  now %lld a: impl rpm %lld tpm %lld;", (long long)now(),
-                   (long long)f.limiter->stats("a")->rpm, (long long)f.limiter->stats("a")->tpm);
-      for (const NaiveEntry* e : naive["a"].in_window(now())) {
-        std::fprintf(stderr, " [%lld %lld %d]", (long long)e->time, (long long)e->tokens, e->request);
-      }
-      std::fprintf(stderr, "\n");
     }
     // After every step, stats equal the naive recomputation for every model.
     for (const auto& m : models) {
@@ -333,11 +336,22 @@ void run_schedule(std::uint64_t seed, int steps) {
 }
 
 TEST(PropertyTest, RandomSchedulesMatchTheNaiveModel) {
+  Coverage seen;
   for (std::uint64_t seed : {1u, 2u, 3u, 17u, 2026u}) {
     SCOPED_TRACE(seed);
-    run_schedule(seed, 4000);
+    run_schedule(seed, 4000, seen);
     if (HasFatalFailure()) return;
   }
+  for (DecisionCode code : {DecisionCode::ok, DecisionCode::unknown_model, DecisionCode::unlimited,
+                            DecisionCode::invalid_tokens, DecisionCode::rpd_exceeded,
+                            DecisionCode::rpm_exceeded, DecisionCode::tpm_exceeded}) {
+    EXPECT_GT(seen.decisions[code], 5) << to_string(code);
+  }
+  EXPECT_GT(seen.waited, 5);
+  EXPECT_GT(seen.deadline, 5);
+  EXPECT_GT(seen.never, 0);
+  EXPECT_GT(seen.settled_live, 5);
+  EXPECT_GT(seen.settled_gone, 5);
 }
 
 }  // namespace

@@ -23,7 +23,8 @@ struct Fixture {
   std::unique_ptr<RateLimiter> limiter;
 };
 
-// A memory-backed limiter with exactly `quotas` (none: no quota at all), on a ManualClock at start_time().
+// A memory-backed limiter with exactly `quotas` (none: no quota at all), on a ManualClock at
+// start_time().
 inline Fixture memory_limiter(QuotaMap quotas) {
   Fixture f;
   Config config;

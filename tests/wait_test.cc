@@ -113,8 +113,7 @@ TEST(WaitTest, NegativeTokensAreInvalid) {
   auto f = memory_limiter({{"m", {1, 0, 0}}});
   EXPECT_EQ(f.limiter->wait_for_capacity("m", -1).error().code, ErrorCode::invalid_argument);
   EXPECT_EQ(f.limiter->acquire("m", -1).error().code, ErrorCode::invalid_argument);
-  EXPECT_EQ(f.limiter->wait_for_capacity("unknown", -1).error().code,
-            ErrorCode::invalid_argument);
+  EXPECT_EQ(f.limiter->wait_for_capacity("unknown", -1).error().code, ErrorCode::invalid_argument);
 }
 
 TEST(WaitTest, UnknownModelsNeverWait) {
@@ -214,11 +213,21 @@ TEST_P(EarlyWakeTest, ReleaseWakesAWaiter) {
   });
   std::this_thread::sleep_for(20ms);
   switch (kind) {
-    case 0: ASSERT_TRUE(held.cancel()); break;
-    case 1: ASSERT_TRUE(limiter->reset("m")); break;
-    case 2: ASSERT_TRUE(limiter->set_quota("m", {5, 5000, 0})); break;
-    case 3: ASSERT_TRUE(limiter->remove_quota("m")); break;
-    case 4: ASSERT_TRUE(held.cancel()); break;
+    case 0:
+      ASSERT_TRUE(held.cancel());
+      break;
+    case 1:
+      ASSERT_TRUE(limiter->reset("m"));
+      break;
+    case 2:
+      ASSERT_TRUE(limiter->set_quota("m", {5, 5000, 0}));
+      break;
+    case 3:
+      ASSERT_TRUE(limiter->remove_quota("m"));
+      break;
+    case 4:
+      ASSERT_TRUE(held.cancel());
+      break;
   }
   ASSERT_EQ(waiter.wait_for(30s), std::future_status::ready);
   EXPECT_TRUE(waiter.get());
@@ -230,7 +239,8 @@ TEST(WaitTest, CommitThatLowersTokensWakesATokenWaiter) {
   auto clock = std::make_shared<GatedClock>();
   auto limiter = limiter_on(clock, {{"m", {0, 1000, 0}}});
   Reservation held = limiter->try_acquire("m", 900);
-  auto waiter = std::async(std::launch::async, [&] { return limiter->wait_for_capacity("m", 500); });
+  auto waiter =
+      std::async(std::launch::async, [&] { return limiter->wait_for_capacity("m", 500); });
   ASSERT_TRUE(clock->wait_for_sleepers(1));
   ASSERT_TRUE(held.commit(100, 100));  // 200 used: 500 more fit
   ASSERT_EQ(waiter.wait_for(30s), std::future_status::ready);

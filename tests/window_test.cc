@@ -73,7 +73,7 @@ TEST(WindowTest, TpmBoundaryAndRetry) {
   Decision d = w.evaluate(q, 11, kT0 + 20 * kSec);
   EXPECT_EQ(d.code, DecisionCode::tpm_exceeded);
   EXPECT_EQ(d.retry_after, std::chrono::seconds(40));  // 40 tokens leave at 60 s
-  d = w.evaluate(q, 60, kT0 + 20 * kSec);               // needs both entries gone
+  d = w.evaluate(q, 60, kT0 + 20 * kSec);              // needs both entries gone
   EXPECT_EQ(d.retry_after, std::chrono::seconds(50));
   d = w.evaluate(q, 101, kT0 + 20 * kSec);
   EXPECT_EQ(d.retry_after, Duration::max());
@@ -257,7 +257,8 @@ TEST(WindowTest, RetryMatchesANaiveScanAtEveryStep) {
       const std::size_t pick = rng() % reserved.size();
       const std::uint64_t seq = reserved[pick];
       reserved.erase(reserved.begin() + static_cast<std::ptrdiff_t>(pick));
-      auto it = std::find_if(naive.begin(), naive.end(), [&](const Naive& e) { return e.seq == seq; });
+      auto it =
+          std::find_if(naive.begin(), naive.end(), [&](const Naive& e) { return e.seq == seq; });
       bool lowered = false;
       if (op < 8) {
         const auto tokens = static_cast<std::int64_t>(rng() % 1000);
