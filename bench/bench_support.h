@@ -1,7 +1,15 @@
-// Counts heap allocations for the benchmarks' allocs_per_op counter.
+// What every benchmark program links (bench_support.cc):
 //
-// alloc_counter.cc replaces every form of the global operator new (plain, array, nothrow,
-// aligned) in the program that links it; each call adds one to a counter of the calling thread.
+// - Allocation counting for the allocs_per_op counter: bench_support.cc replaces every form of
+//   the global operator new (plain, array, nothrow, aligned); each call adds one to a counter of
+//   the calling thread.
+// - A multi-threaded process from the start. glibc and libstdc++ skip atomic instructions while
+//   a process has never started a thread (pthread_mutex_lock without a locked cmpxchg,
+//   shared_ptr counts without locked adds), so a single-threaded benchmark would otherwise time
+//   a cheaper mutex than any multi-threaded program gets, and the result would depend on
+//   whether a Threads() benchmark had already run. Before main, one thread is started and
+//   joined, which turns those shortcuts off for good. RATELIMIT_BENCH_SINGLE_THREADED=1 in the
+//   environment skips it (to measure what the shortcuts are worth).
 #pragma once
 
 #include <benchmark/benchmark.h>

@@ -1,8 +1,12 @@
-// Global operator new/delete replacements that count allocations per thread.
-#include "alloc_counter.h"
+// Global operator new/delete replacements that count allocations per thread, and the
+// multi-threaded process mode (see bench_support.h).
+#include "bench_support.h"
 
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
+#include <thread>
 
 namespace {
 
@@ -39,6 +43,19 @@ void* allocate_nothrow(std::size_t size, std::size_t alignment) noexcept {
     return nullptr;
   }
 }
+
+// Starts and joins a thread before main unless RATELIMIT_BENCH_SINGLE_THREADED=1.
+// The mode is shown in the context lines above the results.
+[[maybe_unused]] const bool g_multi_threaded = [] {
+  const char* single = std::getenv("RATELIMIT_BENCH_SINGLE_THREADED");
+  if (single != nullptr && std::strcmp(single, "1") == 0) {
+    benchmark::AddCustomContext("process", "single-threaded (glibc/libstdc++ skip atomics)");
+    return false;
+  }
+  std::thread([] {}).join();
+  benchmark::AddCustomContext("process", "multi-threaded (a thread was started before main)");
+  return true;
+}();
 
 }  // namespace
 
