@@ -33,7 +33,19 @@ class ModelTable {
     for (auto& segment : segments_) delete[] segment.load(std::memory_order_relaxed);
   }
 
-  static std::size_t hash_of(std::string_view name) { return std::hash<std::string_view>{}(name); }
+  // FNV-1a over the bytes, then a 64-bit finaliser so that the low bits (the table index) mix
+  // well. Inline and cheaper than std::hash for the short names models have.
+  static std::size_t hash_of(std::string_view name) {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char c : name) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return static_cast<std::size_t>(h);
+  }
 
   // Lock-free. nullptr when the model has never been added.
   T* find(std::string_view name) const {
