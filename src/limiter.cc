@@ -2,10 +2,13 @@
 #include "ratelimit/limiter.h"
 
 #include <charconv>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "engine.h"
 #include "snapshot.h"
+#include "sqlite_store.h"
 
 namespace ratelimit {
 
@@ -105,13 +108,33 @@ Result<std::unique_ptr<RateLimiter>> RateLimiter::open(Config config) {
       store = detail::make_yaml_store(config.file_path);
       break;
     }
-    case Backend::sqlite:
-      return make_error(ErrorCode::invalid_argument,
-                        "ratelimit.open: the sqlite backend is not part of this build yet; use "
-                        "Backend::yaml or Backend::memory");
+    case Backend::sqlite: {
+      if (config.file_path.empty()) {
+        auto path = default_state_path(Backend::sqlite);
+        if (!path) return tl::unexpected(path.error());
+        config.file_path = *path;
+        // Only the default path gets its parent created; an explicit one must exist.
+        std::error_code ec;
+        const auto parent = std::filesystem::path(config.file_path).parent_path();
+        std::filesystem::create_directories(parent, ec);
+        if (ec) {
+          return make_error(ErrorCode::io_error, "ratelimit.open: cannot create " +
+                                                     parent.string() + ": " + ec.message());
+        }
+      }
+      auto engine = detail::make_sqlite_engine(std::move(config));
+      if (!engine) return tl::unexpected(engine.error());
+      return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(*engine)));
+    }
   }
   auto engine = detail::make_local_engine(std::move(config), std::move(store));
   return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(engine)));
+}
+
+Result<std::unique_ptr<RateLimiter>> RateLimiter::open_sqlite(std::string path, Config config) {
+  if (!path.empty()) config.file_path = std::move(path);
+  config.backend = Backend::sqlite;
+  return open(std::move(config));
 }
 
 RateLimiter::RateLimiter(std::unique_ptr<detail::Engine> engine) : engine_(std::move(engine)) {}

@@ -1,6 +1,8 @@
 // The seed's decision matrix (go-ratelimit's behaviour) in our terms, on a ManualClock.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "test_util.h"
 
 namespace ratelimit {
@@ -292,13 +294,15 @@ TEST(OpenTest, RejectsNegativeConfiguredQuotas) {
   EXPECT_NE(limiter.error().message.find("max_tpm"), std::string::npos);
 }
 
-TEST(OpenTest, SqliteIsNotAvailableYet) {
+TEST(OpenTest, SqliteOpensTheSharedStore) {  // more in sqlite_*_test.cc
+  testing::TempDir dir;
   Config config;
   config.backend = Backend::sqlite;
-  config.file_path = "/tmp/never-created.db";
+  config.file_path = dir.file("state.db");
   auto limiter = RateLimiter::open(config);
-  ASSERT_FALSE(limiter);
-  EXPECT_EQ(limiter.error().code, ErrorCode::invalid_argument);
+  ASSERT_TRUE(limiter) << limiter.error().message;
+  EXPECT_TRUE((*limiter)->try_acquire("gemini-2.5-pro", 10));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("state.db")));
 }
 
 TEST(OpenTest, DefaultPathFromCoreHomeThenHome) {

@@ -80,6 +80,12 @@ class RateLimiter {
   // Opens a limiter for config.backend. Does not load state: call load(). Fails with
   // invalid_argument when a default path is needed but neither CORE_HOME nor HOME is set.
   static Result<std::unique_ptr<RateLimiter>> open(Config config = {});
+  // Opens the shared SQLite store at `path` (the argument wins over config.file_path; empty:
+  // config.file_path, then the default path), creating the database when missing; its parent
+  // directory must exist. The database owns the quotas: config quotas and profiles are written
+  // only for models that have no quota row yet. Errors: io_error, unavailable, corrupt_state
+  // (a damaged, truncated or foreign file; see Config::recover_corrupt).
+  static Result<std::unique_ptr<RateLimiter>> open_sqlite(std::string path, Config config = {});
 
   ~RateLimiter();  // neither persists nor throws; call persist()/close()
   RateLimiter(const RateLimiter&) = delete;
@@ -120,9 +126,12 @@ class RateLimiter {
   Status add_provider(Provider provider);  // overwrites that provider's models (seed rule)
   Status reset(std::string_view model);    // "" → all models' usage
 
-  Status persist();  // memory: nothing to do
-  Status load();     // memory: nothing to do; a missing file is not an error
-  Status close();    // idempotent; later persist/load fail with `closed`
+  Status persist();  // memory: nothing to do; sqlite: a WAL checkpoint (state is durable)
+  Status load();     // memory: nothing to do; a missing file is not an error; sqlite: re-reads
+                     // the quota copy
+  // Idempotent; later persist/load fail with `closed`. sqlite: every call that needs the
+  // database fails with `closed` (decide/try_acquire: store_unavailable).
+  Status close();
 
   // The configuration this limiter was opened with (file_path resolved).
   const Config& config() const;
@@ -131,5 +140,12 @@ class RateLimiter {
   explicit RateLimiter(std::unique_ptr<detail::Engine> engine);
   std::unique_ptr<detail::Engine> engine_;
 };
+
+// Copies a YAML state file (ours or go-ratelimit's) into the SQLite database at `sqlite_path`
+// (created when missing; its parent directory must exist) in one transaction: its state
+// replaces the database's usage, and its quotas (when it has any) replace the database's
+// quotas. A re-run overwrites; a failure leaves the database as it was. Errors: not_found (no
+// YAML file), corrupt_state, io_error, unavailable.
+Status migrate_yaml_to_sqlite(const std::string& yaml_path, const std::string& sqlite_path);
 
 }  // namespace ratelimit
