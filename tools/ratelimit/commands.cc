@@ -1,0 +1,693 @@
+#include "commands.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include "args.h"
+#include "json_format.h"
+
+#ifndef RATELIMIT_VERSION
+#define RATELIMIT_VERSION "unknown"
+#endif
+
+namespace ratelimit::cli {
+namespace {
+
+constexpr int kBarWidth = 10;
+
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+std::string quote_name(std::string_view text) { return "\"" + printable(text) + "\""; }
+
+Outcome<void> check_model(std::string_view model) {
+  if (auto why = model_name_problem(model)) {
+    return tl::unexpected(
+        usage_error(*why + "; give a model name of 1 to 256 bytes without control characters"));
+  }
+  return {};
+}
+
+Outcome<std::int64_t> check_count(std::string_view flag, std::string_view text,
+                                  std::string_view example) {
+  if (auto n = parse_count(text)) return *n;
+  return tl::unexpected(usage_error(std::string(flag) + " " + quote_name(text) +
+                                    " is not a non-negative integer; give a count such as " +
+                                    std::string(flag) + " " + std::string(example)));
+}
+
+Outcome<Provider> check_provider(std::string_view name) {
+  if (auto p = provider_from_string(name)) return *p;
+  return tl::unexpected(usage_error("unknown provider " + quote_name(name) +
+                                    "; choose one of gemini, openai, anthropic, local "
+                                    "(see `ratelimit profiles`)"));
+}
+
+std::string limit_text(std::int64_t limit) { return limit == 0 ? "-" : std::to_string(limit); }
+
+std::string used_text(std::int64_t used, std::int64_t limit) {
+  return std::to_string(used) + "/" + limit_text(limit);
+}
+
+// "[███░░░░░░░]" for used/limit; blank for unlimited.
+std::string bar(std::int64_t used, std::int64_t limit) {
+  if (limit <= 0) return std::string(kBarWidth + 2, ' ');
+  std::int64_t filled = used <= 0 ? 0 : (used * kBarWidth + limit - 1) / limit;
+  filled = std::min<std::int64_t>(filled, kBarWidth);
+  std::string out = "[";
+  for (int i = 0; i < kBarWidth; ++i) out += i < filled ? "\u2588" : "\u2591";
+  return out + "]";
+}
+
+std::string stats_line(const ModelStats& s) {
+  return "rpm " + used_text(s.rpm, s.max_rpm) + ", tpm " + used_text(s.tpm, s.max_tpm) + ", rpd " +
+         used_text(s.rpd, s.max_rpd);
+}
+
+std::string decision_line(std::string_view model, const Decision& d) {
+  std::string out = printable(model) + ": " + (d.allowed ? "allowed" : "denied") + " (" +
+                    std::string(to_string(d.code)) + ": " + std::string(d.reason()) + ")";
+  if (!d.allowed && d.retry_after > Duration::zero()) {
+    out += d.retry_after == Duration::max() ? "; can never pass (the estimate exceeds max_tpm)"
+                                            : "; retry in " + format_duration(d.retry_after);
+  }
+  return out + "; " + stats_line(d.stats);
+}
+
+bool is_limit_denial(DecisionCode code) {
+  return code == DecisionCode::rpm_exceeded || code == DecisionCode::tpm_exceeded ||
+         code == DecisionCode::rpd_exceeded;
+}
+
+// Left-aligned text columns separated by two spaces. A cell may have a suffix (a usage bar)
+// written after the padded cell; a column's suffixes must share one display width.
+struct Table {
+  std::vector<std::vector<std::string>> rows;
+  std::map<std::pair<std::size_t, std::size_t>, std::string> suffix;  // (row, column) → text
+
+  std::string render() const {
+    std::vector<std::size_t> width;
+    for (const auto& row : rows) {
+      width.resize(std::max(width.size(), row.size()));
+      for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    std::string out;
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      std::string line;
+      for (std::size_t i = 0; i < rows[r].size(); ++i) {
+        line += rows[r][i] + std::string(width[i] - rows[r][i].size(), ' ');
+        if (auto it = suffix.find({r, i}); it != suffix.end()) line += " " + it->second;
+        if (i + 1 < rows[r].size()) line += "  ";
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      out += line + "\n";
+    }
+    return out;
+  }
+};
+
+std::string quota_table(const QuotaMap& quotas) {
+  Table t;
+  t.rows.push_back({"MODEL", "RPM", "TPM", "RPD"});
+  for (const auto& [model, q] : quotas) {
+    t.rows.push_back(
+        {printable(model), limit_text(q.max_rpm), limit_text(q.max_tpm), limit_text(q.max_rpd)});
+  }
+  return t.render();
+}
+
+}  // namespace
+
+Terminal Terminal::detect() {
+  return Terminal{::isatty(STDIN_FILENO) == 1, ::isatty(STDOUT_FILENO) == 1,
+                  ::isatty(STDERR_FILENO) == 1};
+}
+
+Commands::Commands(GlobalOptions options, Terminal terminal)
+    : options_(std::move(options)), terminal_(terminal) {}
+
+void Commands::print(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (text.empty() || text.back() != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+int Commands::fail(const std::string& command, const Failure& failure) {
+  const std::string message = one_line(failure.message);
+  std::fprintf(stderr, "ratelimit%s%s: %s\n", command.empty() ? "" : " ", command.c_str(),
+               message.c_str());
+  std::fflush(stderr);
+  if (options_.json) {
+    const char* code = failure.exit_code == kUsageError   ? "usage_error"
+                       : failure.exit_code == kStoreError ? "state_error"
+                                                          : "denied";
+    print(json::error(code, failure.exit_code, message));
+  }
+  return failure.exit_code;
+}
+
+Outcome<StoreOptions> Commands::store_options() const {
+  StoreOptions out;
+  out.state = options_.state;
+  out.backend = options_.backend;
+  out.recover = options_.recover;
+  for (const auto& name : options_.providers) {
+    auto p = check_provider(name);
+    if (!p) return tl::unexpected(p.error());
+    if (std::find(out.providers.begin(), out.providers.end(), *p) == out.providers.end()) {
+      out.providers.push_back(*p);
+    }
+  }
+  return out;
+}
+
+Outcome<std::unique_ptr<Session>> Commands::open_store() {
+  auto opts = store_options();
+  if (!opts) return tl::unexpected(opts.error());
+  auto loc = resolve_store(*opts);
+  if (!loc) return tl::unexpected(loc.error());
+  return Session::open(*opts, *loc);
+}
+
+// --- status, check -------------------------------------------------------------------------
+
+int Commands::status(const std::optional<std::string>& model) {
+  if (model) {
+    if (auto ok = check_model(*model); !ok) return fail("status", ok.error());
+  }
+  auto session = open_store();
+  if (!session) return fail("status", session.error());
+  RateLimiter& limiter = (*session)->limiter();
+  std::vector<std::string> names;
+  if (model) {
+    names.push_back(*model);
+  } else {
+    auto all = limiter.models();
+    if (!all) return fail("status", store_error("cannot list models: " + all.error().to_string()));
+    names = std::move(*all);
+  }
+  std::vector<json::StatusRow> rows;
+  for (auto& name : names) {
+    Decision d = limiter.decide(name, 0);
+    if (d.code == DecisionCode::store_unavailable) {
+      return fail("status", store_error("the state store is unavailable; retry"));
+    }
+    rows.push_back({std::move(name), d});
+  }
+  if (auto done = (*session)->finish(); !done) return fail("status", done.error());
+  if (options_.json) {
+    print(json::status(rows));
+    return kOk;
+  }
+  if (rows.empty()) {
+    print(
+        "no models yet: add quotas with `ratelimit --provider openai status` or "
+        "`ratelimit quota set MODEL --rpm N`");
+    return kOk;
+  }
+  Table t;
+  t.rows.push_back({"MODEL", "RPM", "TPM", "RPD", "FREES IN", "NEXT REQUEST"});
+  // On a terminal: a usage bar after each used/limit cell, except in a column that is unlimited
+  // for every model.
+  bool limited[3] = {false, false, false};
+  for (const auto& row : rows) {
+    const ModelStats& s = row.decision.stats;
+    limited[0] |= s.max_rpm > 0;
+    limited[1] |= s.max_tpm > 0;
+    limited[2] |= s.max_rpd > 0;
+  }
+  for (const auto& row : rows) {
+    const ModelStats& s = row.decision.stats;
+    const Decision& d = row.decision;
+    const std::size_t r = t.rows.size();
+    t.rows.push_back(
+        {printable(row.model), used_text(s.rpm, s.max_rpm), used_text(s.tpm, s.max_tpm),
+         used_text(s.rpd, s.max_rpd), d.allowed ? "-" : format_duration(d.retry_after),
+         std::string(d.allowed ? "allowed (" : "denied (") + std::string(to_string(d.code)) + ")"});
+    if (!terminal_.out) continue;
+    const std::pair<std::int64_t, std::int64_t> dims[3] = {
+        {s.rpm, s.max_rpm}, {s.tpm, s.max_tpm}, {s.rpd, s.max_rpd}};
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (!limited[i]) continue;
+      t.suffix[{r, i + 1}] = bar(dims[i].first, dims[i].second);
+      t.suffix[{0, i + 1}] = std::string(kBarWidth + 2, ' ');
+    }
+  }
+  print(t.render());
+  return kOk;
+}
+
+int Commands::check(const std::string& model, const std::string& tokens) {
+  if (auto ok = check_model(model); !ok) return fail("check", ok.error());
+  auto n = check_count("--tokens", tokens, "1500");
+  if (!n) return fail("check", n.error());
+  auto session = open_store();
+  if (!session) return fail("check", session.error());
+  const Decision d = (*session)->limiter().decide(model, *n);
+  if (d.code == DecisionCode::store_unavailable) {
+    return fail("check", store_error("the state store is unavailable; retry"));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("check", done.error());
+  print(options_.json ? json::decision(d) : decision_line(model, d));
+  return d.allowed ? kOk : kDenied;
+}
+
+// --- acquire -----------------------------------------------------------------------------
+
+int Commands::acquire(const std::string& model, const std::string& tokens,
+                      const std::optional<std::string>& wait) {
+  if (auto ok = check_model(model); !ok) return fail("acquire", ok.error());
+  auto n = check_count("--tokens", tokens, "1500");
+  if (!n) return fail("acquire", n.error());
+  std::optional<Duration> wait_for;
+  if (wait) {
+    wait_for = parse_duration(*wait);
+    if (!wait_for) {
+      return fail("acquire", usage_error("--wait " + quote_name(*wait) +
+                                         " is not a duration; use a number and a unit: 500ms, "
+                                         "30s, 2m or 1h"));
+    }
+  }
+  auto opened = open_store();
+  if (!opened) return fail("acquire", opened.error());
+  Session& session = **opened;
+  RateLimiter& limiter = session.limiter();
+
+  using Steady = std::chrono::steady_clock;
+  const auto deadline = Steady::now() + (wait_for ? *wait_for : Duration::zero());
+  const bool countdown = terminal_.err;
+  for (;;) {
+    Reservation r = limiter.try_acquire(model, *n);
+    const Decision d = r.decision();
+    if (r.granted()) {
+      // A granted reservation that is never settled keeps its estimate as usage; with SQLite
+      // its id settles it from another invocation.
+      session.mark_changed();
+      std::optional<std::string> id;
+      if (session.ids_outlive_process()) id = r.id();
+      if (auto done = session.finish(); !done) return fail("acquire", done.error());
+      if (!id) {
+        std::fprintf(stderr,
+                     "ratelimit acquire: granted; the YAML store gives no reservation id (ids "
+                     "that commit/cancel accept later need the SQLite store), so the estimate "
+                     "stays recorded as usage\n");
+      }
+      if (options_.json) {
+        print(json::decision(d, id));
+      } else if (id) {
+        print(*id);
+      }
+      return kOk;
+    }
+    if (d.code == DecisionCode::store_unavailable) {
+      return fail("acquire", store_error("the state store is unavailable; retry"));
+    }
+    const auto now = Steady::now();
+    if (!wait_for || !is_limit_denial(d.code) || d.retry_after == Duration::max() ||
+        now >= deadline) {
+      if (auto done = session.finish(); !done) return fail("acquire", done.error());
+      print(options_.json ? json::decision(d) : decision_line(model, d));
+      return kDenied;
+    }
+    // Wait without holding the YAML lock, until the window frees or the deadline.
+    if (auto done = session.finish(); !done) return fail("acquire", done.error());
+    const auto wake =
+        std::min<Steady::time_point>(deadline, now + d.retry_after + std::chrono::milliseconds(1));
+    while (Steady::now() < wake) {
+      const auto left = wake - Steady::now();
+      if (countdown) {
+        const std::string line = "waiting for " + printable(model) + ": next try in " +
+                                 format_duration(left) + ", giving up in " +
+                                 format_duration(deadline - Steady::now());
+        std::fprintf(stderr, "\r\033[K%s", line.c_str());
+        std::fflush(stderr);
+      }
+      std::this_thread::sleep_for(
+          std::min<Steady::duration>(left, std::chrono::milliseconds(countdown ? 100 : 1000)));
+    }
+    if (countdown) {
+      std::fprintf(stderr, "\r\033[K");
+      std::fflush(stderr);
+    }
+    if (auto again = session.reacquire(); !again) return fail("acquire", again.error());
+  }
+}
+
+// --- record, commit, cancel ----------------------------------------------------------------
+
+int Commands::record(const std::string& model, const std::string& prompt,
+                     const std::string& output) {
+  if (auto ok = check_model(model); !ok) return fail("record", ok.error());
+  auto p = check_count("--prompt", prompt, "1200");
+  if (!p) return fail("record", p.error());
+  auto o = check_count("--output", output, "300");
+  if (!o) return fail("record", o.error());
+  auto session = open_store();
+  if (!session) return fail("record", session.error());
+  RateLimiter& limiter = (*session)->limiter();
+  if (auto s = limiter.record_usage(model, *p, *o); !s) {
+    return fail("record", store_error("cannot record: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  auto stats = limiter.stats(model);
+  if (!stats) return fail("record", store_error("cannot read stats: " + stats.error().to_string()));
+  if (auto done = (*session)->finish(); !done) return fail("record", done.error());
+  print(options_.json ? json::model_stats(model, *stats)
+                      : "recorded " + printable(model) + ": " + std::to_string(*p) + " prompt + " +
+                            std::to_string(*o) + " output tokens; " + stats_line(*stats));
+  return kOk;
+}
+
+namespace {
+
+Failure settle_failure(const char* op, const std::string& id, const Error& e) {
+  if (e.code == ErrorCode::not_found) {
+    return usage_error("unknown reservation id " + quote_name(id) +
+                       "; use an id printed by `ratelimit acquire` on this store");
+  }
+  if (e.code == ErrorCode::invalid_argument) {
+    return usage_error("reservation " + quote_name(id) +
+                       " is already settled; each reservation is committed or cancelled once");
+  }
+  return store_error(std::string("cannot ") + op + " reservation " + quote_name(id) + " (" +
+                     e.to_string() + "); retry");
+}
+
+}  // namespace
+
+int Commands::commit(const std::string& id, const std::string& prompt, const std::string& output) {
+  if (id.empty()) {
+    return fail("commit", usage_error("the reservation id is empty; pass the id that `ratelimit "
+                                      "acquire` printed"));
+  }
+  auto p = check_count("--prompt", prompt, "1200");
+  if (!p) return fail("commit", p.error());
+  auto o = check_count("--output", output, "300");
+  if (!o) return fail("commit", o.error());
+  auto opts = store_options();
+  if (!opts) return fail("commit", opts.error());
+  auto loc = resolve_store(*opts);
+  if (!loc) return fail("commit", loc.error());
+  if (loc->backend != Backend::sqlite) {
+    return fail("commit", usage_error("reservation ids need the SQLite store, and this is the "
+                                      "YAML store " +
+                                      loc->path +
+                                      "; use the default store (drop --state/--backend yaml) "
+                                      "or --state PATH.db, or record usage with `ratelimit "
+                                      "record`"));
+  }
+  auto session = Session::open(*opts, *loc);
+  if (!session) return fail("commit", session.error());
+  if (auto s = (*session)->limiter().commit(id, *p, *o); !s) {
+    return fail("commit", settle_failure("commit", id, s.error()));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("commit", done.error());
+  print(options_.json ? json::settled(id, "committed")
+                      : "committed " + printable(id) + ": " + std::to_string(*p) + " prompt + " +
+                            std::to_string(*o) + " output tokens");
+  return kOk;
+}
+
+int Commands::cancel(const std::string& id) {
+  if (id.empty()) {
+    return fail("cancel", usage_error("the reservation id is empty; pass the id that `ratelimit "
+                                      "acquire` printed"));
+  }
+  auto opts = store_options();
+  if (!opts) return fail("cancel", opts.error());
+  auto loc = resolve_store(*opts);
+  if (!loc) return fail("cancel", loc.error());
+  if (loc->backend != Backend::sqlite) {
+    return fail("cancel", usage_error("reservation ids need the SQLite store, and this is the "
+                                      "YAML store " +
+                                      loc->path +
+                                      "; use the default store (drop --state/--backend yaml) "
+                                      "or --state PATH.db"));
+  }
+  auto session = Session::open(*opts, *loc);
+  if (!session) return fail("cancel", session.error());
+  if (auto s = (*session)->limiter().cancel(id); !s) {
+    return fail("cancel", settle_failure("cancel", id, s.error()));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("cancel", done.error());
+  print(options_.json ? json::settled(id, "cancelled")
+                      : "cancelled " + printable(id) + ": request and tokens refunded");
+  return kOk;
+}
+
+// --- reset -----------------------------------------------------------------------------------
+
+int Commands::reset(const std::optional<std::string>& model, bool all, bool yes) {
+  if (model && all) {
+    return fail("reset", usage_error("give either a MODEL or --all, not both"));
+  }
+  if (!model && !all) {
+    return fail("reset", usage_error("say what to reset: `ratelimit reset MODEL` or "
+                                     "`ratelimit reset --all`"));
+  }
+  if (model) {
+    if (auto ok = check_model(*model); !ok) return fail("reset", ok.error());
+  }
+  auto opts = store_options();
+  if (!opts) return fail("reset", opts.error());
+  auto loc = resolve_store(*opts);
+  if (!loc) return fail("reset", loc.error());
+  if (!yes) {
+    if (!terminal_.in) {
+      return fail("reset", usage_error("refusing to reset without confirmation: stdin is not a "
+                                       "terminal; pass --yes to reset without asking"));
+    }
+    const std::string what =
+        model ? "the usage of " + printable(*model) : "the usage of ALL models";
+    std::fprintf(stderr, "Reset %s in %s? [y/N] ", what.c_str(), loc->path.c_str());
+    std::fflush(stderr);
+    std::string answer;
+    if (!std::getline(std::cin, answer)) answer.clear();
+    if (answer != "y" && answer != "Y" && answer != "yes" && answer != "YES") {
+      std::fprintf(stderr, "ratelimit reset: not confirmed; nothing was reset\n");
+      return kDenied;
+    }
+  }
+  auto session = Session::open(*opts, *loc);
+  if (!session) return fail("reset", session.error());
+  RateLimiter& limiter = (*session)->limiter();
+  std::vector<std::string> models;
+  if (model) {
+    models.push_back(*model);
+  } else {
+    auto all_models = limiter.models();
+    if (!all_models) {
+      return fail("reset", store_error("cannot list models: " + all_models.error().to_string()));
+    }
+    models = std::move(*all_models);
+  }
+  if (auto s = limiter.reset(model ? *model : std::string()); !s) {
+    return fail("reset", store_error("cannot reset: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("reset", done.error());
+  if (options_.json) {
+    print(json::reset(models));
+  } else if (model) {
+    print("reset " + printable(*model) + ": usage cleared (its quota is unchanged)");
+  } else {
+    print("reset all models (" + std::to_string(models.size()) +
+          "): usage cleared (quotas are unchanged)");
+  }
+  return kOk;
+}
+
+// --- quota -----------------------------------------------------------------------------------
+
+int Commands::quota_set(const std::string& model, const std::optional<std::string>& rpm,
+                        const std::optional<std::string>& tpm,
+                        const std::optional<std::string>& rpd) {
+  if (auto ok = check_model(model); !ok) return fail("quota set", ok.error());
+  if (!rpm && !tpm && !rpd) {
+    return fail("quota set", usage_error("give at least one of --rpm, --tpm, --rpd (0 means "
+                                         "unlimited), e.g. --rpm 500 --tpm 30000"));
+  }
+  std::optional<std::int64_t> r, t, d;
+  if (rpm) {
+    auto v = check_count("--rpm", *rpm, "500");
+    if (!v) return fail("quota set", v.error());
+    r = *v;
+  }
+  if (tpm) {
+    auto v = check_count("--tpm", *tpm, "30000");
+    if (!v) return fail("quota set", v.error());
+    t = *v;
+  }
+  if (rpd) {
+    auto v = check_count("--rpd", *rpd, "1000");
+    if (!v) return fail("quota set", v.error());
+    d = *v;
+  }
+  auto session = open_store();
+  if (!session) return fail("quota set", session.error());
+  RateLimiter& limiter = (*session)->limiter();
+  ModelQuota q = limiter.quota(model).value_or(ModelQuota{});  // omitted flags keep their value
+  if (r) q.max_rpm = *r;
+  if (t) q.max_tpm = *t;
+  if (d) q.max_rpd = *d;
+  if (auto s = limiter.set_quota(model, q); !s) {
+    return fail("quota set", store_error("cannot set the quota: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("quota set", done.error());
+  print(options_.json
+            ? json::model_quota(model, q)
+            : "quota " + printable(model) + ": rpm " + limit_text(q.max_rpm) + ", tpm " +
+                  limit_text(q.max_tpm) + ", rpd " + limit_text(q.max_rpd) + " (- is unlimited)");
+  return kOk;
+}
+
+int Commands::quota_rm(const std::string& model) {
+  if (auto ok = check_model(model); !ok) return fail("quota rm", ok.error());
+  auto session = open_store();
+  if (!session) return fail("quota rm", session.error());
+  if (auto s = (*session)->limiter().remove_quota(model); !s) {
+    if (s.error().code == ErrorCode::not_found) {
+      return fail("quota rm",
+                  usage_error(quote_name(model) + " has no quota; see `ratelimit quota "
+                                                  "list` for the models that have one"));
+    }
+    return fail("quota rm", store_error("cannot remove the quota: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("quota rm", done.error());
+  print(options_.json ? json::quotas((*session)->limiter().quotas())
+                      : "removed the quota of " + printable(model) +
+                            " (its requests are now allowed as unknown_model)");
+  return kOk;
+}
+
+int Commands::quota_list() {
+  auto session = open_store();
+  if (!session) return fail("quota list", session.error());
+  const QuotaMap quotas = (*session)->limiter().quotas();
+  if (auto done = (*session)->finish(); !done) return fail("quota list", done.error());
+  if (options_.json) {
+    print(json::quotas(quotas));
+  } else if (quotas.empty()) {
+    print("no quotas yet: `ratelimit quota apply openai` or `ratelimit quota set MODEL --rpm N`");
+  } else {
+    print(quota_table(quotas));
+  }
+  return kOk;
+}
+
+int Commands::quota_apply(const std::string& provider) {
+  auto p = check_provider(provider);
+  if (!p) return fail("quota apply", p.error());
+  auto session = open_store();
+  if (!session) return fail("quota apply", session.error());
+  if (auto s = (*session)->limiter().add_provider(*p); !s) {
+    return fail("quota apply", store_error("cannot apply the profile: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("quota apply", done.error());
+  const QuotaMap models = default_profiles().at(*p).models;
+  if (options_.json) {
+    print(json::provider_quotas(provider, models));
+  } else if (models.empty()) {
+    print("the " + provider + " profile has no models; nothing changed");
+  } else {
+    print("applied the " + provider + " profile:\n" + quota_table(models));
+  }
+  return kOk;
+}
+
+// --- profiles, migrate, version ----------------------------------------------------------
+
+int Commands::profiles(const std::optional<std::string>& provider) {
+  std::vector<ProviderProfile> chosen;
+  const auto all = default_profiles();
+  if (provider) {
+    auto p = check_provider(*provider);
+    if (!p) return fail("profiles", p.error());
+    chosen.push_back(all.at(*p));
+  } else {
+    for (const auto& [p, profile] : all) chosen.push_back(profile);
+  }
+  if (options_.json) {
+    print(json::profiles(chosen));
+    return kOk;
+  }
+  Table t;
+  t.rows.push_back({"PROVIDER", "MODEL", "RPM", "TPM", "RPD"});
+  for (const auto& profile : chosen) {
+    if (profile.models.empty()) {
+      t.rows.push_back({std::string(to_string(profile.provider)), "(no models)", "", "", ""});
+    }
+    for (const auto& [model, q] : profile.models) {
+      t.rows.push_back({std::string(to_string(profile.provider)), model, limit_text(q.max_rpm),
+                        limit_text(q.max_tpm), limit_text(q.max_rpd)});
+    }
+  }
+  print(t.render());
+  return kOk;
+}
+
+int Commands::migrate(const std::string& yaml_path, const std::optional<std::string>& db_path) {
+  if (yaml_path.empty()) {
+    return fail("migrate", usage_error("the YAML path is empty; give the go-ratelimit state file, "
+                                       "e.g. ~/.core/ratelimits.yaml"));
+  }
+  std::string db;
+  if (db_path) {
+    db = *db_path;
+    if (db.empty()) return fail("migrate", usage_error("the database path is empty"));
+  } else {
+    auto path = default_state_path(Backend::sqlite);
+    if (!path) {
+      return fail("migrate", store_error("no home directory for the default database; set HOME "
+                                         "or CORE_HOME, or give the database path"));
+    }
+    db = *path;
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(db).parent_path(), ec);
+  }
+  // Hold the YAML file's lock so that no CLI invocation changes it meanwhile.
+  std::string lock_problem;
+  std::error_code ec;
+  const int fd = std::filesystem::is_regular_file(yaml_path, ec)
+                     ? lock_yaml_path(yaml_path, lock_problem)
+                     : -1;
+  auto s = migrate_yaml_to_sqlite(yaml_path, db);
+  if (fd >= 0) ::close(fd);
+  if (!s) {
+    const Error& e = s.error();
+    std::string why = e.code == ErrorCode::not_found
+                          ? yaml_path + " does not exist; give the path of a YAML state file"
+                      : e.code == ErrorCode::corrupt_state
+                          ? "cannot migrate (" + e.to_string() +
+                                "); repair the YAML file, the database was not changed"
+                          : "cannot migrate (" + e.to_string() +
+                                "); check both paths, the database was not changed";
+    return fail("migrate", store_error(why));
+  }
+  print(options_.json ? json::migrated(yaml_path, db) : "migrated " + yaml_path + " into " + db);
+  return kOk;
+}
+
+int Commands::version() {
+  print(options_.json ? json::version(RATELIMIT_VERSION)
+                      : std::string("ratelimit ") + RATELIMIT_VERSION);
+  return kOk;
+}
+
+}  // namespace ratelimit::cli

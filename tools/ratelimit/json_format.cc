@@ -1,0 +1,143 @@
+#include "json_format.h"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace ratelimit::json {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// RFC 3339 UTC with nanoseconds trimmed of trailing zeros ("2026-02-19T09:00:00.5Z").
+std::string rfc3339(TimePoint t) {
+  using namespace std::chrono;
+  const auto ns = duration_cast<nanoseconds>(t.time_since_epoch());
+  const auto day = floor<days>(ns);
+  const year_month_day ymd{sys_days{day}};
+  const hh_mm_ss hms{ns - day};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02lld", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                static_cast<long long>(hms.seconds().count()));
+  std::string out = buf;
+  if (const auto sub = hms.subseconds().count(); sub != 0) {
+    char frac[16];
+    std::snprintf(frac, sizeof frac, ".%09lld", static_cast<long long>(sub));
+    std::string f = frac;
+    while (f.back() == '0') f.pop_back();
+    out += f;
+  }
+  return out + "Z";
+}
+
+json stats_json(const ModelStats& s) {
+  json j = json::object();
+  j["rpm"] = s.rpm;
+  j["max_rpm"] = s.max_rpm;
+  j["tpm"] = s.tpm;
+  j["max_tpm"] = s.max_tpm;
+  j["rpd"] = s.rpd;
+  j["max_rpd"] = s.max_rpd;
+  j["day_start"] = s.day_start == TimePoint{} ? json(nullptr) : json(rfc3339(s.day_start));
+  return j;
+}
+
+json decision_json(const Decision& d) {
+  json j = json::object();
+  j["allowed"] = d.allowed;
+  j["code"] = std::string(to_string(d.code));
+  j["reason"] = std::string(d.reason());
+  if (d.retry_after == Duration::max()) {
+    j["retry_after_ms"] = nullptr;
+  } else {
+    const std::int64_t ns = d.retry_after.count() < 0 ? 0 : d.retry_after.count();
+    j["retry_after_ms"] = ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0);
+  }
+  j["stats"] = stats_json(d.stats);
+  return j;
+}
+
+json quota_json(const ModelQuota& q) {
+  return json{{"max_rpm", q.max_rpm}, {"max_tpm", q.max_tpm}, {"max_rpd", q.max_rpd}};
+}
+
+json quota_map_json(const QuotaMap& quotas) {
+  json j = json::object();
+  for (const auto& [model, q] : quotas) j[model] = quota_json(q);
+  return j;
+}
+
+}  // namespace
+
+std::string stats(const ModelStats& s) { return dump(stats_json(s)); }
+
+std::string decision(const Decision& d) { return dump(decision_json(d)); }
+
+std::string decision(const Decision& d, const std::optional<std::string>& reservation_id) {
+  json j = decision_json(d);
+  j["reservation_id"] = reservation_id ? json(*reservation_id) : json(nullptr);
+  return dump(j);
+}
+
+std::string status(const std::vector<StatusRow>& rows) {
+  json models = json::object();
+  for (const auto& row : rows) {
+    json m = stats_json(row.decision.stats);
+    m["decision"] = decision_json(row.decision);
+    models[row.model] = std::move(m);
+  }
+  return dump(json{{"models", std::move(models)}});
+}
+
+std::string quota(const ModelQuota& q) { return dump(quota_json(q)); }
+
+std::string quotas(const QuotaMap& q) { return dump(json{{"quotas", quota_map_json(q)}}); }
+
+std::string model_quota(std::string_view model, const ModelQuota& q) {
+  return dump(json{{"model", std::string(model)}, {"quota", quota_json(q)}});
+}
+
+std::string provider_quotas(std::string_view provider, const QuotaMap& q) {
+  return dump(json{{"provider", std::string(provider)}, {"quotas", quota_map_json(q)}});
+}
+
+std::string profiles(const std::vector<ProviderProfile>& profiles) {
+  json j = json::object();
+  for (const auto& p : profiles) j[std::string(to_string(p.provider))] = quota_map_json(p.models);
+  return dump(json{{"profiles", std::move(j)}});
+}
+
+std::string model_stats(std::string_view model, const ModelStats& s) {
+  return dump(json{{"model", std::string(model)}, {"stats", stats_json(s)}});
+}
+
+std::string settled(std::string_view reservation_id, std::string_view result) {
+  return dump(
+      json{{"reservation_id", std::string(reservation_id)}, {"result", std::string(result)}});
+}
+
+std::string reset(const std::vector<std::string>& models) {
+  json list = json::array();
+  for (const auto& m : models) list.push_back(m);
+  return dump(json{{"reset", std::move(list)}});
+}
+
+std::string migrated(std::string_view yaml_path, std::string_view db_path) {
+  return dump(json{{"migrated", {{"from", std::string(yaml_path)}, {"to", std::string(db_path)}}}});
+}
+
+std::string version(std::string_view v) { return dump(json{{"version", std::string(v)}}); }
+
+std::string error(std::string_view code, int exit_code, std::string_view message) {
+  return dump(json{{"error",
+                    {{"code", std::string(code)},
+                     {"exit_code", exit_code},
+                     {"message", std::string(message)}}}});
+}
+
+}  // namespace ratelimit::json

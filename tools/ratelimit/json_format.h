@@ -1,0 +1,60 @@
+// The one JSON serializer for ratelimit's machine-readable shapes, shared by the CLI's --json
+// output and (later) the HTTP server. Each function returns one compact JSON document without
+// a trailing newline; nlohmann/json stays inside json_format.cc. Names that are not valid UTF-8
+// are written with U+FFFD in place of the bad bytes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ratelimit/decision.h"
+#include "ratelimit/quota.h"
+
+namespace ratelimit::json {
+
+// {"rpm", "max_rpm", "tpm", "max_tpm", "rpd", "max_rpd", "day_start"}: day_start is RFC 3339
+// UTC ("2026-02-19T09:00:00Z", fractional seconds when not whole), null when unset.
+std::string stats(const ModelStats& stats);
+
+// {"allowed", "code", "reason", "retry_after_ms", "stats"}: retry_after_ms is an integer in
+// milliseconds rounded up, null when the request can never pass (Duration::max()). The second
+// form (a granted acquire) adds "reservation_id": the id, or null for a store whose ids do not
+// outlive the process (YAML).
+std::string decision(const Decision& decision);
+std::string decision(const Decision& decision, const std::optional<std::string>& reservation_id);
+
+// One row of `status`: a model, its stats and the decision a new request would get.
+struct StatusRow {
+  std::string model;
+  Decision decision;  // decision.stats are the row's stats
+};
+// {"models": {"<name>": {<stats fields>, "decision": <decision>}}}.
+std::string status(const std::vector<StatusRow>& rows);
+
+// {"max_rpm", "max_tpm", "max_rpd"}.
+std::string quota(const ModelQuota& quota);
+// {"quotas": {"<model>": <quota>}}.
+std::string quotas(const QuotaMap& quotas);
+// {"model": "<model>", "quota": <quota>}.
+std::string model_quota(std::string_view model, const ModelQuota& quota);
+// {"provider": "<name>", "quotas": {"<model>": <quota>}}.
+std::string provider_quotas(std::string_view provider, const QuotaMap& quotas);
+// {"profiles": {"<provider>": {"<model>": <quota>}}}.
+std::string profiles(const std::vector<ProviderProfile>& profiles);
+
+// {"model": "<model>", "stats": <stats>} (after `record`).
+std::string model_stats(std::string_view model, const ModelStats& stats);
+// {"reservation_id": "<id>", "result": "<committed|cancelled>"}.
+std::string settled(std::string_view reservation_id, std::string_view result);
+// {"reset": ["<model>", ...]}.
+std::string reset(const std::vector<std::string>& models);
+// {"migrated": {"from": "<yaml>", "to": "<db>"}}.
+std::string migrated(std::string_view yaml_path, std::string_view db_path);
+// {"version": "<version>"}.
+std::string version(std::string_view version);
+// {"error": {"code": "<code>", "exit_code": N, "message": "<message>"}}.
+std::string error(std::string_view code, int exit_code, std::string_view message);
+
+}  // namespace ratelimit::json

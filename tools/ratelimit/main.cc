@@ -1,0 +1,211 @@
+// `ratelimit`: see and steer LLM API quotas from a terminal or a script. The command line is
+// parsed here (CLI11 stays in this file); commands.cc does the work.
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+
+namespace {
+
+using ratelimit::cli::Commands;
+
+// The value of an option that was given, or nullopt.
+std::optional<std::string> given(const CLI::Option* option, const std::string& value) {
+  if (option->count() == 0) return std::nullopt;
+  return value;
+}
+
+// The subcommand path that was being parsed ("quota set"), for error messages.
+std::string command_path(CLI::App& app) {
+  std::string path;
+  for (CLI::App* sub = &app;;) {
+    auto subs = sub->get_subcommands();
+    if (subs.empty()) break;
+    sub = subs.front();
+    path += (path.empty() ? "" : " ") + sub->get_name();
+  }
+  return path;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ratelimit::cli::GlobalOptions global;
+  CLI::App app{
+      "ratelimit: keep LLM API calls inside per-model quotas (requests per minute, tokens per "
+      "minute, requests per day).\nState: the shared SQLite store at ~/.core/ratelimits.db "
+      "unless --state/--backend say otherwise.",
+      "ratelimit"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.footer(
+      "Exit codes: 0 ok, 1 denied, 2 usage error, 3 state/store error.\n"
+      "Example:\n  ratelimit --provider openai status\n  ratelimit check gpt-4o --tokens 1500");
+  app.add_option("--state", global.state,
+                 "State path: a .yaml/.yml file means the YAML store, anything else a SQLite "
+                 "database (default: $CORE_HOME or $HOME + /.core/ratelimits.db)")
+      ->envname("RATELIMIT_STATE");
+  app.add_option("--backend", global.backend, "State store: sqlite (default) or yaml");
+  app.add_option("--provider", global.providers,
+                 "Write this provider's quotas (gemini, openai, anthropic, local) for models "
+                 "with no quota yet; repeatable; never overwrites `quota set`");
+  app.add_flag("--json", global.json, "Machine-readable output (one JSON object)");
+  app.add_flag("--recover", global.recover,
+               "Move a damaged state file aside and start fresh (only a file that really is a "
+               "damaged database or YAML file)");
+
+  // status
+  std::string status_model;
+  auto* status = app.add_subcommand("status", "Usage, limits and the next decision per model");
+  auto* status_model_opt = status->add_option("model", status_model, "Only this model");
+  status->footer(
+      "Example:\n  ratelimit --provider openai status\n  ratelimit status gpt-4o --json");
+
+  // check
+  std::string check_model, check_tokens = "0";
+  auto* check = app.add_subcommand("check", "Would a request pass now? (records nothing)");
+  check->add_option("model", check_model, "Model name")->required();
+  check->add_option("--tokens", check_tokens, "Estimated tokens (default 0)");
+  check->footer("Exit 0 allowed, 1 denied.\nExample:\n  ratelimit check gpt-4o --tokens 1500");
+
+  // acquire
+  std::string acquire_model, acquire_tokens = "0", acquire_wait;
+  auto* acquire = app.add_subcommand("acquire", "Reserve capacity for one request");
+  acquire->add_option("model", acquire_model, "Model name")->required();
+  acquire->add_option("--tokens", acquire_tokens, "Estimated tokens (default 0)");
+  auto* wait_opt = acquire->add_option("--wait", acquire_wait,
+                                       "Block up to this long for capacity: 500ms, 30s, 2m, 1h");
+  acquire->footer(
+      "Prints the reservation id (SQLite store) for `commit`/`cancel`; exit 1 when denied.\n"
+      "Example:\n  id=$(ratelimit acquire gpt-4o --tokens 1500 --wait 30s) &&\n"
+      "  ratelimit commit \"$id\" --prompt 1200 --output 250");
+
+  // record
+  std::string record_model, record_prompt = "0", record_output = "0";
+  auto* record = app.add_subcommand("record", "Record usage that was not reserved");
+  record->add_option("model", record_model, "Model name")->required();
+  record->add_option("--prompt", record_prompt, "Prompt tokens (default 0)");
+  record->add_option("--output", record_output, "Output tokens (default 0)");
+  record->footer("Example:\n  ratelimit record gpt-4o --prompt 1200 --output 250");
+
+  // commit, cancel
+  std::string commit_id, commit_prompt, commit_output;
+  auto* commit = app.add_subcommand("commit", "Settle a reservation with the actual usage");
+  commit->add_option("id", commit_id, "Reservation id printed by acquire")->required();
+  commit->add_option("--prompt", commit_prompt, "Prompt tokens")->required();
+  commit->add_option("--output", commit_output, "Output tokens")->required();
+  commit->footer(
+      "Needs the SQLite store.\nExample:\n  ratelimit commit \"$id\" --prompt 1200 "
+      "--output 250");
+  std::string cancel_id;
+  auto* cancel = app.add_subcommand("cancel", "Refund a reservation whose call was never made");
+  cancel->add_option("id", cancel_id, "Reservation id printed by acquire")->required();
+  cancel->footer("Needs the SQLite store.\nExample:\n  ratelimit cancel \"$id\"");
+
+  // reset
+  std::string reset_model;
+  bool reset_all = false, reset_yes = false;
+  auto* reset = app.add_subcommand("reset", "Clear the usage of a model (or --all); quotas stay");
+  auto* reset_model_opt = reset->add_option("model", reset_model, "Model name");
+  reset->add_flag("--all", reset_all, "Every model");
+  reset->add_flag("--yes,-y", reset_yes, "Do not ask (required when stdin is not a terminal)");
+  reset->footer("Example:\n  ratelimit reset gpt-4o --yes\n  ratelimit reset --all");
+
+  // quota
+  auto* quota = app.add_subcommand("quota", "Show and change per-model quotas");
+  quota->require_subcommand(1);
+  quota->footer(
+      "Example:\n  ratelimit quota set gpt-4o --rpm 500 --tpm 30000\n"
+      "  ratelimit quota list");
+  std::string qset_model, qset_rpm, qset_tpm, qset_rpd;
+  auto* qset = quota->add_subcommand("set", "Set a model's limits (0 = unlimited)");
+  qset->add_option("model", qset_model, "Model name")->required();
+  auto* rpm_opt = qset->add_option("--rpm", qset_rpm, "Requests per minute");
+  auto* tpm_opt = qset->add_option("--tpm", qset_tpm, "Tokens per minute");
+  auto* rpd_opt = qset->add_option("--rpd", qset_rpd, "Requests per day");
+  qset->footer(
+      "Omitted limits keep their current value (0 for a new model).\nExample:\n"
+      "  ratelimit quota set gpt-4o --rpm 500 --tpm 30000 --rpd 0");
+  std::string qrm_model;
+  auto* qrm = quota->add_subcommand("rm", "Remove a model's quota");
+  qrm->add_option("model", qrm_model, "Model name")->required();
+  qrm->footer("Example:\n  ratelimit quota rm gpt-4o");
+  auto* qlist = quota->add_subcommand("list", "List the quotas in the store");
+  qlist->footer("Example:\n  ratelimit quota list --json");
+  std::string qapply_provider;
+  auto* qapply =
+      quota->add_subcommand("apply", "Overwrite quotas with a provider profile's values");
+  qapply->add_option("provider", qapply_provider, "gemini, openai, anthropic or local")->required();
+  qapply->footer("Example:\n  ratelimit quota apply anthropic");
+
+  // profiles
+  std::string profiles_provider;
+  auto* profiles = app.add_subcommand("profiles", "The built-in provider profiles");
+  auto* profiles_opt = profiles->add_option("provider", profiles_provider, "Only this provider");
+  profiles->footer("Example:\n  ratelimit profiles openai");
+
+  // migrate
+  std::string migrate_yaml, migrate_db;
+  auto* migrate = app.add_subcommand("migrate", "Copy go-ratelimit YAML state into SQLite");
+  migrate->add_option("yaml", migrate_yaml, "The YAML state file")->required();
+  auto* migrate_db_opt =
+      migrate->add_option("db", migrate_db, "The database (default ~/.core/ratelimits.db)");
+  migrate->footer("Example:\n  ratelimit migrate ~/.core/ratelimits.yaml ~/.core/ratelimits.db");
+
+  auto* version = app.add_subcommand("version", "Print the version");
+  version->footer("Example:\n  ratelimit version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--json") global.json = true;
+    }
+    Commands reporter(global, ratelimit::cli::Terminal::detect());
+    std::string path = command_path(app);
+    if (path.empty()) {
+      // The first word that is neither an option nor an option's value names the command.
+      for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--state" || arg == "--backend" || arg == "--provider") {
+          ++i;
+        } else if (!arg.empty() && arg[0] != '-') {
+          return reporter.fail(
+              "", ratelimit::cli::usage_error("unknown command \"" + arg +
+                                              "\"; see `ratelimit --help` for the commands"));
+        }
+      }
+    }
+    std::string help = path.empty() ? "ratelimit --help" : "ratelimit " + path + " --help";
+    return reporter.fail(
+        path, ratelimit::cli::usage_error(std::string(e.what()) + "; see `" + help + "`"));
+  }
+
+  Commands run(global, ratelimit::cli::Terminal::detect());
+  if (status->parsed()) return run.status(given(status_model_opt, status_model));
+  if (check->parsed()) return run.check(check_model, check_tokens);
+  if (acquire->parsed())
+    return run.acquire(acquire_model, acquire_tokens, given(wait_opt, acquire_wait));
+  if (record->parsed()) return run.record(record_model, record_prompt, record_output);
+  if (commit->parsed()) return run.commit(commit_id, commit_prompt, commit_output);
+  if (cancel->parsed()) return run.cancel(cancel_id);
+  if (reset->parsed()) return run.reset(given(reset_model_opt, reset_model), reset_all, reset_yes);
+  if (qset->parsed()) {
+    return run.quota_set(qset_model, given(rpm_opt, qset_rpm), given(tpm_opt, qset_tpm),
+                         given(rpd_opt, qset_rpd));
+  }
+  if (qrm->parsed()) return run.quota_rm(qrm_model);
+  if (qlist->parsed()) return run.quota_list();
+  if (qapply->parsed()) return run.quota_apply(qapply_provider);
+  if (profiles->parsed()) return run.profiles(given(profiles_opt, profiles_provider));
+  if (migrate->parsed()) return run.migrate(migrate_yaml, given(migrate_db_opt, migrate_db));
+  if (version->parsed()) return run.version();
+  return run.fail("", ratelimit::cli::usage_error("no command given; see `ratelimit --help`"));
+}
