@@ -15,29 +15,11 @@
 namespace ratelimit::detail {
 namespace {
 
-std::int64_t to_ns(TimePoint t) { return t.time_since_epoch().count(); }
-
-// t + d, saturating at the ends of the representable range.
-TimePoint add_saturating(TimePoint t, Duration d) {
-  const Int128 sum = static_cast<Int128>(to_ns(t)) + d.count();
-  if (sum > static_cast<Int128>(kInt64Max)) return TimePoint::max();
-  if (sum < static_cast<Int128>(INT64_MIN)) return TimePoint::min();
-  return TimePoint(Duration(static_cast<std::int64_t>(sum)));
-}
-
 std::string quoted(std::string_view model) {
   std::string out = "model \"";
   out += model;
   out += '"';
   return out;
-}
-
-// Blocks until `stop` is requested (no timeout).
-void block_until_stopped(std::stop_token stop) {
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::unique_lock lock(mu);
-  cv.wait(lock, stop, [] { return false; });
 }
 
 // One thread waiting on a model (acquire or wait_for_capacity). Guarded by the model's mutex.

@@ -875,30 +875,6 @@ struct State {
   std::int64_t now = 0;
 };
 
-// when - now, saturating.
-Duration until(std::int64_t when_ns, std::int64_t now_ns) {
-  const Int128 d = static_cast<Int128>(when_ns) - now_ns;
-  if (d > static_cast<Int128>(kInt64Max)) return Duration::max();
-  if (d < static_cast<Int128>(INT64_MIN)) return Duration::min();
-  return Duration(static_cast<std::int64_t>(d));
-}
-
-std::int64_t to_ns(TimePoint t) { return t.time_since_epoch().count(); }
-
-TimePoint add_saturating(TimePoint t, Duration d) {
-  const Int128 sum = static_cast<Int128>(to_ns(t)) + d.count();
-  if (sum > static_cast<Int128>(kInt64Max)) return TimePoint::max();
-  if (sum < static_cast<Int128>(INT64_MIN)) return TimePoint::min();
-  return TimePoint(Duration(static_cast<std::int64_t>(sum)));
-}
-
-void block_until_stopped(std::stop_token stop) {
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::unique_lock lock(mu);
-  cv.wait(lock, stop, [] { return false; });
-}
-
 struct Waiter {
   std::stop_source* wake = nullptr;  // set while the thread sleeps
 };

@@ -17,14 +17,6 @@ std::int64_t clamp_to_int64(Int128 v) {
   return static_cast<std::int64_t>(v);
 }
 
-// when - now, saturating (either may be far from the other after a corrupt file or clock).
-Duration until(std::int64_t when_ns, std::int64_t now_ns) {
-  const Int128 d = static_cast<Int128>(when_ns) - now_ns;
-  if (d > static_cast<Int128>(kInt64Max)) return Duration::max();
-  if (d < static_cast<Int128>(INT64_MIN)) return Duration::min();
-  return Duration(static_cast<std::int64_t>(d));
-}
-
 }  // namespace
 
 Window::Window()

@@ -15,14 +15,12 @@
 #include "ratelimit/decision.h"
 #include "ratelimit/quota.h"
 #include "snapshot.h"
+#include "time_util.h"
 
 namespace ratelimit::detail {
 
-__extension__ typedef __int128 Int128;
-
 inline constexpr std::int64_t kWindowNs = 60'000'000'000;
 inline constexpr std::int64_t kDayNs = 86'400'000'000'000;
-inline constexpr std::int64_t kInt64Max = INT64_MAX;
 
 // a + b for non-negative a, b, saturating at INT64_MAX.
 inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
