@@ -45,6 +45,7 @@ class Engine {
   virtual Status cancel(std::string_view id) = 0;
   virtual Result<ModelStats> stats(std::string_view model) = 0;
   virtual Result<std::map<std::string, ModelStats, std::less<>>> all_stats() = 0;
+  virtual Result<std::map<std::string, ModelMetrics, std::less<>>> metrics() = 0;
   virtual Result<std::vector<std::string>> models() = 0;
   virtual std::optional<ModelQuota> quota(std::string_view model) = 0;
   virtual QuotaMap quotas() = 0;

@@ -172,6 +172,9 @@ Result<ModelStats> RateLimiter::stats(std::string_view model) { return engine_->
 Result<std::map<std::string, ModelStats, std::less<>>> RateLimiter::all_stats() {
   return engine_->all_stats();
 }
+Result<std::map<std::string, ModelMetrics, std::less<>>> RateLimiter::metrics() {
+  return engine_->metrics();
+}
 Result<std::vector<std::string>> RateLimiter::models() { return engine_->models(); }
 std::optional<ModelQuota> RateLimiter::quota(std::string_view model) {
   return engine_->quota(model);

@@ -9,6 +9,7 @@
 #include <stop_token>
 
 #include "engine.h"
+#include "metrics_counters.h"
 #include "model_table.h"
 #include "window.h"
 
@@ -29,7 +30,8 @@ struct Waiter {
 
 class LocalEngine;
 
-// Everything about one model. The window, quota and waiter lists are guarded by mu.
+// Everything about one model. The window, quota, waiter lists and counters' writes are guarded
+// by mu.
 class alignas(64) ModelSlot final : public Settler, public std::enable_shared_from_this<ModelSlot> {
  public:
   ModelSlot(std::string model_name, std::size_t model_hash, std::uint32_t model_index,
@@ -80,6 +82,7 @@ class alignas(64) ModelSlot final : public Settler, public std::enable_shared_fr
     bool lowered = false;
     const SettleOutcome outcome = window.commit(seq, tokens, &lowered);
     if (lowered) notify_locked();
+    if (settled(outcome)) counters.committed(tokens);
     return outcome_status(outcome, operation);
   }
 
@@ -90,6 +93,7 @@ class alignas(64) ModelSlot final : public Settler, public std::enable_shared_fr
     window.advance(clock->now().time_since_epoch().count());
     const SettleOutcome outcome = window.cancel(seq, generation, from_reservation);
     if (outcome == SettleOutcome::ok) notify_locked();
+    if (settled(outcome)) counters.cancelled();
     return outcome_status(outcome, operation);
   }
 
@@ -153,8 +157,14 @@ class alignas(64) ModelSlot final : public Settler, public std::enable_shared_fr
   std::list<Waiter*> queue;     // acquire(), in arrival order; the front is served first
   std::list<Waiter*> watchers;  // wait_for_capacity()
   TimePoint head_wake{};        // when the front of `queue` expects capacity
+  ModelCounters counters;       // written under mu
 
  private:
+  // Whether a commit/cancel succeeded for its caller: `gone` (the entry left the window, so
+  // nothing changes) is an ok settle too, and counts as one.
+  static bool settled(SettleOutcome outcome) {
+    return outcome == SettleOutcome::ok || outcome == SettleOutcome::gone;
+  }
   static Status closed_error(const char* operation) {
     return make_error(ErrorCode::closed, std::string(operation) +
                                              ": the limiter that granted this reservation is "
@@ -216,28 +226,34 @@ class LocalEngine final : public Engine {
     ModelSlot* slot = slot_for(model);
     std::lock_guard lock(slot->mu);
     const std::int64_t now = now_ns();
+    const std::int64_t tokens = usage_tokens(prompt_tokens, output_tokens);
     slot->window.advance(now);
-    slot->window.append(now, usage_tokens(prompt_tokens, output_tokens), EntryKind::recorded);
+    slot->window.append(now, tokens, EntryKind::recorded);
+    slot->counters.recorded(tokens);
     return {};
   }
 
   Reservation try_acquire(std::string_view model, std::int64_t estimated_tokens) override {
-    if (estimated_tokens < 0) return denied(decide(model, estimated_tokens));
+    // A negative estimate too gets a slot (once per model name), for its invalid_tokens count.
     ModelSlot* slot = slot_for(model);
     std::unique_lock lock(slot->mu);
-    return grant_locked(*slot, estimated_tokens, now_ns());
+    Reservation r = grant_locked(*slot, estimated_tokens, now_ns());
+    slot->counters.decided(r.decision(), estimated_tokens);
+    return r;
   }
 
   Result<Reservation> acquire(std::string_view model, std::int64_t estimated_tokens,
                               const WaitOptions& options) override {
+    const std::optional<TimePoint> deadline = deadline_of(options);
+    // Every return below counts the call once, under the slot's mutex.
+    ModelSlot* slot = slot_for(model);
+    std::unique_lock lock(slot->mu);
     if (estimated_tokens < 0) {
+      slot->counters.request(RequestOutcome::invalid_tokens);
       return make_error(ErrorCode::invalid_argument,
                         "ratelimit.acquire: estimated tokens must be non-negative (got " +
                             std::to_string(estimated_tokens) + ")");
     }
-    const std::optional<TimePoint> deadline = deadline_of(options);
-    ModelSlot* slot = slot_for(model);
-    std::unique_lock lock(slot->mu);
     Waiter self;
     slot->queue.push_back(&self);
     const auto position = std::prev(slot->queue.end());
@@ -251,6 +267,7 @@ class LocalEngine final : public Engine {
       std::optional<TimePoint> wake;
       if (slot->never_fits_locked(estimated_tokens)) {
         leave();
+        slot->counters.request(RequestOutcome::tpm_exceeded);
         return make_error(
             ErrorCode::never_satisfiable,
             "ratelimit.acquire: " + quoted(model) + ": " + std::to_string(estimated_tokens) +
@@ -260,6 +277,7 @@ class LocalEngine final : public Engine {
         Reservation r = grant_locked(*slot, estimated_tokens, to_ns(now));
         if (r.granted()) {
           leave();
+          slot->counters.decided(r.decision(), estimated_tokens);
           return r;
         }
         wake = add_saturating(now, r.decision().retry_after);
@@ -272,6 +290,7 @@ class LocalEngine final : public Engine {
       }
       if (deadline && now >= *deadline) {
         leave();
+        slot->counters.request(RequestOutcome::deadline_exceeded);
         return make_error(ErrorCode::deadline_exceeded,
                           "ratelimit.acquire: " + quoted(model) +
                               ": no capacity before the deadline (raise the timeout, or lower "
@@ -279,6 +298,7 @@ class LocalEngine final : public Engine {
       }
       if (options.stop.stop_requested()) {
         leave();
+        slot->counters.request(RequestOutcome::cancelled);
         return make_error(ErrorCode::cancelled,
                           "ratelimit.acquire: " + quoted(model) + ": cancelled while waiting");
       }
@@ -363,6 +383,21 @@ class LocalEngine final : public Engine {
       std::lock_guard lock(slot->mu);
       const ModelStats s = slot->stats_locked(now_ns());
       if (slot->has_quota || !slot->window.idle()) out.emplace(slot->name, s);
+    }
+    return out;
+  }
+
+  Result<std::map<std::string, ModelMetrics, std::less<>>> metrics() override {
+    std::map<std::string, ModelMetrics, std::less<>> out;
+    for (const auto& slot : table_.all()) {
+      // Under the mutex the counters are one consistent cut with the stats.
+      std::lock_guard lock(slot->mu);
+      const ModelStats s = slot->stats_locked(now_ns());
+      if (slot->has_quota || !slot->window.idle() || slot->counters.any()) {
+        ModelMetrics m = slot->counters.snapshot();
+        m.stats = s;
+        out.emplace(slot->name, m);
+      }
     }
     return out;
   }

@@ -57,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "metrics_counters.h"
 #include "ratelimit/limiter.h"
 #include "snapshot.h"
 #include "window.h"
@@ -985,13 +986,16 @@ class Core : public std::enable_shared_from_this<Core> {
     return d;
   }
 
-  Grant grant(std::string_view model, std::int64_t estimated_tokens) {
+  // Counts a grant and a store failure (either ends the call), and a denial only when
+  // `count_denial` (try_acquire; acquire waits and counts how its wait ends).
+  Grant grant(std::string_view model, std::int64_t estimated_tokens, bool count_denial) {
     Grant g;
     std::lock_guard lock(db_mu_);
     if (!conn_) {
       g.decision = unavailable_decision();
       g.error =
           Error{ErrorCode::closed, "ratelimit.acquire: the limiter is closed (open a new one)"};
+      count(model, RequestOutcome::store_unavailable);
       return g;
     }
     Error error;
@@ -1022,23 +1026,37 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!ok) {
       g.decision = unavailable_decision();
       g.error = std::move(error);
+      count(model, RequestOutcome::store_unavailable);
       return g;
     }
     if (g.decision.allowed) g.settler = settler_for(model, model_no);
+    if (g.decision.allowed || count_denial) {
+      std::lock_guard counters_lock(counters_mu_);
+      counters_locked(model).decided(g.decision, estimated_tokens);
+    }
     return g;
   }
 
   Status record_usage(std::string_view model, std::int64_t prompt, std::int64_t output) {
     std::lock_guard lock(db_mu_);
-    if (!conn_) return closed_error("ratelimit.record_usage");
+    if (!conn_) {
+      count(model, RequestOutcome::store_unavailable);
+      return closed_error("ratelimit.record_usage");
+    }
+    const std::int64_t tokens = usage_tokens(prompt, output);
     Error error;
     const bool ok = transaction(true, "ratelimit.record_usage", &error, [&] {
       State s = load(model);
       advance(model, s, now_ns(), true);
-      append(model, s, usage_tokens(prompt, output));
+      append(model, s, tokens);
       save(model, s);
     });
-    if (!ok) return tl::unexpected(std::move(error));
+    if (!ok) {
+      count(model, RequestOutcome::store_unavailable);
+      return tl::unexpected(std::move(error));
+    }
+    std::lock_guard counters_lock(counters_mu_);
+    counters_locked(model).recorded(tokens);
     return {};
   }
 
@@ -1051,10 +1069,20 @@ class Core : public std::enable_shared_from_this<Core> {
       std::lock_guard lock(db_mu_);
       if (!conn_) return closed_error(op);
       Error error;
+      std::string settled;  // the reservation's model
       const bool ok = transaction(true, op, &error, [&] {
-        settle_locked(model, model_no, seq, generation, is_commit, tokens, op, &released);
+        settle_locked(model, model_no, seq, generation, is_commit, tokens, op, &settled, &released);
       });
       if (!ok) return tl::unexpected(std::move(error));
+      // Counted once the transaction committed. An entry that had left the window settles
+      // with nothing to change: still a successful commit/cancel for the caller.
+      std::lock_guard counters_lock(counters_mu_);
+      ModelCounters& counters = counters_locked(settled);
+      if (is_commit) {
+        counters.committed(tokens);
+      } else {
+        counters.cancelled();
+      }
     }
     if (!released.empty()) notify(released);
     return {};
@@ -1103,6 +1131,31 @@ class Core : public std::enable_shared_from_this<Core> {
           if (s.has_quota || !idle(s)) out.emplace(model, stats_of(s));
         });
     if (!status) return tl::unexpected(status.error());
+    return out;
+  }
+
+  Result<std::map<std::string, ModelMetrics, std::less<>>> metrics() {
+    // Every model's stats (idle ones too: a model known only by its counters must show what
+    // stats() would), then the models to show.
+    std::map<std::string, ModelStats, std::less<>> stats;
+    std::set<std::string, std::less<>> shown;
+    auto status =
+        for_each_model("ratelimit.metrics", [&](const std::string& model, const State& s) {
+          stats.emplace(model, stats_of(s));
+          if (s.has_quota || !idle(s)) shown.insert(model);
+        });
+    if (!status) return tl::unexpected(status.error());
+    std::map<std::string, ModelMetrics, std::less<>> out;
+    std::lock_guard counters_lock(counters_mu_);
+    for (const auto& [model, counters] : counters_) {
+      if (counters.any()) out.emplace(model, counters.snapshot());
+    }
+    for (const std::string& model : shown) out.try_emplace(model);
+    for (auto& [model, m] : out) {
+      // A model missing from the database's tables has no state at all: zero stats.
+      auto it = stats.find(model);
+      if (it != stats.end()) m.stats = it->second;
+    }
     return out;
   }
 
@@ -1296,6 +1349,14 @@ class Core : public std::enable_shared_from_this<Core> {
     return {};
   }
 
+  // --- counters ---
+
+  // Counts a call that ended with `outcome` (no tokens to add). Any thread, any lock held.
+  void count(std::string_view model, RequestOutcome outcome) {
+    std::lock_guard lock(counters_mu_);
+    counters_locked(model).request(outcome);
+  }
+
   // --- waiting ---
 
   Result<Reservation> acquire_wait(std::string_view model, std::int64_t estimated_tokens,
@@ -1350,6 +1411,14 @@ class Core : public std::enable_shared_from_this<Core> {
     d.allowed = false;
     d.code = DecisionCode::store_unavailable;
     return d;
+  }
+
+  // The counters of `model`, made on first sight (the only allocation; later calls only look
+  // up). REQUIRES: counters_mu_ held.
+  ModelCounters& counters_locked(std::string_view model) {
+    auto it = counters_.find(model);
+    if (it == counters_.end()) it = counters_.try_emplace(std::string(model)).first;
+    return it->second;
   }
 
   sqlite3_stmt* cached(const char* sql) {
@@ -1639,9 +1708,10 @@ class Core : public std::enable_shared_from_this<Core> {
     return d;
   }
 
+  // `settled` receives the reservation's model (by id: looked up by its number).
   void settle_locked(std::optional<std::string_view> model_hint, std::int64_t model_no,
                      std::int64_t seq, std::int64_t generation, bool is_commit, std::int64_t tokens,
-                     const char* op, std::string* released) {
+                     const char* op, std::string* settled, std::string* released) {
     const bool from_reservation = model_hint.has_value();
     std::string model;
     if (from_reservation) {
@@ -1651,6 +1721,7 @@ class Core : public std::enable_shared_from_this<Core> {
       u.bind(1, model_no);
       if (u.row()) model = u.text(0);
     }
+    *settled = model;
     State s = load(model);
     if (!from_reservation && (model_no == 0 || s.model_no != model_no || seq >= s.next_seq)) {
       throw OpFailure{{ErrorCode::not_found,
@@ -1918,6 +1989,10 @@ class Core : public std::enable_shared_from_this<Core> {
 
   std::mutex wait_mu_;  // guards waiters_; never held while taking db_mu_
   std::map<std::string, ModelWaiters, std::less<>> waiters_;
+
+  // A leaf lock: taken under db_mu_ or wait_mu_ (or neither), never the other way round.
+  std::mutex counters_mu_;  // guards counters_ and every write to its counters
+  std::map<std::string, ModelCounters, std::less<>> counters_;  // kept through close()
 };
 
 Status ModelSettler::commit(std::uint64_t seq, std::uint64_t generation, std::int64_t prompt_tokens,
@@ -1946,7 +2021,9 @@ Status ModelSettler::cancel(std::uint64_t seq, std::uint64_t generation) {
 
 Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t estimated_tokens,
                                        const WaitOptions& options, Reservation (*make)(Grant&&)) {
+  // Every return counts the call once: here, or in grant() for a grant or a store failure.
   if (estimated_tokens < 0) {
+    count(model, RequestOutcome::invalid_tokens);
     return make_error(ErrorCode::invalid_argument,
                       "ratelimit.acquire: estimated tokens must be non-negative (got " +
                           std::to_string(estimated_tokens) + ")");
@@ -1970,7 +2047,7 @@ Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t esti
     TimePoint now;
     if (w.queue.front() == &self) {
       lock.unlock();
-      Grant g = grant(model, estimated_tokens);
+      Grant g = grant(model, estimated_tokens, /*count_denial=*/false);
       lock.lock();
       if (g.settler) {
         leave();
@@ -1982,6 +2059,7 @@ Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t esti
       }
       if (g.decision.retry_after == Duration::max()) {
         leave();
+        count(model, RequestOutcome::tpm_exceeded);
         return make_error(
             ErrorCode::never_satisfiable,
             "ratelimit.acquire: " + model_text(model) + ": " + std::to_string(estimated_tokens) +
@@ -2000,6 +2078,7 @@ Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t esti
       now = clock_->now();
       if (q && q->max_tpm > 0 && estimated_tokens > q->max_tpm) {
         leave();
+        count(model, RequestOutcome::tpm_exceeded);
         return make_error(ErrorCode::never_satisfiable,
                           "ratelimit.acquire: " + model_text(model) + ": " +
                               std::to_string(estimated_tokens) +
@@ -2009,6 +2088,7 @@ Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t esti
     }
     if (deadline && now >= *deadline) {
       leave();
+      count(model, RequestOutcome::deadline_exceeded);
       return make_error(ErrorCode::deadline_exceeded,
                         "ratelimit.acquire: " + model_text(model) +
                             ": no capacity before the deadline (raise the timeout, or lower the "
@@ -2016,6 +2096,7 @@ Result<Reservation> Core::acquire_wait(std::string_view model, std::int64_t esti
     }
     if (options.stop.stop_requested()) {
       leave();
+      count(model, RequestOutcome::cancelled);
       return make_error(ErrorCode::cancelled,
                         "ratelimit.acquire: " + model_text(model) + ": cancelled while waiting");
     }
@@ -2096,8 +2177,12 @@ class SqliteEngine final : public Engine {
     return core_->record_usage(model, prompt_tokens, output_tokens);
   }
   Reservation try_acquire(std::string_view model, std::int64_t estimated_tokens) override {
-    if (estimated_tokens < 0) return denied(core_->decide(model, estimated_tokens));
-    return make(core_->grant(model, estimated_tokens));
+    if (estimated_tokens < 0) {
+      Decision d = core_->decide(model, estimated_tokens);  // invalid_tokens (or the store's)
+      core_->count(model, outcome_of(d));
+      return denied(std::move(d));
+    }
+    return make(core_->grant(model, estimated_tokens, /*count_denial=*/true));
   }
   Result<Reservation> acquire(std::string_view model, std::int64_t estimated_tokens,
                               const WaitOptions& options) override {
@@ -2124,6 +2209,9 @@ class SqliteEngine final : public Engine {
   Result<ModelStats> stats(std::string_view model) override { return core_->stats(model); }
   Result<std::map<std::string, ModelStats, std::less<>>> all_stats() override {
     return core_->all_stats();
+  }
+  Result<std::map<std::string, ModelMetrics, std::less<>>> metrics() override {
+    return core_->metrics();
   }
   Result<std::vector<std::string>> models() override { return core_->models(); }
   std::optional<ModelQuota> quota(std::string_view model) override { return core_->quota(model); }

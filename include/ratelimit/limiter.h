@@ -14,6 +14,7 @@
 #include "ratelimit/clock.h"
 #include "ratelimit/config.h"
 #include "ratelimit/decision.h"
+#include "ratelimit/metrics.h"
 #include "ratelimit/quota.h"
 #include "ratelimit/status.h"
 
@@ -118,6 +119,12 @@ class RateLimiter {
   // An unknown model gives all zeros and creates no state.
   Result<ModelStats> stats(std::string_view model);
   Result<std::map<std::string, ModelStats, std::less<>>> all_stats();
+  // Per-model counters and gauges, for monitoring: every model that has a quota, usage in the
+  // window or today, or any non-zero counter (a model only ever named by decide or stats is
+  // absent). Counters count this RateLimiter's try_acquire, acquire, record_usage, commit and
+  // cancel calls since it was opened; reset() leaves them alone. `stats` is the store now, as
+  // stats() gives it. Errors as all_stats (sqlite: `closed` after close()).
+  Result<std::map<std::string, ModelMetrics, std::less<>>> metrics();
   Result<std::vector<std::string>> models();  // sorted union of quota and state keys
   std::optional<ModelQuota> quota(std::string_view model);
   QuotaMap quotas();

@@ -184,29 +184,36 @@ Outcome<std::unique_ptr<Session>> Commands::open_store() {
 
 // --- status, check -------------------------------------------------------------------------
 
-int Commands::status(const std::optional<std::string>& model) {
-  if (model) {
-    if (auto ok = check_model(*model); !ok) return fail("status", ok.error());
-  }
-  auto session = open_store();
-  if (!session) return fail("status", session.error());
-  RateLimiter& limiter = (*session)->limiter();
+Outcome<std::vector<json::StatusRow>> status_rows(RateLimiter& limiter,
+                                                  const std::optional<std::string>& model) {
   std::vector<std::string> names;
   if (model) {
     names.push_back(*model);
   } else {
     auto all = limiter.models();
-    if (!all) return fail("status", store_error("cannot list models: " + all.error().to_string()));
+    if (!all) return tl::unexpected(store_error("cannot list models: " + all.error().to_string()));
     names = std::move(*all);
   }
   std::vector<json::StatusRow> rows;
   for (auto& name : names) {
     Decision d = limiter.decide(name, 0);
     if (d.code == DecisionCode::store_unavailable) {
-      return fail("status", store_error("the state store is unavailable; retry"));
+      return tl::unexpected(store_error("the state store is unavailable; retry"));
     }
     rows.push_back({std::move(name), d});
   }
+  return rows;
+}
+
+int Commands::status(const std::optional<std::string>& model) {
+  if (model) {
+    if (auto ok = check_model(*model); !ok) return fail("status", ok.error());
+  }
+  auto session = open_store();
+  if (!session) return fail("status", session.error());
+  auto found = status_rows((*session)->limiter(), model);
+  if (!found) return fail("status", found.error());
+  const std::vector<json::StatusRow>& rows = *found;
   if (auto done = (*session)->finish(); !done) return fail("status", done.error());
   if (options_.json) {
     print(json::status(rows));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "json_format.h"
 #include "store.h"
 
 namespace ratelimit::cli {
@@ -23,6 +24,26 @@ struct GlobalOptions {
 struct Terminal {
   bool in = false, out = false, err = false;
   static Terminal detect();
+};
+
+// The rows of `status` (and of the server's GET /v1/stats): every model of the store, or only
+// `model`, each with the decision a request of 0 tokens would get now. Store error when the
+// store cannot list its models or is unavailable.
+Outcome<std::vector<json::StatusRow>> status_rows(RateLimiter& limiter,
+                                                  const std::optional<std::string>& model);
+
+// The options of `ratelimit serve` as given on the command line (checked by serve()).
+struct ServeArgs {
+  std::string listen = "127.0.0.1:8787";
+  std::optional<std::string> token_file;
+  std::string lease = "10m";
+  std::string max_wait = "5m";
+  std::string persist_every = "5s";
+  std::string max_models = "10000";
+  std::string max_leases = "1000000";
+  std::string max_body = "65536";
+  std::string threads = "128";
+  std::string max_waiters = "32";
 };
 
 class Commands {
@@ -45,6 +66,8 @@ class Commands {
   int profiles(const std::optional<std::string>& provider);
   int migrate(const std::string& yaml_path, const std::optional<std::string>& db_path);
   int version();
+  // Runs the HTTP server until SIGTERM/SIGINT (serve.cc).
+  int serve(const ServeArgs& args);
 
   // Prints `failure` (stderr; with --json also an error object on stdout) for `command`
   // ("check", "quota set", or "" for the command line as a whole) and returns its exit code.

@@ -133,6 +133,14 @@ std::string migrated(std::string_view yaml_path, std::string_view db_path) {
 
 std::string version(std::string_view v) { return dump(json{{"version", std::string(v)}}); }
 
+std::string http_error(std::string_view code, std::string_view message) {
+  return dump(json{{"error", {{"code", std::string(code)}, {"message", std::string(message)}}}});
+}
+
+std::string health(std::string_view status, std::string_view backend) {
+  return dump(json{{"status", std::string(status)}, {"backend", std::string(backend)}});
+}
+
 std::string error(std::string_view code, int exit_code, std::string_view message) {
   return dump(json{{"error",
                     {{"code", std::string(code)},

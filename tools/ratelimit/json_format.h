@@ -1,6 +1,6 @@
 // The one JSON serializer for ratelimit's machine-readable shapes, shared by the CLI's --json
-// output and (later) the HTTP server. Each function returns one compact JSON document without
-// a trailing newline; nlohmann/json stays inside json_format.cc. Names that are not valid UTF-8
+// output and the HTTP server (`ratelimit serve`). Each function returns one compact JSON document without
+// a trailing newline; nlohmann/json stays inside json_format.cc (and the server's parser). Names that are not valid UTF-8
 // are written with U+FFFD in place of the bad bytes.
 #pragma once
 
@@ -54,6 +54,10 @@ std::string reset(const std::vector<std::string>& models);
 std::string migrated(std::string_view yaml_path, std::string_view db_path);
 // {"version": "<version>"}.
 std::string version(std::string_view version);
+// {"error": {"code": "<code>", "message": "<message>"}} (the server's error body).
+std::string http_error(std::string_view code, std::string_view message);
+// {"status": "<ok|stopping>", "backend": "<backend>"} (GET /healthz).
+std::string health(std::string_view status, std::string_view backend);
 // {"error": {"code": "<code>", "exit_code": N, "message": "<message>"}}.
 std::string error(std::string_view code, int exit_code, std::string_view message);
 

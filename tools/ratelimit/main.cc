@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
                  "State path: a .yaml/.yml file means the YAML store, anything else a SQLite "
                  "database (default: $CORE_HOME or $HOME + /.core/ratelimits.db)")
       ->envname("RATELIMIT_STATE");
-  app.add_option("--backend", global.backend, "State store: sqlite (default) or yaml");
+  app.add_option("--backend", global.backend,
+                 "State store: sqlite (default) or yaml; `serve` also takes memory");
   app.add_option("--provider", global.providers,
                  "Write this provider's quotas (gemini, openai, anthropic, local) for models "
                  "with no quota yet; repeatable; never overwrites `quota set`");
@@ -154,6 +155,39 @@ int main(int argc, char** argv) {
       migrate->add_option("db", migrate_db, "The database (default ~/.core/ratelimits.db)");
   migrate->footer("Example:\n  ratelimit migrate ~/.core/ratelimits.yaml ~/.core/ratelimits.db");
 
+  // serve
+  ratelimit::cli::ServeArgs serve_args;
+  std::string serve_token_file;
+  auto* serve = app.add_subcommand(
+      "serve", "Run the HTTP/JSON server (and /metrics) so that any language shares the quotas");
+  serve->add_option("--listen", serve_args.listen,
+                    "HOST:PORT to listen on (default 127.0.0.1:8787; port 0: any free port)");
+  auto* token_opt = serve->add_option(
+      "--token-file", serve_token_file,
+      "File holding a bearer token that every endpoint but /healthz and / then requires "
+      "(needed to listen beyond loopback)");
+  serve->add_option("--lease", serve_args.lease,
+                    "Forget a reservation not settled within this long; it keeps its estimate "
+                    "(default 10m)");
+  serve->add_option("--max-wait", serve_args.max_wait,
+                    "The largest wait_ms an acquire may ask for (default 5m)");
+  serve->add_option("--persist-every", serve_args.persist_every,
+                    "YAML store: write the state this often (default 5s; always at shutdown)");
+  serve->add_option("--max-models", serve_args.max_models,
+                    "Distinct model names the server tracks (default 10000)");
+  serve->add_option("--max-leases", serve_args.max_leases,
+                    "Unsettled reservations held at once (default 1000000)");
+  serve->add_option("--max-body", serve_args.max_body, "Largest request body in bytes (default 65536)");
+  serve->add_option("--threads", serve_args.threads,
+                    "Worker threads, one per open connection (default 128)");
+  serve->add_option("--max-waiters", serve_args.max_waiters,
+                    "Acquires that may wait (wait_ms) at once (default 32)");
+  serve->footer(
+      "Store: the same options as every command (--state, --backend sqlite|yaml|memory, "
+      "--provider).\nStops on SIGTERM/SIGINT: finishes in-flight requests, saves the state, "
+      "exits 0.\nExample:\n  ratelimit --provider openai serve --listen 127.0.0.1:8787\n"
+      "  curl -s localhost:8787/v1/acquire -d '{\"model\": \"gpt-4o\", \"tokens\": 1500}'");
+
   auto* version = app.add_subcommand("version", "Print the version");
   version->footer("Example:\n  ratelimit version");
 
@@ -207,5 +241,9 @@ int main(int argc, char** argv) {
   if (profiles->parsed()) return run.profiles(given(profiles_opt, profiles_provider));
   if (migrate->parsed()) return run.migrate(migrate_yaml, given(migrate_db_opt, migrate_db));
   if (version->parsed()) return run.version();
+  if (serve->parsed()) {
+    if (token_opt->count() > 0) serve_args.token_file = serve_token_file;
+    return run.serve(serve_args);
+  }
   return run.fail("", ratelimit::cli::usage_error("no command given; see `ratelimit --help`"));
 }

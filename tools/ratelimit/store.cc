@@ -80,6 +80,10 @@ Outcome<StoreLocation> resolve_store(const StoreOptions& options) {
                                         "; drop --backend or give a database path such as x.db"));
     }
     loc.backend = Backend::sqlite;
+  } else if (options.backend == "memory") {
+    return tl::unexpected(usage_error(
+        "--backend memory keeps state only inside one process: use it with `ratelimit serve`, "
+        "or use --backend sqlite or --backend yaml"));
   } else {
     return tl::unexpected(usage_error("unknown --backend \"" + options.backend +
                                       "\"; use --backend sqlite or --backend yaml"));
@@ -107,10 +111,18 @@ int lock_yaml_path(const std::string& path, std::string& error) {
             "; check that its directory exists and is writable, or pass another --state";
     return -1;
   }
-  int rc;
-  do {
-    rc = ::flock(fd, LOCK_EX);
-  } while (rc != 0 && errno == EINTR);
+  int rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  if (rc != 0 && errno == EWOULDBLOCK) {
+    // Say why we block: a `ratelimit serve` on this file holds the lock for as long as it runs.
+    std::fprintf(stderr,
+                 "ratelimit: waiting for %s (another ratelimit process holds it, e.g. "
+                 "`ratelimit serve` on this file; use the SQLite store to share state with a "
+                 "server)\n",
+                 lock_path.c_str());
+    rc = -1;
+    errno = EINTR;
+  }
+  while (rc != 0 && errno == EINTR) rc = ::flock(fd, LOCK_EX);
   if (rc != 0) {
     error = "cannot lock " + lock_path + ": " + std::strerror(errno) +
             "; use a local file system for --state";

@@ -1,0 +1,57 @@
+// Per-model counters and gauges of one RateLimiter, for monitoring (the server exposes them in
+// Prometheus text format). Plain data: the library has no Prometheus dependency.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "ratelimit/decision.h"
+
+namespace ratelimit {
+
+// How one request (a try_acquire, an acquire or a record_usage call) ended. Each call counts
+// exactly once, whatever happened inside it (an acquire that waited counts once).
+enum class RequestOutcome : std::uint8_t {
+  admitted,           // granted by try_acquire/acquire (codes ok, unlimited, unknown_model)
+  recorded,           // record_usage
+  invalid_tokens,     // negative estimate (try_acquire, acquire)
+  rpd_exceeded,       // try_acquire denied by the daily request limit
+  rpm_exceeded,       // try_acquire denied by the per-minute request limit
+  tpm_exceeded,       // try_acquire denied by the per-minute token limit; also an acquire whose
+                      // estimate alone exceeds max_tpm (never_satisfiable)
+  store_unavailable,  // the store failed (try_acquire, acquire, record_usage)
+  deadline_exceeded,  // acquire gave up at its timeout
+  cancelled,          // acquire stopped through its stop_token
+};
+inline constexpr std::size_t kRequestOutcomeCount = 9;
+
+// "admitted", "recorded", "invalid_tokens", "rpd_exceeded", "rpm_exceeded", "tpm_exceeded",
+// "store_unavailable", "deadline_exceeded", "cancelled".
+std::string_view to_string(RequestOutcome outcome);
+
+// The metrics of one model.
+//
+// Counters count what went through this RateLimiter object since it was opened (this process's
+// operations; with a shared store each process counts its own, as Prometheus expects from
+// per-instance counters). They only grow: reset() clears usage, not counters.
+// Gauges (`stats`) describe the store now, so with a shared store they include every process.
+struct ModelMetrics {
+  std::array<std::uint64_t, kRequestOutcomeCount> requests{};  // by RequestOutcome
+  // A commit or cancel counts when it returns ok, including one whose entry had already left
+  // the window (nothing changes then, but the caller's settle succeeded).
+  std::uint64_t committed = 0;         // reservations settled by commit (object or id)
+  std::uint64_t cancelled = 0;         // reservations refunded by cancel (object or id)
+  std::uint64_t tokens_estimated = 0;  // estimates of admitted requests
+  std::uint64_t tokens_committed = 0;  // actual tokens (prompt + output) given to commit
+  std::uint64_t tokens_recorded = 0;   // tokens (prompt + output) given to record_usage
+  ModelStats stats;                    // window and today's usage with their limits, now
+
+  std::uint64_t count(RequestOutcome outcome) const {
+    return requests[static_cast<std::size_t>(outcome)];
+  }
+  friend bool operator==(const ModelMetrics&, const ModelMetrics&) = default;
+};
+
+}  // namespace ratelimit

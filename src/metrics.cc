@@ -1,0 +1,32 @@
+#include "ratelimit/metrics.h"
+
+namespace ratelimit {
+
+std::string_view to_string(RequestOutcome outcome) {
+  switch (outcome) {
+    case RequestOutcome::admitted:
+      return "admitted";
+    case RequestOutcome::recorded:
+      return "recorded";
+    case RequestOutcome::invalid_tokens:
+      return "invalid_tokens";
+    case RequestOutcome::rpd_exceeded:
+      return "rpd_exceeded";
+    case RequestOutcome::rpm_exceeded:
+      return "rpm_exceeded";
+    case RequestOutcome::tpm_exceeded:
+      return "tpm_exceeded";
+    case RequestOutcome::store_unavailable:
+      return "store_unavailable";
+    case RequestOutcome::deadline_exceeded:
+      return "deadline_exceeded";
+    case RequestOutcome::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+// The array in ModelMetrics is indexed by RequestOutcome: a new outcome must grow it.
+static_assert(static_cast<std::size_t>(RequestOutcome::cancelled) + 1 == kRequestOutcomeCount);
+
+}  // namespace ratelimit

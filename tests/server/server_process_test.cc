@@ -1,0 +1,787 @@
+// Tests of `ratelimit serve` as a real process: the built binary is started on an ephemeral
+// loopback port in a temporary HOME, driven over HTTP with cpp-httplib and stopped with a
+// signal. They cover what only a process can show: SIGTERM/SIGINT answer waiting acquires and
+// save the state (YAML and SQLite), the refusal to listen beyond loopback without a token and
+// other bad flags, the server and the CLI sharing one SQLite database, and the live page
+// rendered by headless Chromium.
+//
+// No test waits for a rate window: real time is only waited on for processes to start and
+// stop, always by polling with a timeout. Under a sanitizer build the children are sanitized
+// too; a report in a child's stderr fails the test (see process_util.h).
+#include <httplib.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "process_util.h"
+#include "ratelimit/ratelimit.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using ratelimit::testing::Finished;
+using ratelimit::testing::Millis;
+using ratelimit::testing::Process;
+using ratelimit::testing::TempDir;
+using SteadyClock = std::chrono::steady_clock;
+
+// Generous: a ThreadSanitizer build starts and stops several times slower than Debug.
+constexpr Millis kStartTimeout{30'000};
+constexpr Millis kStopTimeout{20'000};
+
+const char* const kListening = "ratelimit serve: listening on http://";
+const char* const kStopped = "ratelimit serve: stopped; state saved";
+
+// The port in the server's first line ("... listening on http://HOST:PORT (store: ...)").
+int port_of(const std::string& out) {
+  const auto at = out.find(kListening);
+  if (at == std::string::npos) return 0;
+  const auto end = out.find(" (store:", at);
+  if (end == std::string::npos) return 0;
+  const auto colon = out.rfind(':', end);
+  if (colon == std::string::npos || colon < at) return 0;
+  return std::atoi(out.substr(colon + 1, end - colon - 1).c_str());
+}
+
+// A 32-character token of letters and digits (safe in a URL fragment as it is).
+std::string random_token() {
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device rd;
+  std::mt19937 gen(rd());
+  std::uniform_int_distribution<std::size_t> pick(0, sizeof kAlphabet - 2);
+  std::string t;
+  for (int i = 0; i < 32; ++i) t += kAlphabet[pick(gen)];
+  return t;
+}
+
+void write_file(const fs::path& p, const std::string& text, mode_t mode) {
+  {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+  }
+  ::chmod(p.c_str(), mode);
+}
+
+struct Reply {
+  int status = -1;  // -1: no answer (the error is in `raw`)
+  std::string raw;
+  json body;  // discarded when `raw` is not JSON
+  httplib::Headers headers;
+  std::string header(const char* name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+  std::string code() const {
+    if (body.is_object() && body.contains("error")) return body["error"].value("code", "");
+    return "";
+  }
+};
+
+// The models of a `status --json` or GET /v1/stats answer without the one field that depends
+// on the moment it was computed.
+json comparable_models(const json& status) {
+  json models = status.at("models");
+  for (auto& [name, m] : models.items()) {
+    if (m.contains("decision")) m["decision"].erase("retry_after_ms");
+  }
+  return models;
+}
+
+// Percent-encodes everything but unreserved characters (RFC 3986), for a model in a path.
+std::string percent_encode(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+class ServerProcess : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    // A server still running here belongs to a failed test: end it (SIGKILL) before the
+    // directory goes.
+    server_.reset();
+  }
+
+  Process::Options options(bool check_sanitizers = true) const {
+    Process::Options o;
+    o.dir = dir_.path();
+    o.home = dir_.path();
+    o.check_sanitizers = check_sanitizers;
+    return o;
+  }
+
+  // `ratelimit args...` run to completion.
+  Finished rl(std::vector<std::string> args) {
+    args.insert(args.begin(), RATELIMIT_CLI_BINARY);
+    return ratelimit::testing::run(std::move(args), options());
+  }
+
+  // Starts `ratelimit args...` (which must contain `serve`) and waits for its listening line.
+  void start_server(std::vector<std::string> args) {
+    args.insert(args.begin(), RATELIMIT_CLI_BINARY);
+    server_ = std::make_unique<Process>(std::move(args), options());
+    ASSERT_TRUE(server_->started());
+    ASSERT_TRUE(server_->wait_output(kListening, kStartTimeout))
+        << "no listening line; exit " << server_->code() << "\nstdout: " << server_->out()
+        << "\nstderr: " << server_->err();
+    port_ = port_of(server_->out());
+    ASSERT_GT(port_, 0) << server_->out();
+  }
+
+  // Sends `sig` to the server and waits for it to exit; its exit code (-1: still running).
+  int stop_server(int sig) {
+    server_->signal(sig);
+    auto code = server_->wait_for(kStopTimeout);
+    return code ? *code : -1;
+  }
+
+  Reply http(const std::string& method, const std::string& path,
+             const std::optional<json>& body = std::nullopt,
+             const std::optional<std::string>& token = std::nullopt,
+             std::chrono::seconds read_timeout = std::chrono::seconds(30)) const {
+    httplib::Client cli("127.0.0.1", port_);
+    cli.set_connection_timeout(5, 0);
+    cli.set_read_timeout(read_timeout.count(), 0);
+    cli.set_write_timeout(5, 0);
+    httplib::Headers headers;
+    if (token) headers.emplace("Authorization", "Bearer " + *token);
+    const std::string text = body ? body->dump() : "";
+    auto send = [&]() -> httplib::Result {
+      if (method == "POST") return cli.Post(path.c_str(), headers, text, "application/json");
+      if (method == "PUT") return cli.Put(path.c_str(), headers, text, "application/json");
+      if (method == "DELETE") return cli.Delete(path.c_str(), headers);
+      return cli.Get(path.c_str(), headers);
+    };
+    httplib::Result res = send();
+    Reply r;
+    if (!res) {
+      r.raw = method + " " + path + ": " + httplib::to_string(res.error());
+      return r;
+    }
+    r.status = res->status;
+    r.raw = res->body;
+    r.headers = res->headers;
+    r.body = json::parse(res->body, nullptr, false);
+    return r;
+  }
+
+  // The `ratelimit_server_waiters` gauge of GET /metrics (-1 when absent).
+  int waiters(const std::optional<std::string>& token = std::nullopt) const {
+    const Reply m = http("GET", "/metrics", std::nullopt, token);
+    const std::string key = "\nratelimit_server_waiters ";
+    const auto at = m.raw.find(key);
+    if (m.status != 200 || at == std::string::npos) return -1;
+    return std::atoi(m.raw.c_str() + at + key.size());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Process> server_;
+  int port_ = 0;
+};
+
+// --- 1. shutdown: waiting acquires answer 503, the state is saved, exit 0 ----------------------
+
+// The usage both shutdown tests build before the signal: a quota of 3 requests per minute on
+// gpt-4o, one recorded request (150 tokens), one reservation committed with 240 tokens and one
+// held unsettled (estimate 60): rpm 3, tpm 450, rpd 3, and the model is exhausted.
+class Shutdown : public ServerProcess {
+ protected:
+  void seed_and_exhaust() {
+    Reply q = http("PUT", "/v1/quotas/gpt-4o",
+                   json{{"max_rpm", 3}, {"max_tpm", 10000}, {"max_rpd", 100}});
+    ASSERT_EQ(q.status, 200) << q.raw;
+    EXPECT_EQ(
+        q.body,
+        json::parse(R"({"model":"gpt-4o","quota":{"max_rpm":3,"max_tpm":10000,"max_rpd":100}})"));
+
+    Reply rec = http("POST", "/v1/record",
+                     json{{"model", "gpt-4o"}, {"prompt_tokens", 100}, {"output_tokens", 50}});
+    ASSERT_EQ(rec.status, 200) << rec.raw;
+    EXPECT_EQ(rec.body["stats"]["rpm"], 1) << rec.raw;
+    EXPECT_EQ(rec.body["stats"]["tpm"], 150) << rec.raw;
+
+    Reply a = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 500}});
+    ASSERT_EQ(a.status, 200) << a.raw;
+    ASSERT_TRUE(a.body["reservation_id"].is_string()) << a.raw;
+    const std::string id = a.body["reservation_id"];
+    Reply c = http("POST", "/v1/reservations/" + id + "/commit",
+                   json{{"prompt_tokens", 200}, {"output_tokens", 40}});
+    ASSERT_EQ(c.status, 200) << c.raw;
+    EXPECT_EQ(c.body, (json{{"reservation_id", id}, {"result", "committed"}}));
+
+    Reply held = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 60}});
+    ASSERT_EQ(held.status, 200) << held.raw;
+
+    Reply denied = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 10}});
+    ASSERT_EQ(denied.status, 429) << denied.raw;
+    EXPECT_EQ(denied.body["code"], "rpm_exceeded") << denied.raw;
+
+    Reply s = http("GET", "/v1/stats/gpt-4o");
+    ASSERT_EQ(s.status, 200) << s.raw;
+    EXPECT_EQ(s.body["stats"]["rpm"], 3) << s.raw;
+    EXPECT_EQ(s.body["stats"]["tpm"], 450) << s.raw;
+    EXPECT_EQ(s.body["stats"]["rpd"], 3) << s.raw;
+  }
+
+  // Starts an acquire that may wait 30 s on the exhausted gpt-4o, waits until the server
+  // counts it as waiting, sends `sig` and checks: the acquire answers 503 shutting_down well
+  // before its 30 s, the server exits 0 within a few seconds and prints its stopped line.
+  void stop_with_waiter(int sig) {
+    auto waiting = std::async(std::launch::async, [this] {
+      Reply r =
+          http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 10}, {"wait_ms", 30000}},
+               std::nullopt, std::chrono::seconds(60));
+      return std::make_pair(r, SteadyClock::now());
+    });
+    // Poll the gauge until the acquire waits inside the server (never a fixed sleep).
+    const auto deadline = SteadyClock::now() + kStartTimeout;
+    int n = 0;
+    while ((n = waiters()) != 1 && SteadyClock::now() < deadline) {
+      ASSERT_EQ(waiting.wait_for(Millis(10)), std::future_status::timeout)
+          << "the waiting acquire answered early: " << waiting.get().first.raw;
+    }
+    ASSERT_EQ(n, 1) << "the acquire never waited";
+
+    const auto signalled = SteadyClock::now();
+    const int code = stop_server(sig);
+    ASSERT_EQ(waiting.wait_for(Millis(5000)), std::future_status::ready);
+    auto [reply, answered] = waiting.get();
+    EXPECT_EQ(reply.status, 503) << reply.raw;
+    EXPECT_EQ(reply.code(), "shutting_down") << reply.raw;
+    EXPECT_EQ(reply.header("Retry-After"), "1");
+    EXPECT_LT(answered - signalled, std::chrono::seconds(10))
+        << "the waiting acquire was not woken by the signal";
+
+    EXPECT_EQ(code, 0) << "stderr: " << server_->err();
+    EXPECT_NE(server_->out().find(kStopped), std::string::npos) << server_->out();
+    EXPECT_EQ(server_->err(), "");
+  }
+};
+
+TEST_F(Shutdown, SigtermAnswersWaitersAndSavesYamlState) {
+  const std::string state = dir_.file("state.yaml");
+  // --persist-every 1h: what the file holds afterwards was written at shutdown.
+  ASSERT_NO_FATAL_FAILURE(start_server(
+      {"--state", state, "serve", "--listen", "127.0.0.1:0", "--persist-every", "1h"}));
+  EXPECT_NE(server_->out().find("(store: yaml " + state + ")"), std::string::npos)
+      << server_->out();
+  ASSERT_NO_FATAL_FAILURE(seed_and_exhaust());
+  {
+    std::ifstream in(state);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text.find("gpt-4o"), std::string::npos) << "written before shutdown:\n" << text;
+  }
+  ASSERT_NO_FATAL_FAILURE(stop_with_waiter(SIGTERM));
+
+  // The file, read by the library.
+  ratelimit::Config config;
+  config.backend = ratelimit::Backend::yaml;
+  config.file_path = state;
+  config.providers = {ratelimit::Provider::local};
+  auto opened = ratelimit::RateLimiter::open(config);
+  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+  auto& limiter = **opened;
+  ASSERT_TRUE(limiter.load().has_value());
+  auto quota = limiter.quota("gpt-4o");
+  ASSERT_TRUE(quota.has_value());
+  EXPECT_EQ(quota->max_rpm, 3);
+  EXPECT_EQ(quota->max_tpm, 10000);
+  EXPECT_EQ(quota->max_rpd, 100);
+  auto stats = limiter.stats("gpt-4o");
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->rpm, 3);
+  EXPECT_EQ(stats->tpm, 450);  // 150 recorded + 240 committed + 60 held (kept at shutdown)
+  EXPECT_EQ(stats->rpd, 3);
+  EXPECT_FALSE(limiter.decide("gpt-4o", 0).allowed);
+}
+
+TEST_F(Shutdown, SigintAnswersWaitersAndSavesSqliteState) {
+  const std::string db = dir_.file("rl.db");
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", db, "serve", "--listen", "127.0.0.1:0"}));
+  EXPECT_NE(server_->out().find("(store: sqlite " + db + ")"), std::string::npos) << server_->out();
+  ASSERT_NO_FATAL_FAILURE(seed_and_exhaust());
+  ASSERT_NO_FATAL_FAILURE(stop_with_waiter(SIGINT));
+
+  // The database, read by the CLI; then the main file alone (without -wal/-shm), which holds
+  // the state only when the server checkpointed it.
+  const fs::path copy = dir_.path() / "copy.db";
+  fs::copy_file(db, copy);
+  for (const std::string& path : {db, copy.string()}) {
+    SCOPED_TRACE(path);
+    Finished s = rl({"--state", path, "--json", "status"});
+    ASSERT_EQ(s.code, 0) << s.err;
+    const json j = json::parse(s.out);
+    ASSERT_TRUE(j["models"].contains("gpt-4o")) << s.out;
+    const json& m = j["models"]["gpt-4o"];
+    EXPECT_EQ(m["rpm"], 3) << s.out;
+    EXPECT_EQ(m["tpm"], 450) << s.out;
+    EXPECT_EQ(m["rpd"], 3) << s.out;
+    EXPECT_EQ(m["decision"]["code"], "rpm_exceeded") << s.out;
+    Finished q = rl({"--state", path, "--json", "quota", "list"});
+    ASSERT_EQ(q.code, 0) << q.err;
+    EXPECT_EQ(json::parse(q.out)["quotas"]["gpt-4o"],
+              (json{{"max_rpm", 3}, {"max_tpm", 10000}, {"max_rpd", 100}}))
+        << q.out;
+  }
+}
+
+// A stop signal that arrives while the server starts is not lost. The signal is sent as soon
+// as the server blocks SIGTERM (its SigBlk in /proc), so it is pending while the store opens
+// and reaches the signal thread the moment that thread starts, racing with the start of the
+// accept loop: httplib's own stop() does nothing before that loop runs, so a server that
+// called only that would keep serving until SIGKILL.
+TEST_F(ServerProcess, SignalDuringStartupIsNotLost) {
+  // Ten starts: against a server with that bug, every one of 6 runs of this test failed.
+  for (int i = 0; i < 10; ++i) {
+    SCOPED_TRACE("start " + std::to_string(i));
+    // Few workers: a sanitized server starts and stops 128 threads slowly, and the race is
+    // over before the pool exists (it is created once the accept loop runs).
+    Process p({RATELIMIT_CLI_BINARY, "--state", dir_.file("rl.db"), "serve", "--listen",
+               "127.0.0.1:0", "--threads", "4", "--max-waiters", "1"},
+              options());
+    ASSERT_TRUE(p.started());
+    const std::string status = "/proc/" + std::to_string(p.pid()) + "/status";
+    const auto deadline = SteadyClock::now() + kStartTimeout;
+    bool blocked = false;
+    while (!blocked && !p.exited() && SteadyClock::now() < deadline) {
+      std::ifstream in(status);
+      for (std::string line; std::getline(in, line);) {
+        if (line.rfind("SigBlk:", 0) != 0) continue;
+        const unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+        blocked = (mask >> (SIGTERM - 1)) & 1;
+      }
+      if (!blocked) std::this_thread::yield();
+    }
+    ASSERT_TRUE(blocked) << "the server never blocked SIGTERM; exit " << p.code() << "\n"
+                         << p.err();
+    p.signal(SIGTERM);
+    auto code = p.wait_for(kStopTimeout);
+    ASSERT_TRUE(code.has_value()) << "the server ignored a SIGTERM sent while it started";
+    EXPECT_EQ(*code, 0) << p.err();
+    EXPECT_NE(p.out().find(kStopped), std::string::npos) << p.out();
+  }
+}
+
+// --- 2. refusals and the token ------------------------------------------------------------------
+
+TEST_F(ServerProcess, RefusesPublicAddressWithoutToken) {
+  const auto started = SteadyClock::now();
+  Finished r = rl({"--state", dir_.file("rl.db"), "serve", "--listen", "0.0.0.0:0"});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--token-file"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("0.0.0.0"), std::string::npos) << r.err;
+  // It never got as far as listening: no listening line, and it exited on its own at once
+  // (a listening server runs until signalled).
+  EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  EXPECT_LT(SteadyClock::now() - started, kStartTimeout);
+}
+
+TEST_F(ServerProcess, TokenGuardsEverythingButHealthzAndThePage) {
+  const std::string token = random_token();
+  const fs::path token_file = dir_.path() / "token";
+  write_file(token_file, token + "\n", 0600);
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", dir_.file("rl.db"), "serve", "--listen",
+                                        "0.0.0.0:0", "--token-file", token_file.string()}));
+  EXPECT_NE(server_->out().find("http://0.0.0.0:"), std::string::npos) << server_->out();
+
+  for (const char* path : {"/v1/stats", "/metrics", "/v1/quotas/gpt-4o"}) {
+    SCOPED_TRACE(path);
+    Reply none = http("GET", path);
+    EXPECT_EQ(none.status, 401) << none.raw;
+    EXPECT_EQ(none.code(), "unauthorized") << none.raw;
+    EXPECT_TRUE(none.header("WWW-Authenticate").starts_with("Bearer"))
+        << none.header("WWW-Authenticate");
+    std::string wrong = token;
+    wrong.back() = wrong.back() == 'A' ? 'B' : 'A';  // same length, one character off
+    Reply bad = http("GET", path, std::nullopt, wrong);
+    EXPECT_EQ(bad.status, 401) << bad.raw;
+    EXPECT_TRUE(bad.header("WWW-Authenticate").starts_with("Bearer"));
+  }
+  Reply post = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 1}});
+  EXPECT_EQ(post.status, 401) << post.raw;
+
+  Reply ok = http("GET", "/v1/stats", std::nullopt, token);
+  EXPECT_EQ(ok.status, 200) << ok.raw;
+  EXPECT_TRUE(ok.body.contains("models")) << ok.raw;
+  Reply put = http("PUT", "/v1/quotas/gpt-4o", json{{"max_rpm", 5}}, token);
+  EXPECT_EQ(put.status, 200) << put.raw;
+  Reply acquired = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 1}}, token);
+  EXPECT_EQ(acquired.status, 200) << acquired.raw;
+
+  Reply health = http("GET", "/healthz");
+  EXPECT_EQ(health.status, 200) << health.raw;
+  EXPECT_EQ(health.body["status"], "ok") << health.raw;
+  Reply page = http("GET", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.raw.find("<tbody id=\"rows\">"), std::string::npos);
+
+  EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
+  EXPECT_NE(server_->out().find(kStopped), std::string::npos) << server_->out();
+  EXPECT_EQ(server_->err(), "") << "mode 600: no warning";
+}
+
+TEST_F(ServerProcess, BadFlagsExitTwoWithAMessage) {
+  const std::string db = dir_.file("rl.db");
+  const fs::path short_token = dir_.path() / "short";
+  write_file(short_token, "abcde\n", 0600);
+  struct Case {
+    std::vector<std::string> flags;
+    std::vector<std::string> mentions;
+  };
+  const Case cases[] = {
+      {{"--listen", "0.0.0.0:0", "--token-file", short_token.string()}, {"--token-file", "16"}},
+      {{"--listen", "127.0.0.1:0", "--token-file", short_token.string()}, {"--token-file", "16"}},
+      {{"--listen", "nonsense"}, {"--listen", "nonsense", "HOST:PORT"}},
+      {{"--listen", "127.0.0.1:0", "--lease", "0s"}, {"--lease", "0s"}},
+      {{"--listen", "127.0.0.1:0", "--max-waiters", "200", "--threads", "100"},
+       {"--max-waiters", "--threads"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"--state", db, "serve"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    std::string shown;
+    for (const auto& f : c.flags) shown += f + " ";
+    SCOPED_TRACE(shown);
+    Finished r = rl(args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    for (const auto& m : c.mentions) EXPECT_NE(r.err.find(m), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  }
+}
+
+// --- 3. the server and the CLI on one SQLite database ------------------------------------------
+
+TEST_F(ServerProcess, ServerAndCliAgreeOnOneDatabase) {
+  const std::string db = dir_.file("rl.db");
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", db, "serve", "--listen", "127.0.0.1:0"}));
+  ASSERT_EQ(http("PUT", "/v1/quotas/m", json{{"max_rpm", 5}}).status, 200);
+
+  std::vector<std::string> server_ids;
+  for (int i = 0; i < 2; ++i) {
+    Reply a = http("POST", "/v1/acquire", json{{"model", "m"}, {"tokens", 10}});
+    ASSERT_EQ(a.status, 200) << a.raw;
+    ASSERT_TRUE(a.body["reservation_id"].is_string()) << a.raw;
+    server_ids.push_back(a.body["reservation_id"]);
+  }
+  Finished acquired = rl({"--state", db, "--json", "acquire", "m", "--tokens", "10"});
+  ASSERT_EQ(acquired.code, 0) << acquired.err;
+  const json aj = json::parse(acquired.out);
+  ASSERT_TRUE(aj["reservation_id"].is_string()) << acquired.out;
+  const std::string cli_id = aj["reservation_id"];
+  EXPECT_TRUE(aj["allowed"].get<bool>()) << acquired.out;
+
+  // Both sides see the same models and stats (all but retry_after_ms, which depends on the
+  // moment), and they are what was done.
+  auto agree = [&](int rpm, int tpm, int rpd) {
+    Reply s = http("GET", "/v1/stats");
+    ASSERT_EQ(s.status, 200) << s.raw;
+    Finished c = rl({"--state", db, "--json", "status"});
+    ASSERT_EQ(c.code, 0) << c.err;
+    const json server_models = comparable_models(s.body);
+    const json cli_models = comparable_models(json::parse(c.out));
+    EXPECT_EQ(server_models, cli_models) << "server: " << s.raw << "\ncli: " << c.out;
+    ASSERT_EQ(server_models.size(), 1u) << s.raw;
+    const json& m = server_models["m"];
+    EXPECT_EQ(m["rpm"], rpm);
+    EXPECT_EQ(m["max_rpm"], 5);
+    EXPECT_EQ(m["tpm"], tpm);
+    EXPECT_EQ(m["rpd"], rpd);
+    EXPECT_EQ(m["decision"]["allowed"], true);
+    Reply one = http("GET", "/v1/stats/m");
+    ASSERT_EQ(one.status, 200) << one.raw;
+    json expected_stats = m;
+    expected_stats.erase("decision");
+    EXPECT_EQ(one.body["stats"], expected_stats) << one.raw;
+  };
+  {
+    SCOPED_TRACE("after 2 HTTP + 1 CLI acquires");
+    agree(3, 30, 3);
+  }
+
+  // The CLI's reservation, settled through the server: once, then 409.
+  Reply commit = http("POST", "/v1/reservations/" + cli_id + "/commit",
+                      json{{"prompt_tokens", 4}, {"output_tokens", 2}});
+  EXPECT_EQ(commit.status, 200) << commit.raw;
+  EXPECT_EQ(commit.body, (json{{"reservation_id", cli_id}, {"result", "committed"}}));
+  Reply again = http("POST", "/v1/reservations/" + cli_id + "/commit",
+                     json{{"prompt_tokens", 4}, {"output_tokens", 2}});
+  EXPECT_EQ(again.status, 409) << again.raw;
+  EXPECT_EQ(again.code(), "already_settled") << again.raw;
+
+  // The server's reservation, cancelled through the CLI; the server then refuses to settle it.
+  Finished cancelled = rl({"--state", db, "cancel", server_ids[0]});
+  EXPECT_EQ(cancelled.code, 0) << cancelled.err;
+  {
+    SCOPED_TRACE("after the CLI's commit through the server and the server's id cancelled");
+    agree(2, 16, 2);  // 10 (server, held) + 6 (committed); the cancelled one refunded
+  }
+  Reply late = http("POST", "/v1/reservations/" + server_ids[0] + "/cancel");
+  EXPECT_EQ(late.status, 409) << late.raw;
+  EXPECT_EQ(late.code(), "already_settled") << late.raw;
+
+  // Stopping the server (which drops its held reservations, keeping their estimates) changes
+  // nothing the CLI sees.
+  EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
+  Finished after = rl({"--state", db, "--json", "status", "m"});
+  ASSERT_EQ(after.code, 0) << after.err;
+  const json m = json::parse(after.out)["models"]["m"];
+  EXPECT_EQ(m["rpm"], 2) << after.out;
+  EXPECT_EQ(m["tpm"], 16) << after.out;
+  EXPECT_EQ(m["rpd"], 2) << after.out;
+}
+
+// --- 4. the live page in headless Chromium -----------------------------------------------------
+
+// A minimal reading of the DOM Chromium dumps: the rows of the page's table, each cell's text
+// as serialized (entities still escaped) and every element name seen outside raw-text
+// elements. Attribute values are skipped by their quotes, so a `>` inside one cannot end a tag.
+struct Cell {
+  std::string cls;
+  std::string raw;  // the cell's text as serialized: "&lt;" stays "&lt;"
+};
+struct Row {
+  std::string raw_data_model;  // the data-model attribute as serialized
+  std::vector<Cell> cells;
+};
+struct Dom {
+  std::vector<Row> rows;
+  std::vector<std::string> elements;  // opening tag names, lower case, in order
+  std::string status;                 // the text of <div id="status">
+};
+
+Dom read_dom(const std::string& html) {
+  Dom dom;
+  Row* row = nullptr;
+  Cell* cell = nullptr;
+  bool in_status = false;
+  std::size_t i = 0;
+  while (i < html.size()) {
+    if (html[i] != '<') {
+      const auto next = html.find('<', i);
+      const std::string text =
+          html.substr(i, next == std::string::npos ? std::string::npos : next - i);
+      if (cell != nullptr) cell->raw += text;
+      if (in_status) dom.status += text;
+      i = next == std::string::npos ? html.size() : next;
+      continue;
+    }
+    if (html.compare(i, 4, "<!--") == 0) {
+      const auto end = html.find("-->", i);
+      i = end == std::string::npos ? html.size() : end + 3;
+      continue;
+    }
+    std::size_t j = i + 1;
+    const bool closing = j < html.size() && html[j] == '/';
+    if (closing) ++j;
+    std::string name;
+    while (j < html.size() &&
+           (std::isalnum(static_cast<unsigned char>(html[j])) || html[j] == '-')) {
+      name += static_cast<char>(std::tolower(static_cast<unsigned char>(html[j])));
+      ++j;
+    }
+    // Attributes up to '>', honouring quotes.
+    std::map<std::string, std::string> attrs;
+    while (j < html.size() && html[j] != '>') {
+      if (std::isspace(static_cast<unsigned char>(html[j])) || html[j] == '/') {
+        ++j;
+        continue;
+      }
+      std::string key;
+      while (j < html.size() && html[j] != '=' && html[j] != '>' &&
+             !std::isspace(static_cast<unsigned char>(html[j]))) {
+        key += html[j++];
+      }
+      std::string value;
+      if (j < html.size() && html[j] == '=') {
+        ++j;
+        if (j < html.size() && (html[j] == '"' || html[j] == '\'')) {
+          const char q = html[j++];
+          const auto end = html.find(q, j);
+          value = html.substr(j, end - j);
+          j = end == std::string::npos ? html.size() : end + 1;
+        } else {
+          while (j < html.size() && html[j] != '>' &&
+                 !std::isspace(static_cast<unsigned char>(html[j]))) {
+            value += html[j++];
+          }
+        }
+      }
+      attrs[key] = value;
+    }
+    i = j < html.size() ? j + 1 : html.size();
+    if (name.empty()) continue;  // <!doctype ...>
+    if (!closing) {
+      dom.elements.push_back(name);
+      if (name == "script" || name == "style" || name == "title" || name == "textarea") {
+        const auto end = html.find("</" + name, i);
+        i = end == std::string::npos ? html.size() : end;
+      } else if (name == "tr" && attrs["class"] == "model") {
+        dom.rows.push_back({attrs["data-model"], {}});
+        row = &dom.rows.back();
+      } else if (name == "td" && row != nullptr) {
+        row->cells.push_back({attrs["class"], ""});
+        cell = &row->cells.back();
+      } else if (name == "div" && attrs["id"] == "status") {
+        in_status = true;
+      }
+    } else if (name == "td") {
+      cell = nullptr;
+    } else if (name == "tr") {
+      row = nullptr;
+      cell = nullptr;
+    } else if (name == "div") {
+      in_status = false;
+    }
+  }
+  return dom;
+}
+
+const Row* find_row(const Dom& dom, const std::string& raw_data_model) {
+  for (const Row& r : dom.rows) {
+    if (r.raw_data_model == raw_data_model) return &r;
+  }
+  return nullptr;
+}
+
+constexpr const char* kChromium = "/usr/bin/chromium";
+const std::string kOddModel = "team/<b>bold</b> x";
+const std::string kOddModelEscaped = "team/&lt;b&gt;bold&lt;/b&gt; x";
+
+class LivePage : public ServerProcess {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(kChromium))
+        << kChromium << " is missing: the live-page tests need it; `apt-get install chromium`";
+  }
+
+  // gpt-4o: 3 of 10 requests, 300 of 1000 tokens; the odd model: 2 of 2 requests.
+  void seed(const std::optional<std::string>& token) {
+    Reply q = http("PUT", "/v1/quotas/gpt-4o", json{{"max_rpm", 10}, {"max_tpm", 1000}}, token);
+    ASSERT_EQ(q.status, 200) << q.raw;
+    for (int i = 0; i < 3; ++i) {
+      Reply a = http("POST", "/v1/acquire", json{{"model", "gpt-4o"}, {"tokens", 100}}, token);
+      ASSERT_EQ(a.status, 200) << a.raw;
+    }
+    Reply odd = http("PUT", "/v1/quotas/" + percent_encode(kOddModel), json{{"max_rpm", 2}}, token);
+    ASSERT_EQ(odd.status, 200) << odd.raw;
+    EXPECT_EQ(odd.body["model"], kOddModel) << odd.raw;
+    for (int i = 0; i < 2; ++i) {
+      Reply a = http("POST", "/v1/acquire", json{{"model", kOddModel}, {"tokens", 0}}, token);
+      ASSERT_EQ(a.status, 200) << a.raw;
+    }
+  }
+
+  // The DOM of `url` after the page ran. --virtual-time-budget lets the page's timers run
+  // on virtual time; Chromium does not advance virtual time while a fetch is in flight, so
+  // the budget ends only after the first GET /v1/stats has been answered and rendered, however
+  // slow the (sanitized) server is. Should a dump still show the page before its first poll
+  // ("connecting…"), it is taken again (at most 3 times), each with a fresh profile.
+  Dom dump(const std::string& path, std::string* html_out = nullptr) {
+    std::string html;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      const fs::path profile = dir_.path() / ("chromium-" + std::to_string(profiles_++));
+      fs::create_directories(profile);
+      Finished r = ratelimit::testing::run(
+          {kChromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-dev-shm-usage", "--user-data-dir=" + profile.string(),
+           "--virtual-time-budget=5000", "--dump-dom",
+           "http://127.0.0.1:" + std::to_string(port_) + path},
+          options(/*check_sanitizers=*/false), Millis(60'000));
+      EXPECT_EQ(r.code, 0) << "chromium failed:\n" << r.err;
+      html = r.out;
+      if (html.find("<tbody id=\"rows\">") != std::string::npos &&
+          read_dom(html).status.find("connecting") == std::string::npos) {
+        break;
+      }
+      std::fprintf(stderr,
+                   "chromium dump %d of %s showed the page before its first poll; "
+                   "taking it again\n",
+                   attempt + 1, path.c_str());
+    }
+    if (html_out != nullptr) *html_out = html;
+    return read_dom(html);
+  }
+
+  void expect_rows(const Dom& dom, const std::string& html) {
+    ASSERT_EQ(dom.rows.size(), 2u) << html;
+    const Row* gpt = find_row(dom, "gpt-4o");
+    ASSERT_NE(gpt, nullptr) << html;
+    ASSERT_EQ(gpt->cells.size(), 5u) << html;
+    EXPECT_EQ(gpt->cells[0].raw, "gpt-4o");
+    EXPECT_EQ(gpt->cells[1].raw, "3 / 10");
+    EXPECT_EQ(gpt->cells[2].raw, "300 / 1000");
+    EXPECT_EQ(gpt->cells[3].raw, "3 (no limit)");
+    EXPECT_EQ(gpt->cells[4].raw, "allowed");
+    EXPECT_NE(html.find("<tr class=\"model\" data-model=\"gpt-4o\">"), std::string::npos);
+
+    // The odd model: rows are sorted by name, so it is the second one. Its name is text:
+    // serialized escaped, and no <b> element exists anywhere in the document.
+    const Row& odd = dom.rows[1];
+    ASSERT_EQ(odd.cells.size(), 5u) << html;
+    EXPECT_EQ(odd.cells[0].raw, kOddModelEscaped) << html;
+    EXPECT_NE(html.find(">" + kOddModelEscaped + "</td>"), std::string::npos) << html;
+    EXPECT_EQ(odd.cells[1].raw, "2 / 2");
+    EXPECT_EQ(odd.cells[2].raw, "0 (no limit)");
+    EXPECT_EQ(odd.cells[3].raw, "2 (no limit)");
+    EXPECT_EQ(odd.cells[4].cls, "denied");
+    EXPECT_TRUE(odd.cells[4].raw.starts_with("rpm_exceeded, in ")) << odd.cells[4].raw;
+    for (const std::string& e : dom.elements) EXPECT_NE(e, "b") << html;
+  }
+
+  int profiles_ = 0;
+};
+
+TEST_F(LivePage, RendersModelsAndEscapesNames) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_server({"--backend", "memory", "serve", "--listen", "127.0.0.1:0"}));
+  ASSERT_NO_FATAL_FAILURE(seed(std::nullopt));
+  std::string html;
+  const Dom dom = dump("/", &html);
+  ASSERT_NO_FATAL_FAILURE(expect_rows(dom, html));
+  EXPECT_NE(dom.status.find("2 models"), std::string::npos) << dom.status;
+  EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
+}
+
+TEST_F(LivePage, TokenFromTheFragmentOrANeedsATokenMessage) {
+  const std::string token = random_token();
+  const fs::path token_file = dir_.path() / "token";
+  write_file(token_file, token, 0600);
+  ASSERT_NO_FATAL_FAILURE(start_server({"--backend", "memory", "serve", "--listen", "127.0.0.1:0",
+                                        "--token-file", token_file.string()}));
+  ASSERT_NO_FATAL_FAILURE(seed(token));
+
+  std::string html;
+  const Dom with = dump("/#token=" + token, &html);
+  ASSERT_NO_FATAL_FAILURE(expect_rows(with, html));
+
+  const Dom without = dump("/", &html);
+  EXPECT_TRUE(without.rows.empty()) << html;
+  EXPECT_NE(without.status.find("needs a token"), std::string::npos) << without.status;
+  EXPECT_EQ(html.find("data-model"), std::string::npos) << html;
+  EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
+}
+
+}  // namespace

@@ -1,0 +1,862 @@
+// `ratelimit serve` in-process: a Server over a limiter on a ManualClock (or a clock that
+// never moves, to hold waiters), on an ephemeral loopback port, driven by httplib::Client.
+#include <httplib.h>
+#include <sys/stat.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "commands.h"
+#include "json_format.h"
+#include "server.h"
+#include "test_util.h"
+
+namespace ratelimit::cli {
+namespace {
+
+using nlohmann::json;
+namespace fmt = ratelimit::json;  // the serializer the CLI uses
+using ratelimit::testing::start_time;
+using ratelimit::testing::TempDir;
+using namespace std::chrono_literals;
+
+// A clock that stands still: sleeps last until stopped (a release, a shutdown). Holds waiters
+// in place without real time passing.
+class FrozenClock final : public Clock {
+ public:
+  explicit FrozenClock(TimePoint t) : now_(t) {}
+  TimePoint now() const override { return now_; }
+  bool sleep_until(TimePoint until, std::stop_token stop) override {
+    if (until <= now_) return !stop.stop_requested();
+    std::mutex mu;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mu);
+    sleepers_.fetch_add(1);
+    cv.wait(lock, stop, [] { return false; });
+    sleepers_.fetch_sub(1);
+    return false;
+  }
+  int sleepers() const { return sleepers_.load(); }
+
+ private:
+  const TimePoint now_;
+  std::atomic<int> sleepers_{0};
+};
+
+std::unique_ptr<RateLimiter> open_limiter(const std::string& backend, QuotaMap quotas,
+                                          std::shared_ptr<Clock> clock, const TempDir& dir) {
+  Config config;
+  config.providers = {Provider::local};
+  config.quotas = std::move(quotas);
+  config.clock = std::move(clock);
+  Result<std::unique_ptr<RateLimiter>> opened;
+  if (backend == "sqlite") {
+    opened = RateLimiter::open_sqlite(dir.file("state.db"), std::move(config));
+  } else {
+    config.backend = Backend::memory;
+    opened = RateLimiter::open(std::move(config));
+  }
+  EXPECT_TRUE(opened.has_value()) << (opened ? "" : opened.error().message);
+  return std::move(*opened);
+}
+
+// A running server and a client for it.
+class Running {
+ public:
+  Running(RateLimiter& limiter, ServerOptions options) {
+    options.listen = {"127.0.0.1", 0};
+    if (options.threads == 128) options.threads = 24;
+    server_ = std::make_unique<Server>(limiter, std::move(options));
+    auto port = server_->bind();
+    EXPECT_TRUE(port.has_value()) << (port ? "" : port.error().message);
+    port_ = *port;
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~Running() { stop(); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    server_->stop();
+    thread_.join();
+  }
+  Server& server() { return *server_; }
+  int port() const { return port_; }
+  httplib::Client client(const std::string& token = "") const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(30, 0);
+    if (!token.empty()) c.set_bearer_token_auth(token);
+    return c;
+  }
+
+ private:
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string text;
+  httplib::Headers headers;
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+Reply wrap(const httplib::Result& r) {
+  Reply out;
+  EXPECT_TRUE(r) << "no response: " << httplib::to_string(r.error());
+  if (!r) return out;
+  out.status = r->status;
+  out.text = r->body;
+  out.headers = r->headers;
+  out.body = json::parse(r->body, nullptr, false);
+  return out;
+}
+
+Reply post(httplib::Client& c, const std::string& path, const std::string& body) {
+  return wrap(c.Post(path.c_str(), body, "application/json"));
+}
+Reply get(httplib::Client& c, const std::string& path) { return wrap(c.Get(path.c_str())); }
+Reply put(httplib::Client& c, const std::string& path, const std::string& body) {
+  return wrap(c.Put(path.c_str(), body, "application/json"));
+}
+Reply del(httplib::Client& c, const std::string& path) { return wrap(c.Delete(path.c_str())); }
+
+std::string acquire_body(const std::string& model, std::int64_t tokens, std::int64_t wait_ms = 0) {
+  json j = {{"model", model}, {"tokens", tokens}};
+  if (wait_ms > 0) j["wait_ms"] = wait_ms;
+  return j.dump();
+}
+
+std::set<std::string> keys(const json& j) {
+  std::set<std::string> out;
+  for (const auto& [k, v] : j.items()) out.insert(k);
+  return out;
+}
+
+const std::set<std::string> kStatsKeys = {"rpm", "max_rpm", "tpm",      "max_tpm",
+                                          "rpd", "max_rpd", "day_start"};
+const std::set<std::string> kDecisionKeys = {"allowed", "code", "reason", "retry_after_ms",
+                                             "stats"};
+
+void expect_error(const Reply& r, int status, const std::string& code) {
+  EXPECT_EQ(r.status, status) << r.text;
+  ASSERT_TRUE(r.body.is_object()) << r.text;
+  EXPECT_EQ(keys(r.body), std::set<std::string>{"error"}) << r.text;
+  EXPECT_EQ(keys(r.body["error"]), (std::set<std::string>{"code", "message"})) << r.text;
+  EXPECT_EQ(r.body["error"]["code"], code) << r.text;
+  EXPECT_FALSE(r.body["error"]["message"].get<std::string>().empty());
+}
+
+// Prometheus text → {"name{labels}": value}.
+std::map<std::string, double> parse_metrics(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+// --- a memory-store server on a ManualClock ------------------------------------------------
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void start(QuotaMap quotas, ServerOptions options = {}) {
+    limiter_ = open_limiter("memory", std::move(quotas), clock_, dir_);
+    running_ = std::make_unique<Running>(*limiter_, std::move(options));
+  }
+  httplib::Client client() { return running_->client(); }
+
+  TempDir dir_;
+  std::shared_ptr<ManualClock> clock_ = std::make_shared<ManualClock>(start_time());
+  std::unique_ptr<RateLimiter> limiter_;
+  std::unique_ptr<Running> running_;
+};
+
+TEST_F(ServerTest, DecideIsAlways200WithTheDecision) {
+  start({{"m", {2, 1000, 0}}});
+  auto c = client();
+  Reply r = post(c, "/v1/decide", R"({"model": "m", "tokens": 100})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(keys(r.body), kDecisionKeys);
+  EXPECT_EQ(keys(r.body["stats"]), kStatsKeys);
+  EXPECT_EQ(r.body["allowed"], true);
+  EXPECT_EQ(r.body["code"], "ok");
+  EXPECT_EQ(r.text, fmt::decision(limiter_->decide("m", 100)));
+
+  r = post(c, "/v1/decide", R"({"model": "m", "tokens": 5000})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["allowed"], false);
+  EXPECT_EQ(r.body["code"], "tpm_exceeded");
+  EXPECT_TRUE(r.body["retry_after_ms"].is_null());
+
+  r = post(c, "/v1/decide", R"({"model": "m", "tokens": -1})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["code"], "invalid_tokens");
+
+  r = post(c, "/v1/decide", R"({"model": "unknown"})");  // tokens default to 0
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["code"], "unknown_model");
+  // Deciding records nothing and creates no state.
+  EXPECT_EQ(limiter_->stats("m")->rpm, 0);
+  EXPECT_EQ(limiter_->models()->size(), 1u);
+}
+
+TEST_F(ServerTest, AcquireGrantedDeniedAndNeverWithHeaders) {
+  start({{"m", {2, 1000, 10}}});
+  auto c = client();
+  Reply r = post(c, "/v1/acquire", acquire_body("m", 100));
+  EXPECT_EQ(r.status, 200) << r.text;
+  std::set<std::string> granted_keys = kDecisionKeys;
+  granted_keys.insert("reservation_id");
+  EXPECT_EQ(keys(r.body), granted_keys);
+  EXPECT_EQ(r.body["allowed"], true);
+  EXPECT_TRUE(r.body["reservation_id"].is_string());
+  EXPECT_EQ(r.header("RateLimit-Policy"),
+            R"("rpm";q=2;w=60, "tpm";q=1000;w=60, "rpd";q=10;w=86400)");
+  EXPECT_EQ(r.header("RateLimit"), R"("rpm";r=1, "tpm";r=900, "rpd";r=9)");
+
+  clock_->advance(10s);
+  r = post(c, "/v1/acquire", acquire_body("m", 100));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("RateLimit"), R"("rpm";r=0, "tpm";r=800, "rpd";r=8)");
+
+  // The window is full until the first entry leaves: 50 s from now.
+  r = post(c, "/v1/acquire", acquire_body("m", 100));
+  EXPECT_EQ(r.status, 429) << r.text;
+  EXPECT_EQ(keys(r.body), kDecisionKeys);
+  EXPECT_EQ(r.body["code"], "rpm_exceeded");
+  EXPECT_EQ(r.body["retry_after_ms"], 50000);
+  EXPECT_EQ(r.header("Retry-After"), "50");
+  EXPECT_EQ(r.header("RateLimit"), R"("rpm";r=0;t=50, "tpm";r=800, "rpd";r=8)");
+
+  // 59.999 s after the first: still full; at 60 s it has left.
+  clock_->advance(49999ms);
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("m", 100)).status, 429);
+  clock_->advance(1ms);
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("m", 100)).status, 200);
+
+  // An estimate above max_tpm can never pass: 422 with the decision.
+  r = post(c, "/v1/acquire", acquire_body("m", 1001));
+  EXPECT_EQ(r.status, 422) << r.text;
+  EXPECT_TRUE(r.body["retry_after_ms"].is_null());
+  EXPECT_TRUE(r.header("Retry-After").empty());
+
+  // Invalid tokens: 400 with an error, nothing recorded.
+  const ModelStats before = *limiter_->stats("m");
+  expect_error(post(c, "/v1/acquire", acquire_body("m", -5)), 400, "invalid_tokens");
+  EXPECT_EQ(*limiter_->stats("m"), before);
+}
+
+TEST_F(ServerTest, AcquireWaitsOnTheInjectedClock) {
+  start({{"m", {1, 0, 0}}});
+  auto c = client();
+  ASSERT_EQ(post(c, "/v1/acquire", acquire_body("m", 0)).status, 200);
+  const TimePoint t0 = clock_->now();
+  // The ManualClock's sleep moves time itself: the waiter is admitted exactly 60 s later.
+  Reply r = post(c, "/v1/acquire", acquire_body("m", 0, 120000));
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(clock_->now() - t0, 60s);
+  // A wait shorter than the time to capacity ends in 429 at the deadline.
+  r = post(c, "/v1/acquire", acquire_body("m", 0, 59999));
+  EXPECT_EQ(r.status, 429) << r.text;
+  EXPECT_EQ(clock_->now() - t0, 60s + 59999ms);
+  EXPECT_EQ(r.header("Retry-After"), "1");
+  // wait_ms beyond --max-wait (5 min) is refused.
+  expect_error(post(c, "/v1/acquire", acquire_body("m", 0, 300001)), 400, "invalid_request");
+}
+
+TEST_F(ServerTest, CommitAndCancel) {
+  start({{"m", {10, 1000, 0}}});
+  auto c = client();
+  Reply a = post(c, "/v1/acquire", acquire_body("m", 300));
+  Reply b = post(c, "/v1/acquire", acquire_body("m", 200));
+  const std::string ida = a.body["reservation_id"], idb = b.body["reservation_id"];
+  EXPECT_EQ(running_->server().counters().leases, 2u);
+
+  Reply r = post(c, "/v1/reservations/" + ida + "/commit",
+                 R"({"prompt_tokens": 100, "output_tokens": 20})");
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.text, fmt::settled(ida, "committed"));
+  EXPECT_EQ(limiter_->stats("m")->tpm, 320);
+  expect_error(post(c, "/v1/reservations/" + ida + "/commit",
+                    R"({"prompt_tokens": 1, "output_tokens": 1})"),
+               409, "already_settled");
+
+  r = post(c, "/v1/reservations/" + idb + "/cancel", "");
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.text, fmt::settled(idb, "cancelled"));
+  EXPECT_EQ(limiter_->stats("m")->tpm, 120);
+  EXPECT_EQ(limiter_->stats("m")->rpm, 1);
+  expect_error(post(c, "/v1/reservations/" + idb + "/cancel", "{}"), 409, "already_settled");
+  EXPECT_EQ(running_->server().counters().leases, 0u);
+
+  expect_error(post(c, "/v1/reservations/nope/commit", R"({"prompt_tokens":1,"output_tokens":1})"),
+               404, "not_found");
+  expect_error(post(c, "/v1/reservations/nope/cancel", ""), 404, "not_found");
+
+  // Bad bodies change nothing.
+  Reply d = post(c, "/v1/acquire", acquire_body("m", 50));
+  const std::string idd = d.body["reservation_id"];
+  const ModelStats before = *limiter_->stats("m");
+  for (const char* body : {R"({"prompt_tokens": 1})", R"({"prompt_tokens": -1, "output_tokens": 1})",
+                           R"({"prompt_tokens": 1, "output_tokens": 1, "extra": 2})", "[1]",
+                           R"({"prompt_tokens": "1", "output_tokens": 1})"}) {
+    expect_error(post(c, "/v1/reservations/" + idd + "/commit", body), 400, "invalid_request");
+  }
+  expect_error(post(c, "/v1/reservations/" + idd + "/cancel", R"({"why": 1})"), 400,
+               "invalid_request");
+  EXPECT_EQ(*limiter_->stats("m"), before);
+  EXPECT_EQ(running_->server().counters().leases, 1u);
+  EXPECT_EQ(post(c, "/v1/reservations/" + idd + "/commit",
+                 R"({"prompt_tokens": 0, "output_tokens": 0})").status,
+            200);
+}
+
+TEST_F(ServerTest, LeasesExpireAndKeepTheirEstimate) {
+  ServerOptions o;
+  o.lease = 2min;
+  start({{"m", {10, 1000, 100}}}, o);
+  auto c = client();
+  Reply a = post(c, "/v1/acquire", acquire_body("m", 300));
+  const std::string id = a.body["reservation_id"];
+  clock_->advance(2min - 1ns);
+  EXPECT_EQ(running_->server().expire_leases(), 0u);
+  EXPECT_EQ(running_->server().counters().leases, 1u);
+  clock_->advance(1ns);
+  EXPECT_EQ(running_->server().expire_leases(), 1u);
+  ServerCounters counters = running_->server().counters();
+  EXPECT_EQ(counters.leases, 0u);
+  EXPECT_EQ(counters.leases_expired, 1u);
+  // The estimate was kept (the day still counts the request; nothing was refunded).
+  EXPECT_EQ(limiter_->stats("m")->rpd, 1);
+  EXPECT_EQ(limiter_->metrics()->at("m").cancelled, 0u);
+  // A late commit goes to the store, whose entry has left the window: nothing changes.
+  EXPECT_EQ(post(c, "/v1/reservations/" + id + "/commit",
+                 R"({"prompt_tokens": 5, "output_tokens": 5})").status,
+            200);
+  EXPECT_EQ(limiter_->stats("m")->rpd, 1);
+  auto m = parse_metrics(get(c, "/metrics").text);
+  EXPECT_EQ(m["ratelimit_server_leases_expired_total"], 1);
+  EXPECT_EQ(m["ratelimit_server_leases"], 0);
+
+  // Expiry also happens on the next acquire, without the sweep.
+  post(c, "/v1/acquire", acquire_body("m", 1));
+  clock_->advance(3min);
+  post(c, "/v1/acquire", acquire_body("m", 1));
+  EXPECT_LE(running_->server().counters().leases, 2u);
+  EXPECT_EQ(running_->server().expire_leases() + running_->server().counters().leases_expired, 3u);
+}
+
+TEST_F(ServerTest, LeaseCapRefusesBeforeGranting) {
+  ServerOptions o;
+  o.max_leases = 2;
+  start({{"m", {0, 0, 0}}}, o);
+  auto c = client();
+  Reply a = post(c, "/v1/acquire", acquire_body("m", 1));
+  ASSERT_EQ(post(c, "/v1/acquire", acquire_body("m", 1)).status, 200);
+  expect_error(post(c, "/v1/acquire", acquire_body("m", 1)), 503, "too_many_reservations");
+  EXPECT_EQ(limiter_->stats("m")->rpm, 2);  // the refused request took nothing
+  post(c, "/v1/reservations/" + a.body["reservation_id"].get<std::string>() + "/cancel", "");
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("m", 1)).status, 200);
+}
+
+TEST_F(ServerTest, RecordStatsAndQuotas) {
+  start({{"m", {10, 1000, 0}}});
+  auto c = client();
+  Reply r = post(c, "/v1/record", R"({"model": "m", "prompt_tokens": 30, "output_tokens": 12})");
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.text, fmt::model_stats("m", *limiter_->stats("m")));
+  EXPECT_EQ(r.body["stats"]["tpm"], 42);
+  expect_error(post(c, "/v1/record", R"({"model": "m", "prompt_tokens": -1})"), 400,
+               "invalid_request");
+  expect_error(post(c, "/v1/record", R"({"prompt_tokens": 1})"), 400, "invalid_request");
+
+  // GET /v1/stats is exactly `ratelimit status --json`.
+  r = get(c, "/v1/stats");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, fmt::status(*status_rows(*limiter_, std::nullopt)));
+  EXPECT_EQ(r.body["models"]["m"]["rpm"], 1);
+
+  // Names with '/' and spaces, percent-encoded in the path.
+  const std::string enc = "/v1/quotas/team%2Fa%20b";
+  expect_error(get(c, enc), 404, "not_found");
+  r = put(c, enc, R"({"max_rpm": 5, "max_tpm": 500})");
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.text, fmt::model_quota("team/a b", ModelQuota{5, 500, 0}));
+  r = put(c, enc, R"({"max_rpd": 7})");  // omitted fields keep their value
+  EXPECT_EQ(r.body["quota"], json::parse(R"({"max_rpm":5,"max_tpm":500,"max_rpd":7})"));
+  EXPECT_EQ(limiter_->quota("team/a b"), (ModelQuota{5, 500, 7}));
+  r = get(c, enc);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["model"], "team/a b");
+  for (const char* bad : {"{}", R"({"max_rpm": -1})", R"({"max_rpm": 1.5})",
+                          R"({"max_rpm": 9007199254740992})", R"({"rpm": 1})", "nope"}) {
+    expect_error(put(c, enc, bad), 400, "invalid_request");
+  }
+  EXPECT_EQ(limiter_->quota("team/a b"), (ModelQuota{5, 500, 7}));
+  post(c, "/v1/record", R"({"model": "team/a b", "prompt_tokens": 4})");
+  r = get(c, "/v1/stats/team%2Fa%20b");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, fmt::model_stats("team/a b", *limiter_->stats("team/a b")));
+  EXPECT_EQ(r.body["stats"]["tpm"], 4);
+
+  EXPECT_EQ(del(c, enc).status, 204);
+  EXPECT_FALSE(limiter_->quota("team/a b").has_value());
+  expect_error(del(c, enc), 404, "not_found");
+}
+
+TEST_F(ServerTest, Reset) {
+  start({{"a", {10, 0, 0}}, {"b", {10, 0, 0}}});
+  auto c = client();
+  post(c, "/v1/record", R"({"model": "a"})");
+  post(c, "/v1/record", R"({"model": "b"})");
+  Reply r = post(c, "/v1/reset", R"({"model": "a"})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, fmt::reset({"a"}));
+  EXPECT_EQ(limiter_->stats("a")->rpm, 0);
+  EXPECT_EQ(limiter_->stats("b")->rpm, 1);
+  for (const char* bad : {"", "{}", R"({"model": "a", "all": true})", R"({"all": 1})",
+                          R"({"all": false})"}) {
+    expect_error(post(c, "/v1/reset", bad), 400, "invalid_request");
+  }
+  EXPECT_EQ(limiter_->stats("b")->rpm, 1);
+  r = post(c, "/v1/reset", R"({"all": true})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, fmt::reset({"a", "b"}));
+  EXPECT_EQ(limiter_->stats("b")->rpm, 0);
+  // Quotas stay.
+  EXPECT_TRUE(limiter_->quota("a").has_value());
+}
+
+TEST_F(ServerTest, RoutingHealthAndPage) {
+  ServerOptions o;
+  o.backend = "memory";
+  start({}, o);
+  auto c = client();
+  Reply r = get(c, "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, json::parse(R"({"status": "ok", "backend": "memory"})"));
+  expect_error(get(c, "/v1/nothing"), 404, "not_found");
+  expect_error(get(c, "/v1/reservations/x/settle"), 404, "not_found");
+  r = get(c, "/v1/acquire");
+  expect_error(r, 405, "method_not_allowed");
+  EXPECT_EQ(r.header("Allow"), "POST");
+  r = post(c, "/v1/stats", "{}");
+  expect_error(r, 405, "method_not_allowed");
+  EXPECT_EQ(r.header("Allow"), "GET");
+  r = post(c, "/v1/quotas/m", "{}");
+  EXPECT_EQ(r.header("Allow"), "GET, PUT, DELETE");
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(page->body.find("/v1/stats"), std::string::npos);
+  EXPECT_EQ(page->body.find("innerHTML"), std::string::npos);  // names only via textContent
+}
+
+TEST_F(ServerTest, MalformedInputIs400AndChangesNothing) {
+  ServerOptions o;
+  o.max_body_bytes = 1024;
+  start({{"m", {10, 1000, 0}}}, o);
+  auto c = client();
+  post(c, "/v1/acquire", acquire_body("m", 10));
+  const ModelStats before = *limiter_->stats("m");
+  const std::vector<std::string> bad_bodies = {
+      "{",                                        // not JSON
+      "[]",                                       // not an object
+      "\"m\"",                                    // not an object
+      R"({"model": 5})",                          // model not a string
+      R"({"model": ""})",                         // empty name
+      R"({"model": "a\u0001b"})",                 // control character
+      R"({"model": "a\u0085b"})",                 // C1 control
+      json{{"model", std::string(257, 'x')}}.dump(),  // too long
+      R"({"model": "m", "tokens": "10"})",        // string number
+      R"({"model": "m", "tokens": 1e3})",         // float
+      R"({"model": "m", "tokens": 10.0})",        // float
+      R"({"model": "m", "tokens": true})",        // bool
+      R"({"model": "m", "tokens": null})",        // null
+      R"({"model": "m", "tokens": 9007199254740992})",       // above 2^53 - 1
+      R"({"model": "m", "tokens": 18446744073709551615})",   // uint64 max
+      R"({"model": "m", "tokens": -9007199254740992})",      // below -(2^53 - 1)
+      R"({"model": "m", "tokens": 1, "wait_ms": -1})",
+      R"({"model": "m", "tokens": 1, "tokenz": 1})",         // unknown field
+  };
+  for (const auto& body : bad_bodies) {
+    for (const char* path : {"/v1/acquire", "/v1/decide"}) {
+      Reply r = post(c, path, body);
+      EXPECT_EQ(r.status, 400) << path << " " << body << " → " << r.text;
+      EXPECT_EQ(r.body["error"]["code"], "invalid_request") << body;
+    }
+  }
+  // A name of exactly 256 bytes is fine.
+  EXPECT_EQ(post(c, "/v1/decide", json{{"model", std::string(256, 'x')}}.dump()).status, 200);
+  // Bodies over the limit: 413 with a JSON error.
+  Reply big = post(c, "/v1/acquire", json{{"model", std::string(2000, 'x')}}.dump());
+  expect_error(big, 413, "payload_too_large");
+  // Names in paths: invalid UTF-8, control characters, too long.
+  expect_error(get(c, "/v1/stats/a%FFb"), 400, "invalid_request");
+  expect_error(get(c, "/v1/stats/a%01b"), 400, "invalid_request");
+  expect_error(get(c, "/v1/quotas/" + std::string(300, 'q')), 400, "invalid_request");
+  EXPECT_EQ(*limiter_->stats("m"), before);
+  EXPECT_EQ(limiter_->models()->size(), 1u);
+  EXPECT_EQ(running_->server().counters().leases, 1u);
+}
+
+TEST_F(ServerTest, DistinctModelsAreCapped) {
+  ServerOptions o;
+  o.max_models = 3;
+  start({{"m", {10, 0, 0}}}, o);  // "m" counts as tracked from the start
+  auto c = client();
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("x1", 1)).status, 200);
+  EXPECT_EQ(post(c, "/v1/record", R"({"model": "x2"})").status, 200);
+  expect_error(post(c, "/v1/acquire", acquire_body("x3", 1)), 400, "too_many_models");
+  expect_error(post(c, "/v1/record", R"({"model": "x3"})"), 400, "too_many_models");
+  expect_error(put(c, "/v1/quotas/x3", R"({"max_rpm": 1})"), 400, "too_many_models");
+  // Known names still work, and reads of unknown names create nothing.
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("x1", 1)).status, 200);
+  EXPECT_EQ(get(c, "/v1/stats/x4").status, 200);
+  EXPECT_EQ(post(c, "/v1/decide", R"({"model": "x5"})").status, 200);
+  EXPECT_EQ(*limiter_->models(), (std::vector<std::string>{"m", "x1", "x2"}));
+  EXPECT_EQ(running_->server().counters().models, 3u);
+  auto m = parse_metrics(get(c, "/metrics").text);
+  EXPECT_EQ(m.count(R"(ratelimit_window_requests{model="x3"})"), 0u);
+  EXPECT_EQ(m["ratelimit_server_models"], 3);
+  EXPECT_EQ(m["ratelimit_server_models_max"], 3);
+}
+
+TEST_F(ServerTest, MetricsMatchWhatHappened) {
+  start({{"m", {3, 1000, 0}}, {"q\"uote\\d", {0, 0, 0}}});
+  auto c = client();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    Reply r = post(c, "/v1/acquire", acquire_body("m", 100));
+    if (r.status == 200) ids.push_back(r.body["reservation_id"]);
+  }
+  ASSERT_EQ(ids.size(), 3u);
+  post(c, "/v1/reservations/" + ids[0] + "/commit", R"({"prompt_tokens": 40, "output_tokens": 2})");
+  post(c, "/v1/reservations/" + ids[1] + "/cancel", "");
+  post(c, "/v1/record", R"({"model": "m", "prompt_tokens": 7, "output_tokens": 1})");
+  post(c, "/v1/acquire", acquire_body("m", 5000));  // never fits (422)
+  post(c, "/v1/acquire", acquire_body("q\"uote\\d", 1));
+  Reply r = get(c, "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  auto m = parse_metrics(r.text);
+  EXPECT_EQ(m[R"(ratelimit_requests_total{model="m",outcome="admitted"})"], 3);
+  // The window was full when the 5,000-token request came: the request limit is reported first.
+  EXPECT_EQ(m[R"(ratelimit_requests_total{model="m",outcome="rpm_exceeded"})"], 3);
+  EXPECT_EQ(m[R"(ratelimit_requests_total{model="m",outcome="tpm_exceeded"})"], 0);
+  EXPECT_EQ(m[R"(ratelimit_requests_total{model="m",outcome="recorded"})"], 1);
+  EXPECT_EQ(m[R"(ratelimit_reservations_total{model="m",result="committed"})"], 1);
+  EXPECT_EQ(m[R"(ratelimit_reservations_total{model="m",result="cancelled"})"], 1);
+  EXPECT_EQ(m[R"(ratelimit_tokens_total{model="m",kind="estimated"})"], 300);
+  EXPECT_EQ(m[R"(ratelimit_tokens_total{model="m",kind="committed"})"], 42);
+  EXPECT_EQ(m[R"(ratelimit_tokens_total{model="m",kind="recorded"})"], 8);
+  EXPECT_EQ(m[R"(ratelimit_window_requests{model="m"})"], 3);  // 2 reservations + 1 record
+  EXPECT_EQ(m[R"(ratelimit_window_tokens{model="m"})"], 42 + 100 + 8);
+  EXPECT_EQ(m[R"(ratelimit_limit_requests_per_minute{model="m"})"], 3);
+  EXPECT_EQ(m[R"(ratelimit_limit_tokens_per_minute{model="m"})"], 1000);
+  // Label values are escaped.
+  EXPECT_EQ(m[R"(ratelimit_requests_total{model="q\"uote\\d",outcome="admitted"})"], 1);
+  EXPECT_EQ(m[R"(ratelimit_http_requests_total{route="/v1/acquire",code="200"})"], 4);
+  EXPECT_EQ(m[R"(ratelimit_http_requests_total{route="/v1/acquire",code="429"})"], 2);
+  EXPECT_EQ(m[R"(ratelimit_http_requests_total{route="/v1/acquire",code="422"})"], 1);
+  EXPECT_EQ(m[R"(ratelimit_http_request_duration_seconds_count{route="/v1/acquire"})"], 7);
+  EXPECT_EQ(m["ratelimit_server_leases"], 2);  // ids[2] and the quoted model's
+  EXPECT_NE(r.text.find("# TYPE ratelimit_requests_total counter"), std::string::npos);
+  EXPECT_NE(r.text.find("# TYPE ratelimit_window_requests gauge"), std::string::npos);
+}
+
+// --- auth and binding -------------------------------------------------------------------------
+
+TEST_F(ServerTest, BearerTokenGuardsEverythingButHealthAndPage) {
+  ServerOptions o;
+  o.token.emplace("s3cret-token-0123456789");  // emplace: gcc 12 -O2 warns on operator=
+  start({{"m", {10, 0, 0}}}, o);
+  auto anon = client();
+  Reply r = post(anon, "/v1/acquire", acquire_body("m", 1));
+  expect_error(r, 401, "unauthorized");
+  EXPECT_EQ(r.header("WWW-Authenticate"), "Bearer realm=\"ratelimit\"");
+  expect_error(get(anon, "/metrics"), 401, "unauthorized");
+  expect_error(get(anon, "/v1/stats"), 401, "unauthorized");
+  expect_error(get(anon, "/v1/nothing"), 401, "unauthorized");  // no probing for endpoints
+  EXPECT_EQ(get(anon, "/healthz").status, 200);
+  EXPECT_EQ(anon.Get("/")->status, 200);
+  auto wrong = running_->client("s3cret-token-0123456788");
+  expect_error(post(wrong, "/v1/acquire", acquire_body("m", 1)), 401, "unauthorized");
+  auto prefix = running_->client("s3cret-token-012345678");
+  expect_error(get(prefix, "/v1/stats"), 401, "unauthorized");
+  httplib::Client basic("127.0.0.1", running_->port());
+  basic.set_basic_auth("user", "s3cret-token-0123456789");
+  expect_error(get(basic, "/v1/stats"), 401, "unauthorized");
+  EXPECT_EQ(limiter_->stats("m")->rpm, 0);
+  auto right = running_->client("s3cret-token-0123456789");
+  EXPECT_EQ(post(right, "/v1/acquire", acquire_body("m", 1)).status, 200);
+  EXPECT_EQ(get(right, "/metrics").status, 200);
+}
+
+TEST(ServerBind, RefusesAPublicAddressWithoutAToken) {
+  TempDir dir;
+  auto limiter = open_limiter("memory", {}, std::make_shared<ManualClock>(start_time()), dir);
+  ServerOptions o;
+  o.listen = {"0.0.0.0", 0};
+  Server server(*limiter, o);
+  auto port = server.bind();
+  ASSERT_FALSE(port.has_value());
+  EXPECT_EQ(port.error().exit_code, kUsageError);
+  EXPECT_NE(port.error().message.find("--token-file"), std::string::npos);
+}
+
+TEST(ServerBind, PortInUseIsAStoreError) {
+  TempDir dir;
+  auto limiter = open_limiter("memory", {}, std::make_shared<ManualClock>(start_time()), dir);
+  Running first(*limiter, {});
+  ServerOptions o;
+  o.listen = {"127.0.0.1", first.port()};
+  Server second(*limiter, o);
+  auto port = second.bind();
+  ASSERT_FALSE(port.has_value());
+  EXPECT_EQ(port.error().exit_code, kStoreError);
+  EXPECT_NE(port.error().message.find("--listen"), std::string::npos);
+}
+
+TEST(ServerHelpers, ParseListen) {
+  auto a = parse_listen("127.0.0.1:8787");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 8787);
+  a = parse_listen("[::1]:0");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->host, "::1");
+  EXPECT_EQ(a->port, 0);
+  a = parse_listen("localhost:65535");
+  ASSERT_TRUE(a);
+  for (const char* bad : {"", "127.0.0.1", ":80", "127.0.0.1:", "127.0.0.1:65536",
+                          "127.0.0.1:-1", "127.0.0.1:8x", "::1:80", "[::1]80", "[::1"}) {
+    auto r = parse_listen(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().exit_code, kUsageError);
+    }
+  }
+}
+
+TEST(ServerHelpers, Loopback) {
+  for (const char* yes : {"127.0.0.1", "127.1.2.3", "::1", "localhost", "::ffff:127.0.0.1"}) {
+    EXPECT_TRUE(is_loopback(yes)) << yes;
+  }
+  for (const char* no : {"0.0.0.0", "10.0.0.1", "::", "128.0.0.1", "example.com", "::ffff:10.0.0.1",
+                         ""}) {
+    EXPECT_FALSE(is_loopback(no)) << no;
+  }
+}
+
+TEST(ServerHelpers, ConstantTimeEqual) {
+  EXPECT_TRUE(constant_time_equal("abc", "abc"));
+  EXPECT_TRUE(constant_time_equal("", ""));
+  EXPECT_FALSE(constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(constant_time_equal("abc", "ab"));
+  EXPECT_FALSE(constant_time_equal("ab", "abc"));
+  EXPECT_FALSE(constant_time_equal("", "a"));
+  EXPECT_FALSE(constant_time_equal(std::string("a\0b", 3), std::string("a\0c", 3)));
+}
+
+TEST(ServerHelpers, TokenFile) {
+  TempDir dir;
+  auto write = [&](const std::string& name, const std::string& text, mode_t mode) {
+    const std::string path = dir.file(name);
+    std::ofstream(path) << text;
+    ::chmod(path.c_str(), mode);
+    return path;
+  };
+  std::string warning;
+  auto t = read_token_file(write("ok", "  abcdefghijklmnop0123\n", 0600), warning);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(*t, "abcdefghijklmnop0123");
+  EXPECT_TRUE(warning.empty());
+  t = read_token_file(write("open", "abcdefghijklmnop0123", 0644), warning);
+  ASSERT_TRUE(t);
+  EXPECT_NE(warning.find("chmod 600"), std::string::npos);
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"empty", "\n  \n"}, {"short", "abc"}, {"space", "abcdefgh ijklmnopq"},
+           {"ctrl", "abcdefgh\x01ijklmnopq"}}) {
+    auto r = read_token_file(write(name, text, 0600), warning);
+    EXPECT_FALSE(r) << name;
+    if (!r) {
+      EXPECT_EQ(r.error().exit_code, kUsageError);
+    }
+  }
+  EXPECT_FALSE(read_token_file(dir.file("missing"), warning));
+}
+
+// --- waiters and shutdown (a clock that never moves holds them) --------------------------------
+
+class WaitingTest : public ::testing::Test {
+ protected:
+  void start(ServerOptions options) {
+    limiter_ = open_limiter("memory", {{"m", {1, 0, 0}}}, clock_, dir_);
+    running_ = std::make_unique<Running>(*limiter_, std::move(options));
+  }
+  void wait_for_sleepers(int n) {
+    for (int i = 0; i < 2000 && clock_->sleepers() < n; ++i) std::this_thread::sleep_for(5ms);
+    ASSERT_EQ(clock_->sleepers(), n);
+  }
+  TempDir dir_;
+  std::shared_ptr<FrozenClock> clock_ = std::make_shared<FrozenClock>(start_time());
+  std::unique_ptr<RateLimiter> limiter_;
+  std::unique_ptr<Running> running_;
+};
+
+TEST_F(WaitingTest, WaitersAreCappedAndWokenByARelease) {
+  ServerOptions o;
+  o.max_waiters = 1;
+  start(o);
+  auto c = running_->client();
+  Reply first = post(c, "/v1/acquire", acquire_body("m", 0));
+  ASSERT_EQ(first.status, 200);
+  Reply waited;
+  std::thread waiter([&] {
+    auto c2 = running_->client();
+    waited = post(c2, "/v1/acquire", acquire_body("m", 0, 60000));
+  });
+  wait_for_sleepers(1);
+  EXPECT_EQ(running_->server().counters().waiters, 1u);
+  Reply refused = post(c, "/v1/acquire", acquire_body("m", 0, 1000));
+  expect_error(refused, 503, "too_many_waiters");
+  EXPECT_EQ(refused.header("Retry-After"), "1");
+  // Requests that do not wait are still served while the waiter blocks.
+  EXPECT_EQ(post(c, "/v1/acquire", acquire_body("m", 0)).status, 429);
+  EXPECT_EQ(get(c, "/v1/stats").status, 200);
+  // Cancelling the first reservation frees the window: the waiter is admitted.
+  EXPECT_EQ(post(c, "/v1/reservations/" + first.body["reservation_id"].get<std::string>() +
+                        "/cancel",
+                 "")
+                .status,
+            200);
+  waiter.join();
+  EXPECT_EQ(waited.status, 200) << waited.text;
+  EXPECT_EQ(running_->server().counters().waiters, 0u);
+}
+
+TEST_F(WaitingTest, ShutdownAnswersWaitersAndFinishes) {
+  start({});
+  auto c = running_->client();
+  ASSERT_EQ(post(c, "/v1/acquire", acquire_body("m", 0)).status, 200);
+  Reply waited;
+  std::thread waiter([&] {
+    auto c2 = running_->client();
+    waited = post(c2, "/v1/acquire", acquire_body("m", 0, 60000));
+  });
+  wait_for_sleepers(1);
+  running_->stop();  // returns only once in-flight requests are answered
+  waiter.join();
+  expect_error(waited, 503, "shutting_down");
+  EXPECT_EQ(limiter_->stats("m")->rpm, 1);
+  EXPECT_EQ(running_->server().counters().leases, 1u);
+}
+
+// --- concurrency and the SQLite store ---------------------------------------------------------
+
+class ServerStores : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ServerStores, EightClientsAdmitExactlyTheLimit) {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>(start_time());
+  auto limiter = open_limiter(GetParam(), {{"m", {1000, 0, 0}}}, clock, dir);
+  ServerOptions o;
+  o.threads = 16;
+  Running running(*limiter, o);
+  std::atomic<int> granted{0}, denied{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&] {
+      auto c = running.client();
+      for (int i = 0; i < 500; ++i) {
+        auto r = c.Post("/v1/acquire", R"({"model": "m", "tokens": 1})", "application/json");
+        if (r && r->status == 200) {
+          ++granted;
+        } else if (r && r->status == 429) {
+          ++denied;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(granted.load(), 1000);
+  EXPECT_EQ(denied.load(), 3000);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(limiter->stats("m")->rpm, 1000);
+  EXPECT_EQ(running.server().counters().leases, 1000u);
+  auto metrics = limiter->metrics();
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->at("m").count(RequestOutcome::admitted), 1000u);
+  EXPECT_EQ(metrics->at("m").count(RequestOutcome::rpm_exceeded), 3000u);
+}
+
+TEST_P(ServerStores, IdsFromAnotherLimiterOnTheStoreSettleThroughTheServer) {
+  TempDir dir;
+  auto clock = std::make_shared<ManualClock>(start_time());
+  auto limiter = open_limiter(GetParam(), {{"m", {10, 1000, 0}}}, clock, dir);
+  Running running(*limiter, {});
+  auto c = running.client();
+  // Granted outside the server (for SQLite: as the CLI would, through a second connection).
+  std::unique_ptr<RateLimiter> other;
+  RateLimiter* granter = limiter.get();
+  if (GetParam() == "sqlite") {
+    other = open_limiter("sqlite", {}, clock, dir);
+    granter = other.get();
+  }
+  Reservation r = granter->try_acquire("m", 500);
+  ASSERT_TRUE(r.granted());
+  const std::string id = r.id();
+  EXPECT_EQ(post(c, "/v1/reservations/" + id + "/commit",
+                 R"({"prompt_tokens": 10, "output_tokens": 5})").status,
+            200);
+  EXPECT_EQ(limiter->stats("m")->tpm, 15);
+  expect_error(post(c, "/v1/reservations/" + id + "/cancel", ""), 409, "already_settled");
+  // And the server's ids settle outside it.
+  Reply a = post(c, "/v1/acquire", acquire_body("m", 200));
+  ASSERT_TRUE(granter->cancel(a.body["reservation_id"].get<std::string>()));
+  EXPECT_EQ(limiter->stats("m")->tpm, 15);
+  EXPECT_EQ(get(c, "/v1/stats").text, fmt::status(*status_rows(*granter, std::nullopt)));
+}
+
+// Only a shared store can fail under the server (a closed database stands in for a broken one).
+TEST(ServerSqlite, StoreFailureIs503) {
+  TempDir dir;
+  auto limiter =
+      open_limiter("sqlite", {{"m", {10, 0, 0}}}, std::make_shared<ManualClock>(start_time()), dir);
+  Running running(*limiter, {});
+  auto c = running.client();
+  ASSERT_TRUE(limiter->close());
+  Reply r = post(c, "/v1/acquire", acquire_body("m", 1));
+  expect_error(r, 503, "store_unavailable");
+  EXPECT_EQ(r.header("Retry-After"), "1");
+  expect_error(post(c, "/v1/acquire", acquire_body("m", 1, 1000)), 503, "store_unavailable");
+  expect_error(post(c, "/v1/record", R"({"model": "m"})"), 503, "store_unavailable");
+  expect_error(get(c, "/v1/stats"), 503, "store_unavailable");
+  expect_error(post(c, "/v1/reset", R"({"all": true})"), 503, "store_unavailable");
+  expect_error(put(c, "/v1/quotas/m", R"({"max_rpm": 1})"), 503, "store_unavailable");
+  EXPECT_EQ(post(c, "/v1/decide", R"({"model": "m"})").body["code"], "store_unavailable");
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, ServerStores, ::testing::Values("memory", "sqlite"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace ratelimit::cli

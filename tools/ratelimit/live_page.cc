@@ -1,0 +1,133 @@
+#include "live_page.h"
+
+namespace ratelimit::cli {
+namespace {
+
+// Model names are user data: they only ever reach the page through textContent, never HTML.
+constexpr std::string_view kPage = R"html(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ratelimit: live quotas</title>
+<style>
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d2330; background: #fafbfc; }
+  h1 { font-size: 1.2rem; margin: 0 0 .25rem; }
+  #status { color: #5a6272; margin-bottom: 1rem; }
+  #status.error { color: #b3261e; }
+  table { border-collapse: collapse; width: 100%; max-width: 72rem; }
+  th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e6ea; vertical-align: middle; }
+  th { font-weight: 600; color: #5a6272; }
+  .usage { display: flex; align-items: center; gap: .5rem; }
+  .bar { position: relative; width: 9rem; height: .6rem; background: #e8ebef; border-radius: .3rem; overflow: hidden; }
+  .fill { position: absolute; inset: 0 auto 0 0; background: #2f7d32; }
+  .fill.warn { background: #c77700; }
+  .fill.full { background: #b3261e; }
+  .num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+  .denied { color: #b3261e; }
+  .empty { color: #5a6272; padding: 1rem .6rem; }
+</style>
+</head>
+<body>
+<h1>ratelimit: live quotas</h1>
+<div id="status">connecting…</div>
+<table>
+  <thead><tr><th>Model</th><th>Requests / min</th><th>Tokens / min</th><th>Requests today</th><th>Next request</th></tr></thead>
+  <tbody id="rows"></tbody>
+</table>
+<script>
+"use strict";
+(function () {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("token")) {
+    sessionStorage.setItem("ratelimit-token", params.get("token"));
+    history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
+  }
+  const token = sessionStorage.getItem("ratelimit-token");
+  const status = document.getElementById("status");
+  const rows = document.getElementById("rows");
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function usage(used, limit) {
+    const cell = el("td");
+    const box = el("div", "usage");
+    const num = el("span", "num", limit > 0 ? used + " / " + limit : used + " (no limit)");
+    if (limit > 0) {
+      const ratio = Math.min(1, used / limit);
+      const bar = el("div", "bar");
+      const fill = el("div", "fill" + (ratio >= 1 ? " full" : ratio >= 0.8 ? " warn" : ""));
+      fill.style.width = (ratio * 100).toFixed(1) + "%";
+      bar.appendChild(fill);
+      box.appendChild(bar);
+    }
+    box.appendChild(num);
+    cell.appendChild(box);
+    return cell;
+  }
+  function next(decision) {
+    if (decision.allowed) return el("td", "", "allowed");
+    const wait = decision.retry_after_ms === null ? "never (estimate above the limit)"
+                 : "in " + (decision.retry_after_ms / 1000).toFixed(1) + " s";
+    return el("td", "denied", decision.code + ", " + wait);
+  }
+  function render(models) {
+    const names = Object.keys(models).sort();
+    rows.replaceChildren();
+    if (names.length === 0) {
+      const td = el("td", "empty", "No models yet: set a quota or send a request.");
+      td.colSpan = 5;
+      const tr = el("tr");
+      tr.appendChild(td);
+      rows.appendChild(tr);
+      return;
+    }
+    for (const name of names) {
+      const m = models[name];
+      const tr = el("tr", "model");
+      tr.dataset.model = name;
+      tr.appendChild(el("td", "name", name));
+      tr.appendChild(usage(m.rpm, m.max_rpm));
+      tr.appendChild(usage(m.tpm, m.max_tpm));
+      tr.appendChild(usage(m.rpd, m.max_rpd));
+      tr.appendChild(next(m.decision));
+      rows.appendChild(tr);
+    }
+  }
+  async function poll() {
+    try {
+      const headers = token ? { "Authorization": "Bearer " + token } : {};
+      const res = await fetch("/v1/stats", { headers, cache: "no-store" });
+      if (res.status === 401) {
+        status.textContent = "this server needs a token: open the page as /#token=<token>";
+        status.className = "error";
+        return;
+      }
+      if (!res.ok) throw new Error("HTTP " + res.status);
+      const body = await res.json();
+      render(body.models);
+      status.textContent = "updated " + new Date().toLocaleTimeString() + " · " +
+                           Object.keys(body.models).length + " models";
+      status.className = "";
+    } catch (e) {
+      status.textContent = "cannot reach the server (" + e.message + "); retrying";
+      status.className = "error";
+    }
+  }
+  poll();
+  setInterval(poll, 1000);
+})();
+</script>
+</body>
+</html>
+)html";
+
+}  // namespace
+
+std::string_view live_page_html() { return kPage; }
+
+}  // namespace ratelimit::cli

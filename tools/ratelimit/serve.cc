@@ -1,0 +1,174 @@
+// `ratelimit serve`: opens the store like every other command, then runs the HTTP server until
+// SIGTERM or SIGINT, and saves the state on the way out.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "args.h"
+#include "commands.h"
+#include "server.h"
+
+namespace ratelimit::cli {
+namespace {
+
+Outcome<std::size_t> size_option(const char* flag, const std::string& text, std::size_t min,
+                                 std::size_t max) {
+  const auto n = parse_count(text);
+  if (!n || static_cast<std::uint64_t>(*n) < min || static_cast<std::uint64_t>(*n) > max) {
+    return tl::unexpected(usage_error(std::string(flag) + " \"" + printable(text) +
+                                      "\" must be a whole number from " + std::to_string(min) +
+                                      " to " + std::to_string(max)));
+  }
+  return static_cast<std::size_t>(*n);
+}
+
+Outcome<Duration> duration_option(const char* flag, const std::string& text, Duration min,
+                                  const char* min_text) {
+  const auto d = parse_duration(text);
+  if (!d || *d < min) {
+    return tl::unexpected(usage_error(std::string(flag) + " \"" + printable(text) +
+                                      "\" must be a duration of at least " + min_text +
+                                      ", written like 500ms, 30s, 2m or 1h"));
+  }
+  return *d;
+}
+
+Outcome<ServerOptions> server_options(const ServeArgs& a) {
+  ServerOptions o;
+  auto listen = parse_listen(a.listen);
+  if (!listen) return tl::unexpected(listen.error());
+  o.listen = *listen;
+  if (a.token_file) {
+    std::string warning;
+    auto token = read_token_file(*a.token_file, warning);
+    if (!token) return tl::unexpected(token.error());
+    if (!warning.empty()) std::fprintf(stderr, "ratelimit serve: warning: %s\n", warning.c_str());
+    o.token = std::move(*token);
+  }
+  if (!is_loopback(o.listen.host) && !o.token) {
+    return tl::unexpected(usage_error(
+        "refusing to listen on " + a.listen +
+        " without a token: anyone who can reach it could spend your quotas; pass --token-file "
+        "PATH (a file holding a secret), or listen on 127.0.0.1"));
+  }
+  auto lease = duration_option("--lease", a.lease, std::chrono::seconds(1), "1s");
+  if (!lease) return tl::unexpected(lease.error());
+  o.lease = *lease;
+  auto max_wait = duration_option("--max-wait", a.max_wait, Duration(0), "0s");
+  if (!max_wait) return tl::unexpected(max_wait.error());
+  o.max_wait = *max_wait;
+  auto persist = duration_option("--persist-every", a.persist_every, std::chrono::seconds(1),
+                                 "1s");
+  if (!persist) return tl::unexpected(persist.error());
+  o.persist_every = *persist;
+  struct SizeOpt {
+    const char* flag;
+    const std::string& text;
+    std::size_t min, max;
+    std::size_t* out;
+  };
+  const SizeOpt sizes[] = {
+      {"--max-models", a.max_models, 1, 10'000'000, &o.max_models},
+      {"--max-leases", a.max_leases, 1, 100'000'000, &o.max_leases},
+      {"--max-body", a.max_body, 64, 16 * 1024 * 1024, &o.max_body_bytes},
+      {"--threads", a.threads, 2, 4096, &o.threads},
+      {"--max-waiters", a.max_waiters, 0, 4096, &o.max_waiters},
+  };
+  for (const SizeOpt& s : sizes) {
+    auto v = size_option(s.flag, s.text, s.min, s.max);
+    if (!v) return tl::unexpected(v.error());
+    *s.out = *v;
+  }
+  if (o.max_waiters >= o.threads) {
+    return tl::unexpected(usage_error(
+        "--max-waiters " + std::to_string(o.max_waiters) + " must be below --threads " +
+        std::to_string(o.threads) + ", or waiting acquires could take every worker"));
+  }
+  return o;
+}
+
+}  // namespace
+
+int Commands::serve(const ServeArgs& args) {
+  auto options = server_options(args);
+  if (!options) return fail("serve", options.error());
+
+  // Signals go to one thread (sigwait below); block them before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::unique_ptr<Session> session;
+  std::unique_ptr<RateLimiter> memory;
+  RateLimiter* limiter = nullptr;
+  std::string where;
+  if (options_.backend == "memory") {
+    auto opts = store_options();
+    if (!opts) return fail("serve", opts.error());
+    if (!options_.state.empty()) {
+      return fail("serve", usage_error("--backend memory keeps no file; drop --state " +
+                                       options_.state));
+    }
+    Config config;
+    config.backend = Backend::memory;
+    config.providers = opts->providers.empty() ? std::vector<Provider>{Provider::local}
+                                               : opts->providers;
+    auto opened = RateLimiter::open(std::move(config));
+    if (!opened) return fail("serve", store_error(opened.error().to_string()));
+    memory = std::move(*opened);
+    limiter = memory.get();
+    options->backend = "memory";
+    where = "memory (state is lost when the server stops)";
+  } else {
+    auto opened = open_store();
+    if (!opened) return fail("serve", opened.error());
+    session = std::move(*opened);
+    limiter = &session->limiter();
+    options->backend = std::string(to_string(session->location().backend));
+    where = options->backend + " " + session->location().path;
+    if (session->location().backend != Backend::yaml) options->persist_every.reset();
+  }
+
+  const std::string host = options->listen.host;
+  Server server(*limiter, std::move(*options));
+  auto port = server.bind();
+  if (!port) return fail("serve", port.error());
+  const bool v6 = host.find(':') != std::string::npos;
+  std::printf("ratelimit serve: listening on http://%s%s%s:%d (store: %s)\n", v6 ? "[" : "",
+              host.c_str(), v6 ? "]" : "", *port, where.c_str());
+  std::fflush(stdout);
+
+  std::atomic<bool> signalled{false};
+  std::thread signals([&server, &stop_signals, &signalled] {
+    int received = 0;
+    sigwait(&stop_signals, &received);
+    signalled = true;
+    server.stop();
+  });
+  server.run();
+  // run() also returns when listening failed: wake the signal thread so it can be joined.
+  if (!signalled) pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+
+  if (session) {
+    session->mark_changed();
+    if (auto done = session->finish(); !done) return fail("serve", done.error());
+    if (session->location().backend == Backend::sqlite) {
+      if (auto s = limiter->persist(); !s) {
+        return fail("serve", store_error("cannot checkpoint the database: " +
+                                         s.error().to_string()));
+      }
+    }
+  }
+  std::printf("ratelimit serve: stopped; state saved\n");
+  std::fflush(stdout);
+  return kOk;
+}
+
+}  // namespace ratelimit::cli
