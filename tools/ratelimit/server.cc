@@ -59,8 +59,8 @@ constexpr std::array<const char*, kRouteCount> kRouteNames = {
     "/v1/reservations/{id}/commit", "/v1/reservations/{id}/cancel", "/v1/record",
     "/v1/stats",  "/v1/stats/{model}", "/v1/quotas/{model}", "/v1/reset",  "unmatched"};
 
-constexpr std::array<int, 13> kStatuses = {200, 204, 400, 401, 404, 405, 409,
-                                           413, 422, 429, 500, 503, 0 /* other */};
+constexpr std::array<int, 14> kStatuses = {200, 204, 400, 401, 403, 404, 405,
+                                           409, 413, 422, 429, 500, 503, 0 /* other */};
 std::size_t status_index(int status) {
   for (std::size_t i = 0; i + 1 < kStatuses.size(); ++i) {
     if (kStatuses[i] == status) return i;
@@ -606,11 +606,41 @@ struct Server::Impl {
     return constant_time_equal(std::string_view(header).substr(kBearer.size()), *options.token);
   }
 
+  // Without a token the server trusts whatever can reach loopback, which includes every web
+  // page the user's browser opens: a page may POST to 127.0.0.1 (no preflight for a text/plain
+  // body) or rebind its own name to 127.0.0.1. So the Host must name a loopback address and an
+  // Origin, when a browser sends one, must be a loopback origin. Programs (curl, SDKs) send a
+  // loopback Host and no Origin.
+  static bool local_browser_context(const httplib::Request& req) {
+    auto host_of = [](std::string_view authority) {
+      if (!authority.empty() && authority.front() == '[') {
+        const auto close = authority.find(']');
+        return close == std::string_view::npos ? std::string_view() : authority.substr(1, close - 1);
+      }
+      return authority.substr(0, authority.find(':'));
+    };
+    const std::string host = req.get_header_value("Host");
+    if (!is_loopback(host_of(host))) return false;
+    if (!req.has_header("Origin")) return true;
+    const std::string origin_header = req.get_header_value("Origin");
+    std::string_view origin = origin_header;
+    constexpr std::string_view kHttp = "http://";
+    if (origin.substr(0, kHttp.size()) != kHttp) return false;  // "null", https, file
+    origin.remove_prefix(kHttp.size());
+    return is_loopback(host_of(origin.substr(0, origin.find('/'))));
+  }
+
   void dispatch(const httplib::Request& req, httplib::Response& res) {
     const auto start = std::chrono::steady_clock::now();
     const Route route = route_of(req.path);
     res.set_header("Cache-Control", "no-store");
-    if (route != Route::healthz && route != Route::page && !authorized(req)) {
+    if (route != Route::healthz && !options.token && !local_browser_context(req)) {
+      send_error(res, 403, "forbidden",
+                 req.method + " " + req.path +
+                     ": refused a request for another host or from a web page of another "
+                     "origin (a browser tricked into calling this server); call it as "
+                     "127.0.0.1/localhost, or protect it with --token-file");
+    } else if (route != Route::healthz && route != Route::page && !authorized(req)) {
       res.set_header("WWW-Authenticate", "Bearer realm=\"ratelimit\"");
       send_error(res, 401, "unauthorized",
                  req.method + " " + req.path +
@@ -683,6 +713,8 @@ struct Server::Impl {
     switch (route) {
       case Route::page:
         res.status = 200;
+        res.set_header("X-Frame-Options", "DENY");
+        res.set_header("Referrer-Policy", "no-referrer");
         res.set_content(std::string(live_page_html()), "text/html; charset=utf-8");
         return;
       case Route::healthz:
