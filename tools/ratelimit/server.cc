@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -405,6 +406,48 @@ class Leases {
   std::array<Shard, 16> shards_;
 };
 
+// A request held in memory, for HttpServer::warm_up (answers are discarded).
+class MemoryStream final : public httplib::Stream {
+ public:
+  explicit MemoryStream(std::string request) : in_(std::move(request)) {}
+  bool is_readable() const override { return pos_ < in_.size(); }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, size_t size) override {
+    const std::size_t n = std::min(size, in_.size() - pos_);
+    std::copy_n(in_.data() + pos_, n, ptr);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char*, size_t size) override { return static_cast<ssize_t>(size); }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  socket_t socket() const override { return INVALID_SOCKET; }
+
+ private:
+  std::string in_;
+  std::size_t pos_ = 0;
+};
+
+// cpp-httplib builds function-local statics (the std::regex objects of its request parser) on
+// first use. Debian ships it as an uninstrumented shared library, so ThreadSanitizer cannot see
+// the acquire load that hands such a static to a second worker thread, and reports the first
+// concurrent requests as a race inside the library. warm_up() runs requests through the
+// parser on the thread that then starts the workers, so the statics exist before any worker.
+class HttpServer final : public httplib::Server {
+ public:
+  void warm_up(std::string request) {
+    MemoryStream stream(std::move(request));
+    bool closed = false;
+    process_request(stream, true, closed, [](httplib::Request&) {});
+  }
+};
+
 bool parse_ipv4(std::string_view host, in_addr& out) {
   return ::inet_pton(AF_INET, std::string(host).c_str(), &out) == 1;
 }
@@ -513,7 +556,8 @@ struct Server::Impl {
   RateLimiter& limiter;
   const ServerOptions options;
   const std::shared_ptr<Clock> clock;
-  httplib::Server http;
+  HttpServer http;
+  bool warming = false;  // set only before the workers exist
   ModelNames names;
   Leases leases;
   std::atomic<std::size_t> waiters{0};
@@ -631,6 +675,10 @@ struct Server::Impl {
   }
 
   void dispatch(const httplib::Request& req, httplib::Response& res) {
+    if (warming) {  // HttpServer::warm_up: parse only, no effect, not counted
+      res.status = 204;
+      return;
+    }
     const auto start = std::chrono::steady_clock::now();
     const Route route = route_of(req.path);
     res.set_header("Cache-Control", "no-store");
@@ -1109,6 +1157,12 @@ void Server::run() {
   impl_->running = true;
   if (!impl_->stopping) {
     impl_->maintenance = std::thread([this] { impl_->maintain(); });
+    impl_->warming = true;
+    impl_->http.warm_up("GET /healthz?warm=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    impl_->http.warm_up(
+        "POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\n\r\n{}");
+    impl_->warming = false;
     impl_->http.listen_after_bind();
   }
   impl_->finished = true;
