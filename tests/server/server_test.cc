@@ -586,7 +586,7 @@ TEST_F(ServerTest, MetricsMatchWhatHappened) {
 
 TEST_F(ServerTest, BearerTokenGuardsEverythingButHealthAndPage) {
   ServerOptions o;
-  o.token.emplace("s3cret-token-0123456789");  // emplace: gcc 12 -O2 warns on operator=
+  o.token = "s3cret-token-0123456789";
   start({{"m", {10, 0, 0}}}, o);
   auto anon = client();
   Reply r = post(anon, "/v1/acquire", acquire_body("m", 1));
@@ -636,7 +636,7 @@ TEST_F(ServerTest, WithoutATokenOnlyLoopbackHostsAndOriginsAreServed) {
 
 TEST_F(ServerTest, WithATokenAnyHostMayCall) {
   ServerOptions o;
-  o.token.emplace("s3cret-token-0123456789");
+  o.token = "s3cret-token-0123456789";
   start({{"m", {10, 0, 0}}}, o);
   auto c = running_->client("s3cret-token-0123456789");
   auto r = wrap(c.Post("/v1/record", {{"Host", "ratelimit.internal:8787"}, {"Origin", "http://x"}},

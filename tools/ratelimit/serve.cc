@@ -48,7 +48,7 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
     if (!warning.empty()) std::fprintf(stderr, "ratelimit serve: warning: %s\n", warning.c_str());
     o.token = std::move(*token);
   }
-  if (!is_loopback(o.listen.host) && !o.token) {
+  if (!is_loopback(o.listen.host) && o.token.empty()) {
     return tl::unexpected(usage_error(
         "refusing to listen on " + a.listen +
         " without a token: anyone who can reach it could spend your quotas; pass --token-file "

@@ -641,13 +641,13 @@ struct Server::Impl {
   }
 
   bool authorized(const httplib::Request& req) const {
-    if (!options.token) return true;
+    if (options.token.empty()) return true;
     const std::string header = req.get_header_value("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
     if (header.size() < kBearer.size() || header.compare(0, kBearer.size(), kBearer) != 0) {
       return false;
     }
-    return constant_time_equal(std::string_view(header).substr(kBearer.size()), *options.token);
+    return constant_time_equal(std::string_view(header).substr(kBearer.size()), options.token);
   }
 
   // Without a token the server trusts whatever can reach loopback, which includes every web
@@ -682,7 +682,7 @@ struct Server::Impl {
     const auto start = std::chrono::steady_clock::now();
     const Route route = route_of(req.path);
     res.set_header("Cache-Control", "no-store");
-    if (route != Route::healthz && !options.token && !local_browser_context(req)) {
+    if (route != Route::healthz && options.token.empty() && !local_browser_context(req)) {
       send_error(res, 403, "forbidden",
                  req.method + " " + req.path +
                      ": refused a request for another host or from a web page of another "
@@ -1125,7 +1125,7 @@ Server::~Server() {
 
 Outcome<int> Server::bind() {
   const ServerOptions& o = impl_->options;
-  if (!is_loopback(o.listen.host) && !o.token) {
+  if (!is_loopback(o.listen.host) && o.token.empty()) {
     return tl::unexpected(usage_error(
         "refusing to listen on " + o.listen.host + ":" + std::to_string(o.listen.port) +
         " without a token: anyone who can reach it could spend your quotas; pass --token-file "
