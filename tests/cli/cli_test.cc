@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "args.h"
+#include "child_env.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -104,26 +105,7 @@ class Cli : public ::testing::Test {
 
   // The environment of every run: ours, with HOME replaced and the store variables cleared.
   std::vector<std::string> environment() const {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      std::string_view v(*e);
-      if (v.starts_with("HOME=") || v.starts_with("CORE_HOME=") ||
-          v.starts_with("RATELIMIT_STATE=") || v.starts_with("ASAN_OPTIONS=") ||
-          v.starts_with("UBSAN_OPTIONS=") || v.starts_with("TSAN_OPTIONS=")) {
-        continue;
-      }
-      env.emplace_back(v);
-    }
-    env.push_back("HOME=" + home_.string());
-    // A sanitizer report in a child exits 86, which no command uses (ASan's default, 1, is
-    // "denied").
-    for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
-      const char* value = std::getenv(name);
-      std::string opts = value != nullptr ? value : "";
-      env.push_back(std::string(name) + "=" + opts + (opts.empty() ? "" : ":") + "exitcode=86");
-    }
-    for (const auto& [k, v] : extra_env_) env.push_back(k + "=" + v);
-    return env;
+    return ratelimit::testing::child_environment(home_, extra_env_);
   }
 
   // Runs `program args...` with stdin from `input`, stdout and stderr captured.

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "child_env.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -52,32 +53,6 @@ inline std::string sanitizer_report(const std::string& err) {
                       end == std::string::npos ? std::string::npos : end - begin);
   }
   return "";
-}
-
-// The environment of every child: ours, with HOME replaced, the store variables cleared, the
-// sanitizers told to exit 86 on a report (no command exits 86) and `extra` added.
-inline std::vector<std::string> child_environment(
-    const std::filesystem::path& home, const std::map<std::string, std::string>& extra = {}) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string_view v(*e);
-    if (v.starts_with("HOME=") || v.starts_with("CORE_HOME=") ||
-        v.starts_with("RATELIMIT_STATE=") || v.starts_with("ASAN_OPTIONS=") ||
-        v.starts_with("UBSAN_OPTIONS=") || v.starts_with("TSAN_OPTIONS=")) {
-      continue;
-    }
-    bool replaced = false;
-    for (const auto& [k, value] : extra) replaced = replaced || v.starts_with(k + "=");
-    if (!replaced) env.emplace_back(v);
-  }
-  env.push_back("HOME=" + home.string());
-  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"}) {
-    const char* value = std::getenv(name);
-    std::string opts = value != nullptr ? value : "";
-    env.push_back(std::string(name) + "=" + opts + (opts.empty() ? "" : ":") + "exitcode=86");
-  }
-  for (const auto& [k, v] : extra) env.push_back(k + "=" + v);
-  return env;
 }
 
 // One child process. Its stdout and stderr go to files in `dir`; it gets its own process
