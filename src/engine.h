@@ -40,6 +40,7 @@ class Engine {
                                       const WaitOptions& options) = 0;
   virtual Status wait_for_capacity(std::string_view model, std::int64_t tokens,
                                    const WaitOptions& options) = 0;
+  // The token counts are non-negative (RateLimiter checks them).
   virtual Status commit(std::string_view id, std::int64_t prompt_tokens,
                         std::int64_t output_tokens) = 0;
   virtual Status cancel(std::string_view id) = 0;

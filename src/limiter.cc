@@ -12,6 +12,21 @@
 
 namespace ratelimit {
 
+namespace {
+
+// Commit's argument check, for a Reservation and for an id alike (engines never see negatives).
+Status check_commit_tokens(std::int64_t prompt_tokens, std::int64_t output_tokens) {
+  if (prompt_tokens < 0 || output_tokens < 0) {
+    return make_error(ErrorCode::invalid_argument,
+                      "ratelimit.commit: token counts must be non-negative (got prompt " +
+                          std::to_string(prompt_tokens) + ", output " +
+                          std::to_string(output_tokens) + ")");
+  }
+  return {};
+}
+
+}  // namespace
+
 // --- Reservation ---
 
 Reservation::Reservation(Decision decision, std::shared_ptr<detail::Settler> settler,
@@ -68,12 +83,7 @@ Status Reservation::settle_check(const char* operation) const {
 
 Status Reservation::commit(std::int64_t prompt_tokens, std::int64_t output_tokens) {
   if (auto s = settle_check("commit"); !s) return s;
-  if (prompt_tokens < 0 || output_tokens < 0) {
-    return make_error(ErrorCode::invalid_argument,
-                      "ratelimit.commit: token counts must be non-negative (got prompt " +
-                          std::to_string(prompt_tokens) + ", output " +
-                          std::to_string(output_tokens) + ")");
-  }
+  if (auto s = check_commit_tokens(prompt_tokens, output_tokens); !s) return s;
   Status s = settler_->commit(seq_, generation_, prompt_tokens, output_tokens);
   if (s || s.error().code == ErrorCode::closed) settled_ = true;
   return s;
@@ -163,6 +173,7 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
 }
 Status RateLimiter::commit(std::string_view reservation_id, std::int64_t prompt_tokens,
                            std::int64_t output_tokens) {
+  if (auto s = check_commit_tokens(prompt_tokens, output_tokens); !s) return s;
   return engine_->commit(reservation_id, prompt_tokens, output_tokens);
 }
 Status RateLimiter::cancel(std::string_view reservation_id) {

@@ -351,12 +351,6 @@ class LocalEngine final : public Engine {
 
   Status commit(std::string_view id, std::int64_t prompt_tokens,
                 std::int64_t output_tokens) override {
-    if (prompt_tokens < 0 || output_tokens < 0) {
-      return make_error(ErrorCode::invalid_argument,
-                        "ratelimit.commit: token counts must be non-negative (got prompt " +
-                            std::to_string(prompt_tokens) + ", output " +
-                            std::to_string(output_tokens) + ")");
-    }
     auto parsed = parse_id(id, "ratelimit.commit");
     if (!parsed) return tl::unexpected(parsed.error());
     return parsed->slot->settle_commit(parsed->seq, usage_tokens(prompt_tokens, output_tokens),

@@ -2194,12 +2194,6 @@ class SqliteEngine final : public Engine {
   }
   Status commit(std::string_view id, std::int64_t prompt_tokens,
                 std::int64_t output_tokens) override {
-    if (prompt_tokens < 0 || output_tokens < 0) {
-      return make_error(ErrorCode::invalid_argument,
-                        "ratelimit.commit: token counts must be non-negative (got prompt " +
-                            std::to_string(prompt_tokens) + ", output " +
-                            std::to_string(output_tokens) + ")");
-    }
     return core_->settle_by_id(id, true, usage_tokens(prompt_tokens, output_tokens),
                                "ratelimit.commit");
   }
