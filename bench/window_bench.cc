@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bench_support.h"
-#include "window.h"
+#include "core/window.h"
 
 namespace ratelimit::detail {
 namespace {

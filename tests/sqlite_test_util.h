@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 #include "test_util.h"
 
 namespace ratelimit::testing {

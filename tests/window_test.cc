@@ -1,5 +1,5 @@
 // The sliding window alone: pruning, exact retry-after, the day counter, settling, snapshots.
-#include "window.h"
+#include "core/window.h"
 
 #include <gtest/gtest.h>
 

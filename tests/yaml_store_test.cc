@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "snapshot.h"
+#include "store/snapshot.h"
 #include "time_format.h"
 
 namespace ratelimit::detail {

@@ -6,5 +6,6 @@
 #include "ratelimit/decision.h"  // IWYU pragma: export
 #include "ratelimit/limiter.h"   // IWYU pragma: export
 #include "ratelimit/metrics.h"   // IWYU pragma: export
+#include "ratelimit/model_name.h"  // IWYU pragma: export
 #include "ratelimit/quota.h"     // IWYU pragma: export
 #include "ratelimit/status.h"    // IWYU pragma: export

@@ -10,7 +10,8 @@
 #include <vector>
 
 #include "ratelimit/limiter.h"
-#include "snapshot.h"
+#include "limiter/validation.h"
+#include "store/snapshot.h"
 
 namespace ratelimit::detail {
 
@@ -72,9 +73,5 @@ class Engine {
 // The in-process engine: windows in memory, snapshots to `store` (null for Backend::memory).
 // `config` must be resolved (clock set, file_path filled in for stores that need one).
 std::unique_ptr<Engine> make_local_engine(Config config, std::unique_ptr<SnapshotStore> store);
-
-// "invalid argument" text for a quota with a negative limit, or nullopt when it is valid.
-std::optional<std::string> validate_quota(std::string_view operation, std::string_view model,
-                                          const ModelQuota& quota);
 
 }  // namespace ratelimit::detail

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "engine.h"
+#include "limiter/engine.h"
 
 namespace ratelimit::detail {
 

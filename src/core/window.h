@@ -14,8 +14,8 @@
 
 #include "ratelimit/decision.h"
 #include "ratelimit/quota.h"
-#include "snapshot.h"
-#include "time_util.h"
+#include "store/snapshot.h"
+#include "core/time_util.h"
 
 namespace ratelimit::detail {
 

@@ -8,20 +8,13 @@
 #include <random>
 #include <stop_token>
 
-#include "engine.h"
-#include "metrics_counters.h"
-#include "model_table.h"
-#include "window.h"
+#include "limiter/engine.h"
+#include "limiter/metrics_counters.h"
+#include "core/model_table.h"
+#include "core/window.h"
 
 namespace ratelimit::detail {
 namespace {
-
-std::string quoted(std::string_view model) {
-  std::string out = "model \"";
-  out += model;
-  out += '"';
-  return out;
-}
 
 // One thread waiting on a model (acquire or wait_for_capacity). Guarded by the model's mutex.
 struct Waiter {
@@ -620,19 +613,6 @@ class LocalEngine final : public Engine {
 };
 
 }  // namespace
-
-std::optional<std::string> validate_quota(std::string_view operation, std::string_view model,
-                                          const ModelQuota& quota) {
-  const std::pair<const char*, std::int64_t> fields[] = {
-      {"max_rpm", quota.max_rpm}, {"max_tpm", quota.max_tpm}, {"max_rpd", quota.max_rpd}};
-  for (const auto& [field, value] : fields) {
-    if (value < 0) {
-      return "ratelimit." + std::string(operation) + ": " + quoted(model) + ": " + field +
-             " must be >= 0 (0 means unlimited), got " + std::to_string(value);
-    }
-  }
-  return std::nullopt;
-}
 
 std::unique_ptr<Engine> make_local_engine(Config config, std::unique_ptr<SnapshotStore> store) {
   return std::make_unique<LocalEngine>(std::move(config), std::move(store));

@@ -25,7 +25,7 @@
 // anyway); WAL mode, so readers never wait for the writer. Our busy handler spins briefly, then
 // sleeps 50 µs growing to 1 ms, within a 5 s budget (SQLite's default handler sleeps 1, 2, 5,
 // 10 ms... which costs colliding processes milliseconds).
-#include "sqlite_store.h"
+#include "store/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -57,10 +57,10 @@
 #include <utility>
 #include <vector>
 
-#include "metrics_counters.h"
+#include "limiter/metrics_counters.h"
 #include "ratelimit/limiter.h"
-#include "snapshot.h"
-#include "window.h"
+#include "store/snapshot.h"
+#include "core/window.h"
 
 namespace ratelimit::detail {
 namespace {

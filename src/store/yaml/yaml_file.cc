@@ -26,7 +26,7 @@
 #include <system_error>
 #include <utility>
 
-#include "snapshot.h"
+#include "store/snapshot.h"
 #include "time_format.h"
 
 namespace ratelimit::detail {

@@ -6,9 +6,9 @@
 #include <system_error>
 #include <utility>
 
-#include "engine.h"
-#include "snapshot.h"
-#include "sqlite_store.h"
+#include "limiter/engine.h"
+#include "store/snapshot.h"
+#include "store/sqlite/sqlite_store.h"
 
 namespace ratelimit {
 
