@@ -11,16 +11,29 @@ class SystemClock final : public Clock {
   TimePoint now() const override { return std::chrono::system_clock::now(); }
 
   bool sleep_until(TimePoint until, std::stop_token stop) override {
+    // Measured on the steady clock, so that a wall clock step cannot stretch the sleep.
+    const auto wall = std::chrono::system_clock::now();
+    const auto steady = std::chrono::steady_clock::now();
+    auto deadline = std::chrono::steady_clock::time_point::max();
+    if (until <= wall) {
+      deadline = steady;
+    } else if (until - wall < std::chrono::steady_clock::time_point::max() - steady) {
+      deadline = steady + (until - wall);
+    }
     std::mutex mu;
     std::condition_variable_any cv;
     std::unique_lock lock(mu);
     // Returns false when woken by `stop`; the predicate is never satisfied otherwise.
-    cv.wait_until(lock, stop, until, [] { return false; });
+    cv.wait_until(lock, stop, deadline, [] { return false; });
     return !stop.stop_requested();
   }
 };
 
 }  // namespace
+
+std::chrono::steady_clock::time_point Clock::monotonic_now() const {
+  return std::chrono::steady_clock::now();
+}
 
 std::shared_ptr<Clock> system_clock() {
   static const std::shared_ptr<Clock> clock = std::make_shared<SystemClock>();
@@ -43,10 +56,23 @@ bool ManualClock::sleep_until(TimePoint until, std::stop_token stop) {
   return true;
 }
 
-void ManualClock::set(TimePoint t) {
-  now_ns_.store(t.time_since_epoch().count(), std::memory_order_release);
+// Monotonic time is the wall time plus every step back taken so far: a step back adds to the
+// offset, a step forward moves both. So advance(), the benchmarks' hot loop, stays one add.
+std::chrono::steady_clock::time_point ManualClock::monotonic_now() const {
+  const std::int64_t wall = now_ns_.load(std::memory_order_acquire);
+  const std::int64_t back = steps_back_ns_.load(std::memory_order_acquire);
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(wall + back));
 }
 
-void ManualClock::advance(Duration d) { now_ns_.fetch_add(d.count(), std::memory_order_acq_rel); }
+void ManualClock::set(TimePoint t) {
+  const std::int64_t target = t.time_since_epoch().count();
+  const std::int64_t before = now_ns_.exchange(target, std::memory_order_acq_rel);
+  if (target < before) steps_back_ns_.fetch_add(before - target, std::memory_order_acq_rel);
+}
+
+void ManualClock::advance(Duration d) {
+  now_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+  if (d.count() < 0) steps_back_ns_.fetch_add(-d.count(), std::memory_order_acq_rel);
+}
 
 }  // namespace ratelimit

@@ -20,6 +20,8 @@ std::string_view to_string(DecisionCode code) {
       return "tpm_exceeded";
     case DecisionCode::store_unavailable:
       return "store_unavailable";
+    case DecisionCode::invalid_model:
+      return "invalid_model";
   }
   return "unknown";
 }
@@ -42,6 +44,8 @@ std::string_view reason(DecisionCode code) {
       return "per-minute token limit reached";
     case DecisionCode::store_unavailable:
       return "state store unavailable";
+    case DecisionCode::invalid_model:
+      return "model name is not valid (UTF-8, no control characters, at most 256 bytes)";
   }
   return "unknown";
 }

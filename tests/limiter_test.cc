@@ -265,11 +265,11 @@ TEST(QuotaTest, AddProviderOverwritesAndIsIdempotent) {
   ASSERT_TRUE(f.limiter->add_provider(Provider::openai));
   EXPECT_EQ(f.limiter->quota("gpt-4o"), (ModelQuota{500, 30000, 0}));
   EXPECT_EQ(f.limiter->quota("mine"), (ModelQuota{7, 7, 7}));
-  EXPECT_EQ(f.limiter->quotas().size(), 7u);
+  EXPECT_EQ(f.limiter->quotas()->size(), 7u);
   ASSERT_TRUE(f.limiter->add_provider(Provider::local));
-  EXPECT_EQ(f.limiter->quotas().size(), 7u);
+  EXPECT_EQ(f.limiter->quotas()->size(), 7u);
   ASSERT_TRUE(f.limiter->add_provider(static_cast<Provider>(42)));  // unknown: no-op
-  EXPECT_EQ(f.limiter->quotas().size(), 7u);
+  EXPECT_EQ(f.limiter->quotas()->size(), 7u);
 }
 
 TEST(OpenTest, DefaultIsGeminiAndLoadsNothing) {
@@ -348,7 +348,7 @@ TEST(PersistTest, RoundTripThroughYaml) {
   ASSERT_TRUE(b->load());
   EXPECT_EQ(*b->all_stats(), *a->all_stats());
   EXPECT_EQ(b->quotas(), a->quotas());  // the file's quotas replace the table
-  EXPECT_FALSE(b->quota("other"));
+  EXPECT_FALSE(*b->quota("other"));
   // Usage loaded counts against the quota.
   clock->advance(58s);
   EXPECT_EQ(b->stats("m")->rpm, 2);

@@ -321,10 +321,11 @@ TEST_P(MetricsTest, ConcurrentTryAcquiresAreCountedExactly) {
 
 // --- the SQLite store's failures ---
 
-// Makes every SQLite statement of this process fail while it lives.
+// Makes every SQLite statement of the fixture's store fail while it lives.
 struct StoreFault {
-  StoreFault() { detail::set_sqlite_fault_after_for_testing(0); }
-  ~StoreFault() { detail::set_sqlite_fault_after_for_testing(-1); }
+  explicit StoreFault(testing::SqliteFaults& f) : faults(f) { faults.arm(0); }
+  ~StoreFault() { faults.off(); }
+  testing::SqliteFaults& faults;
 };
 
 TEST(SqliteMetricsTest, StoreFailuresCountAsStoreUnavailable) {
@@ -333,7 +334,7 @@ TEST(SqliteMetricsTest, StoreFailuresCountAsStoreUnavailable) {
   Reservation r = limiter.try_acquire("m", 5);
   ASSERT_TRUE(r);
   {
-    StoreFault fault;
+    StoreFault fault(f->faults);
     EXPECT_EQ(limiter.try_acquire("m", 5).decision().code, DecisionCode::store_unavailable);
     EXPECT_FALSE(limiter.acquire("m", 5).has_value());
     EXPECT_FALSE(limiter.record_usage("m", 1, 1).has_value());

@@ -42,13 +42,15 @@ std::vector<std::string> corrupt_copies(const fs::path& dir) {
   return out;
 }
 
-Result<std::unique_ptr<RateLimiter>> open_with(const std::string& path, bool recover) {
+Result<std::unique_ptr<RateLimiter>> open_with(const std::string& path, bool recover,
+                                               const detail::SqliteOptions& options = {}) {
   Config config;
   config.providers = {Provider::local};
   config.quotas = {{"m", {5, 0, 0}}};
   config.clock = std::make_shared<ManualClock>(start_time());
   config.recover_corrupt = recover;
-  return RateLimiter::open_sqlite(path, config);
+  config.file_path = path;
+  return detail::open_sqlite_limiter(config, options);
 }
 
 // A healthy ratelimit database of some size, closed.
@@ -335,10 +337,11 @@ TEST(SqliteMigrateTest, ReRunOverwritesAndFailuresLeaveTheDatabase) {
   EXPECT_EQ(migrate_yaml_to_sqlite(yaml, dir.file("no/such/dir.db")).error().code,
             ErrorCode::io_error);
   // A failure inside the transaction (injected) rolls everything back.
+  testing::SqliteFaults faults;
   for (std::int64_t n = 0; n < 40; ++n) {
-    detail::set_sqlite_fault_after_for_testing(n);
-    auto s = migrate_yaml_to_sqlite(yaml, db);
-    detail::set_sqlite_fault_after_for_testing(-1);
+    faults.arm(n);
+    auto s = detail::migrate_yaml(yaml, db, nullptr, faults.options());
+    faults.off();
     if (s) break;
     EXPECT_EQ(query_int(db, "SELECT COUNT(*) FROM requests"), rows) << n;
   }
@@ -356,14 +359,16 @@ struct Snap {
 
 Snap snap(const std::string& path, std::shared_ptr<ManualClock> clock) {
   auto limiter = open_db(path, {}, clock);
-  return Snap{*limiter->stats("a"), *limiter->stats("b"), limiter->quotas()};
+  return Snap{*limiter->stats("a"), *limiter->stats("b"), *limiter->quotas()};
 }
 
 TEST(SqliteFaultTest, EveryOperationFailsCleanlyAtEveryStatement) {
   testing::TempDir dir;
   const std::string path = dir.file("f.db");
   auto clock = std::make_shared<ManualClock>(start_time());
-  auto limiter = open_db(path, {{"a", {100, 100000, 1000}}, {"b", {1, 0, 0}}}, clock);
+  testing::SqliteFaults faults;
+  auto limiter =
+      open_db(path, {{"a", {100, 100000, 1000}}, {"b", {1, 0, 0}}}, clock, faults.options());
   ASSERT_TRUE(limiter->record_usage("a", 5, 5));
   ASSERT_TRUE(limiter->record_usage("b", 5, 5));
   std::vector<std::string> ids;
@@ -410,9 +415,9 @@ TEST(SqliteFaultTest, EveryOperationFailsCleanlyAtEveryStatement) {
     bool succeeded = false;
     for (std::int64_t n = 0; n < 60 && !succeeded; ++n) {
       const Snap before = snap(path, clock);
-      detail::set_sqlite_fault_after_for_testing(n);
+      faults.arm(n);
       succeeded = op.run();
-      detail::set_sqlite_fault_after_for_testing(-1);
+      faults.off();
       if (!succeeded) {
         EXPECT_EQ(snap(path, clock), before) << op.name << " failing at " << n;
       }
@@ -420,25 +425,29 @@ TEST(SqliteFaultTest, EveryOperationFailsCleanlyAtEveryStatement) {
     EXPECT_TRUE(succeeded) << op.name;
     if (std::string(op.name) == "commit" || std::string(op.name) == "cancel") ++next_id;
   }
-  // A failing quota refresh keeps the last copy.
+  // A quota read is a read like the others: a failure is an error naming the operation (no
+  // stale copy), and another process's change is seen at once.
   ASSERT_TRUE(open_db(path, {})->set_quota("d", {1, 1, 1}));
-  detail::set_sqlite_fault_after_for_testing(0);
-  EXPECT_EQ(limiter->quota("a"), (ModelQuota{100, 100000, 1000}));
-  detail::set_sqlite_fault_after_for_testing(-1);
-  EXPECT_EQ(limiter->quota("d"), (ModelQuota{1, 1, 1}));
+  faults.arm(0);
+  auto failed = limiter->quota("a");
+  faults.off();
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().message.rfind("ratelimit.quota: sqlite " + path, 0), 0u)
+      << failed.error().message;
+  EXPECT_EQ(*limiter->quota("d"), (ModelQuota{1, 1, 1}));
   // Errors carry the operation and the path.
-  detail::set_sqlite_fault_after_for_testing(0);
+  faults.arm(0);
   auto s = limiter->record_usage("a", 1, 1);
-  detail::set_sqlite_fault_after_for_testing(-1);
+  faults.off();
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code, ErrorCode::io_error);
   EXPECT_EQ(s.error().message.rfind("ratelimit.record_usage: sqlite " + path, 0), 0u)
       << s.error().message;
   // Opening fails cleanly too.
   for (std::int64_t n = 0; n < 40; ++n) {
-    detail::set_sqlite_fault_after_for_testing(n);
-    auto opened = open_with(dir.file("o.db"), false);
-    detail::set_sqlite_fault_after_for_testing(-1);
+    faults.arm(n);
+    auto opened = open_with(dir.file("o.db"), false, faults.options());
+    faults.off();
     if (opened) break;
     EXPECT_EQ(opened.error().code, ErrorCode::io_error) << n;
   }

@@ -285,8 +285,10 @@ TEST(SqliteProcessTest, ALockHeldLongerThanTheBusyBudgetIsStoreUnavailable) {
   Config config;
   config.providers = {Provider::local};
   config.clock = std::make_shared<ManualClock>(start_time());
-  detail::set_sqlite_busy_budget_for_testing(100ms);
-  auto opened = RateLimiter::open_sqlite(path, config);  // no connection across fork(): after it
+  config.file_path = path;
+  detail::SqliteOptions impatient;
+  impatient.busy_budget = 100ms;
+  auto opened = detail::open_sqlite_limiter(config, impatient);  // no connection across fork()
   ASSERT_TRUE(opened) << opened.error().message;
   auto limiter = std::move(*opened);
   ASSERT_TRUE(limiter->try_acquire("m", 0));
@@ -294,8 +296,7 @@ TEST(SqliteProcessTest, ALockHeldLongerThanTheBusyBudgetIsStoreUnavailable) {
   char c;
   ASSERT_EQ(::read(ready.read_fd, &c, 1), 1);
   // Opening needs the write lock too: it gives up after the budget.
-  auto second = RateLimiter::open_sqlite(path, config);
-  detail::set_sqlite_busy_budget_for_testing(5s);
+  auto second = detail::open_sqlite_limiter(config, impatient);
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code, ErrorCode::unavailable);
   const auto t0 = std::chrono::steady_clock::now();

@@ -13,15 +13,31 @@
 
 namespace ratelimit::testing {
 
+// Fault injection for the stores opened with its options(): after arm(n), n more statement
+// executions succeed and every later one fails with SQLITE_IOERR, until off().
+struct SqliteFaults {
+  std::shared_ptr<std::atomic<std::int64_t>> after =
+      std::make_shared<std::atomic<std::int64_t>>(-1);
+  void arm(std::int64_t n) { after->store(n); }
+  void off() { after->store(-1); }
+  detail::SqliteOptions options() const {
+    detail::SqliteOptions o;
+    o.fault_after = after;
+    return o;
+  }
+};
+
 // A limiter on the database at `path` with exactly `quotas` (written only for models without a
-// row), on `clock` (null: a ManualClock at start_time()).
+// row), on `clock` (null: a ManualClock at start_time()), with store `options`.
 inline std::unique_ptr<RateLimiter> open_db(const std::string& path, QuotaMap quotas,
-                                            std::shared_ptr<Clock> clock = nullptr) {
+                                            std::shared_ptr<Clock> clock = nullptr,
+                                            const detail::SqliteOptions& options = {}) {
   Config config;
   config.providers = {Provider::local};  // no provider defaults: exactly `quotas`
   config.quotas = std::move(quotas);
   config.clock = clock ? std::move(clock) : std::make_shared<ManualClock>(start_time());
-  auto opened = RateLimiter::open_sqlite(path, std::move(config));
+  config.file_path = path;
+  auto opened = detail::open_sqlite_limiter(std::move(config), options);
   EXPECT_TRUE(opened.has_value()) << (opened ? "" : opened.error().message);
   return opened ? std::move(*opened) : nullptr;
 }
@@ -30,12 +46,13 @@ struct SqliteFixture {
   TempDir dir;
   std::string path = dir.file("state.db");
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>(start_time());
+  SqliteFaults faults;
   std::unique_ptr<RateLimiter> limiter;
 };
 
 inline std::unique_ptr<SqliteFixture> sqlite_limiter(QuotaMap quotas) {
   auto f = std::make_unique<SqliteFixture>();
-  f->limiter = open_db(f->path, std::move(quotas), f->clock);
+  f->limiter = open_db(f->path, std::move(quotas), f->clock, f->faults.options());
   return f;
 }
 

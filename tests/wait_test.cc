@@ -33,6 +33,11 @@ class GatedClock final : public Clock {
     cv_.notify_all();
     return reached;
   }
+  // Moves with the wall time: deadlines are measured on it.
+  std::chrono::steady_clock::time_point monotonic_now() const override {
+    std::lock_guard lock(mu_);
+    return std::chrono::steady_clock::time_point(now_.time_since_epoch());
+  }
   void advance(Duration d) {
     std::lock_guard lock(mu_);
     now_ += d;

@@ -1,6 +1,7 @@
 // How a RateLimiter is opened: backend, state path, quotas, clock.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,6 +28,9 @@ struct Config {
   QuotaMap quotas;                  // override provider defaults
   std::shared_ptr<Clock> clock;     // null → system_clock()
   bool recover_corrupt = false;     // SQLite store: move a damaged file aside and start fresh
+  // Called with each warning (e.g. a state file row skipped because its model name is not
+  // valid); null: written to stderr as "ratelimit: warning: <message>". Any thread.
+  std::function<void(std::string_view message)> on_warning;
 };
 
 // The quota table a Config describes (seed merge order): if providers and quotas are both

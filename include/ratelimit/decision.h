@@ -17,10 +17,13 @@ enum class DecisionCode {
   rpm_exceeded,
   tpm_exceeded,
   store_unavailable,
+  // Appended (the values above keep their numbers):
+  invalid_model,  // the model name is not valid (see model_name.h); checked after
+                  // invalid_tokens and before unknown_model
 };
 
 // "ok", "unknown_model", "unlimited", "invalid_tokens", "rpd_exceeded", "rpm_exceeded",
-// "tpm_exceeded", "store_unavailable".
+// "tpm_exceeded", "store_unavailable", "invalid_model".
 std::string_view to_string(DecisionCode code);
 
 // The fixed English reason for a code, e.g. "per-minute request limit reached".

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,8 +22,9 @@
 namespace ratelimit {
 
 namespace detail {
-class Settler;  // where a reservation's entry lives (internal)
-class Engine;   // the limiter's implementation for one kind of store (internal)
+class StoreModel;    // one model in a store: where a reservation's entry lives (internal)
+struct LimiterCore;  // the limiter's state: its store, clock and waiting (internal)
+struct Grants;       // makes Reservations (internal)
 }  // namespace detail
 
 struct WaitOptions {
@@ -45,7 +47,7 @@ class Reservation {
   // the entry can still be settled by id()).
   ~Reservation();
 
-  bool granted() const { return settler_ != nullptr; }
+  bool granted() const { return model_ != nullptr; }
   explicit operator bool() const { return granted(); }
   // The decision that granted or denied it. A moved-from reservation holds a default Decision.
   const Decision& decision() const { return decision_; }
@@ -62,13 +64,13 @@ class Reservation {
   // Once the limiter is gone, settling does nothing and returns `closed`.
 
  private:
-  friend class detail::Engine;
-  Reservation(Decision decision, std::shared_ptr<detail::Settler> settler, std::uint64_t seq,
+  friend struct detail::Grants;
+  Reservation(Decision decision, std::shared_ptr<detail::StoreModel> model, std::uint64_t seq,
               std::uint64_t generation);
   Status settle_check(const char* operation) const;
 
   Decision decision_;
-  std::shared_ptr<detail::Settler> settler_;
+  std::shared_ptr<detail::StoreModel> model_;
   std::uint64_t seq_ = 0;
   std::uint64_t generation_ = 0;
   bool settled_ = false;
@@ -125,9 +127,14 @@ class RateLimiter {
   // cancel calls since it was opened; reset() leaves them alone. `stats` is the store now, as
   // stats() gives it. Errors as all_stats (sqlite: `closed` after close()).
   Result<std::map<std::string, ModelMetrics, std::less<>>> metrics();
+  // Counters without a model label (requests whose model name was not valid, file or database
+  // rows skipped for one). Never fails.
+  LimiterMetrics limiter_metrics() const;
   Result<std::vector<std::string>> models();  // sorted union of quota and state keys
-  std::optional<ModelQuota> quota(std::string_view model);
-  QuotaMap quotas();
+  // The model's quota; nullopt when it has none. Errors: `closed` after close(), store errors,
+  // invalid_argument for a name that is not valid.
+  Result<std::optional<ModelQuota>> quota(std::string_view model);
+  Result<QuotaMap> quotas();
   Status set_quota(std::string_view model, ModelQuota quota);  // negative limit → invalid_argument
   Status remove_quota(std::string_view model);
   Status add_provider(Provider provider);  // overwrites that provider's models (seed rule)
@@ -144,15 +151,18 @@ class RateLimiter {
   const Config& config() const;
 
  private:
-  explicit RateLimiter(std::unique_ptr<detail::Engine> engine);
-  std::unique_ptr<detail::Engine> engine_;
+  friend struct detail::LimiterCore;
+  explicit RateLimiter(std::unique_ptr<detail::LimiterCore> core);
+  std::unique_ptr<detail::LimiterCore> core_;
 };
 
 // Copies a YAML state file (ours or go-ratelimit's) into the SQLite database at `sqlite_path`
 // (created when missing; its parent directory must exist) in one transaction: its state
 // replaces the database's usage, and its quotas (when it has any) replace the database's
 // quotas. A re-run overwrites; a failure leaves the database as it was. Errors: not_found (no
-// YAML file), corrupt_state, io_error, unavailable.
-Status migrate_yaml_to_sqlite(const std::string& yaml_path, const std::string& sqlite_path);
+// YAML file), corrupt_state, io_error, unavailable. Entries whose model name is not valid
+// (model_name.h) are skipped, each named in a warning to `on_warning` (null: stderr).
+Status migrate_yaml_to_sqlite(const std::string& yaml_path, const std::string& sqlite_path,
+                              std::function<void(std::string_view)> on_warning = nullptr);
 
 }  // namespace ratelimit

@@ -33,6 +33,7 @@ struct Error {
 
   // "<code>: <message>", for logs.
   std::string to_string() const;
+  friend bool operator==(const Error&, const Error&) = default;
 };
 
 template <class T>

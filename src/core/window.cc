@@ -11,12 +11,6 @@ bool counts_request(EntryKind kind) {
   return kind == EntryKind::recorded || kind == EntryKind::reserved || kind == EntryKind::committed;
 }
 
-std::int64_t clamp_to_int64(Int128 v) {
-  if (v > static_cast<Int128>(kInt64Max)) return kInt64Max;
-  if (v < 0) return 0;
-  return static_cast<std::int64_t>(v);
-}
-
 }  // namespace
 
 Window::Window()
@@ -48,38 +42,6 @@ void Window::advance(std::int64_t now_ns) {
       ++generation_;
     }
   }
-}
-
-Decision Window::evaluate(const ModelQuota& quota, std::int64_t estimated_tokens,
-                          std::int64_t now_ns) const {
-  Decision d;
-  d.stats = stats(quota);
-  bool denied = false;
-  auto deny = [&](DecisionCode code, Duration retry) {
-    if (!denied) d.code = code;
-    denied = true;
-    d.retry_after = std::max(d.retry_after, retry);
-  };
-  if (quota.max_rpd > 0 && day_count_ >= quota.max_rpd) {
-    deny(DecisionCode::rpd_exceeded,
-         std::max(Duration(0), until(saturating_add(day_start_ns_, kDayNs), now_ns)));
-  }
-  if (quota.max_rpm > 0 && live_requests_ >= quota.max_rpm) {
-    // The request at position count - max_rpm (0-based, cancelled skipped) must leave.
-    const std::uint64_t seq = find_prefix(live_requests_ - quota.max_rpm + 1, false);
-    deny(DecisionCode::rpm_exceeded, until(at(seq).time_ns, now_ns) + Duration(kWindowNs));
-  }
-  if (quota.max_tpm > 0 && live_tokens_ + estimated_tokens > quota.max_tpm) {
-    if (estimated_tokens > quota.max_tpm) {
-      deny(DecisionCode::tpm_exceeded, Duration::max());
-    } else {
-      const Int128 need = live_tokens_ + estimated_tokens - quota.max_tpm;
-      const std::uint64_t seq = find_prefix(need, true);
-      deny(DecisionCode::tpm_exceeded, until(at(seq).time_ns, now_ns) + Duration(kWindowNs));
-    }
-  }
-  d.allowed = !denied;
-  return d;
 }
 
 std::uint64_t Window::append(std::int64_t now_ns, std::int64_t tokens, EntryKind kind) {
@@ -153,18 +115,6 @@ void Window::clear() {
   day_start_ns_ = 0;
   day_count_ = 0;
   ++generation_;
-}
-
-ModelStats Window::stats(const ModelQuota& quota) const {
-  ModelStats s;
-  s.rpm = live_requests_;
-  s.max_rpm = quota.max_rpm;
-  s.tpm = tokens();
-  s.max_tpm = quota.max_tpm;
-  s.rpd = day_count_;
-  s.max_rpd = quota.max_rpd;
-  if (day_started_) s.day_start = TimePoint(Duration(day_start_ns_));
-  return s;
 }
 
 std::int64_t Window::tokens() const { return clamp_to_int64(live_tokens_); }

@@ -14,22 +14,11 @@
 
 #include "ratelimit/decision.h"
 #include "ratelimit/quota.h"
-#include "store/snapshot.h"
+#include "core/rules.h"
 #include "core/time_util.h"
+#include "store/snapshot.h"
 
 namespace ratelimit::detail {
-
-inline constexpr std::int64_t kWindowNs = 60'000'000'000;
-inline constexpr std::int64_t kDayNs = 86'400'000'000'000;
-
-// a + b for non-negative a, b, saturating at INT64_MAX.
-inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
-  return a > kInt64Max - b ? kInt64Max : a + b;
-}
-// prompt + output with negative counts taken as 0 (seed rule), saturating.
-inline std::int64_t usage_tokens(std::int64_t prompt, std::int64_t output) {
-  return saturating_add(prompt < 0 ? 0 : prompt, output < 0 ? 0 : output);
-}
 
 enum class EntryKind : std::uint8_t {
   recorded,     // record_usage: a request and its tokens
@@ -60,12 +49,24 @@ class Window {
   // `now` (the wall clock stepped back) to `now`, and starts a new day once 24 h have passed.
   void advance(std::int64_t now_ns);
 
-  // The decision for `estimated_tokens` (>= 0) under `quota` at `now`; call advance(now) first.
-  // Codes: rpd_exceeded, rpm_exceeded, tpm_exceeded (the first that fails, in this order) or
-  // ok; retry_after is the latest over every exhausted limit (Duration::max() when the
-  // estimate alone exceeds max_tpm). Does not look at "unlimited"/"unknown" (the caller does).
+  // The usage now (call advance(now) first).
+  Usage usage() const {
+    return Usage{live_requests_, live_tokens_, day_started_, day_start_ns_, day_count_};
+  }
+  // The decision rules (core/rules.h) on this window, with this window as the probe: `limits`
+  // unknown or unlimited, or the day, the minute's requests and tokens. Call advance(now) first.
+  Decision evaluate(const Limits& limits, std::int64_t estimated_tokens,
+                    std::int64_t now_ns) const {
+    return detail::evaluate(limits, usage(), estimated_tokens, now_ns, *this);
+  }
   Decision evaluate(const ModelQuota& quota, std::int64_t estimated_tokens,
-                    std::int64_t now_ns) const;
+                    std::int64_t now_ns) const {
+    return evaluate(Limits{true, quota}, estimated_tokens, now_ns);
+  }
+  // The probe of core/rules.h: the time of the k-th live request from the oldest, and of the
+  // entry at which the tokens from the oldest reach `need`.
+  std::int64_t request_time(std::int64_t k) const { return at(find_prefix(k, false)).time_ns; }
+  std::int64_t tokens_time(Int128 need) const { return at(find_prefix(need, true)).time_ns; }
 
   // Appends an entry at max(now, newest entry) and counts the request for the day (unless
   // kind is tokens_only). Returns its sequence number.
@@ -81,7 +82,7 @@ class Window {
   // Clears all usage (entries and day); reservations issued before settle as `gone`.
   void clear();
 
-  ModelStats stats(const ModelQuota& quota) const;
+  ModelStats stats(const ModelQuota& quota) const { return stats_of(Limits{true, quota}, usage()); }
   std::int64_t requests() const { return live_requests_; }
   std::int64_t tokens() const;  // saturating
   std::int64_t day_count() const { return day_count_; }

@@ -1,20 +1,83 @@
-// RateLimiter and Reservation: thin forwarding to the engine of the configured store.
+// RateLimiter: the limiter written once for every store. Validation, counting outside the
+// store's atomic step and waking waiters happen here; the store only stores (store/store.h).
 #include "ratelimit/limiter.h"
 
-#include <charconv>
-#include <filesystem>
-#include <system_error>
-#include <utility>
+#include <algorithm>
+#include <iostream>
 
-#include "limiter/engine.h"
-#include "store/snapshot.h"
-#include "store/sqlite/sqlite_store.h"
+#include "core/rules.h"
+#include "limiter/limiter_core.h"
+#include "limiter/validation.h"
+#include "ratelimit/model_name.h"
 
 namespace ratelimit {
 
+namespace detail {
+
+LimiterCore::LimiterCore(Config resolved, std::unique_ptr<Store> opened)
+    : config(std::move(resolved)), clock(config.clock), store(std::move(opened)) {}
+
+LimiterCore::~LimiterCore() {
+  closed.store(true, std::memory_order_release);
+  std::jthread stopping;
+  {
+    MutexLock lock(watcher_mu);
+    stopping = std::move(watcher);
+  }
+  if (stopping.joinable()) {
+    stopping.request_stop();
+    stopping.join();
+  }
+  store->close();
+  wake_everyone();
+}
+
+std::unique_ptr<RateLimiter> LimiterCore::make_limiter(std::unique_ptr<LimiterCore> core) {
+  return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(core)));
+}
+
+Result<StoreModel*> LimiterCore::model_for(std::string_view name, const char* operation) {
+  if (StoreModel* m = store->find(name)) return m;  // a name in the table is valid
+  if (auto error = check_model_name(std::string_view(operation).substr(10), name)) {
+    invalid_model.fetch_add(1, std::memory_order_relaxed);
+    return tl::unexpected(std::move(*error));
+  }
+  return store->model(name).get();  // the store keeps it alive
+}
+
+Status LimiterCore::check_name(std::string_view name, const char* operation) {
+  if (store->find(name) != nullptr) return {};
+  if (auto error = check_model_name(std::string_view(operation).substr(10), name)) {
+    invalid_model.fetch_add(1, std::memory_order_relaxed);
+    return tl::unexpected(std::move(*error));
+  }
+  return {};
+}
+
+Error LimiterCore::closed_error(const char* operation) const {
+  return Error{ErrorCode::closed,
+               std::string(operation) + ": the limiter is closed (open a new one)"};
+}
+
+void LimiterCore::wake_everyone() {
+  for (const auto& m : store->handles()) m->waiters.wake_all();
+}
+
+Status settle_entry(StoreModel& model, EntryRef entry, const SettleRequest& request) {
+  bool released = false;
+  Status s = model.settle(entry, request, &released);
+  if (released) model.waiters.wake_all();
+  return s;
+}
+
+}  // namespace detail
+
 namespace {
 
-// Commit's argument check, for a Reservation and for an id alike (engines never see negatives).
+using detail::CheckRequest;
+using detail::StoreModel;
+
+// Commit's argument check, for a Reservation and for an id alike (stores never see negatives).
 Status check_commit_tokens(std::int64_t prompt_tokens, std::int64_t output_tokens) {
   if (prompt_tokens < 0 || output_tokens < 0) {
     return make_error(ErrorCode::invalid_argument,
@@ -25,20 +88,35 @@ Status check_commit_tokens(std::int64_t prompt_tokens, std::int64_t output_token
   return {};
 }
 
+Decision invalid_tokens_decision() {
+  Decision d;
+  d.code = DecisionCode::invalid_tokens;
+  return d;
+}
+
+Decision invalid_model_decision() {
+  Decision d;
+  d.code = DecisionCode::invalid_model;
+  return d;
+}
+
+Decision unavailable_decision() {
+  Decision d;
+  d.code = DecisionCode::store_unavailable;
+  return d;
+}
+
 }  // namespace
 
 // --- Reservation ---
 
-Reservation::Reservation(Decision decision, std::shared_ptr<detail::Settler> settler,
+Reservation::Reservation(Decision decision, std::shared_ptr<detail::StoreModel> model,
                          std::uint64_t seq, std::uint64_t generation)
-    : decision_(std::move(decision)),
-      settler_(std::move(settler)),
-      seq_(seq),
-      generation_(generation) {}
+    : decision_(std::move(decision)), model_(std::move(model)), seq_(seq), generation_(generation) {}
 
 Reservation::Reservation(Reservation&& other) noexcept
     : decision_(std::exchange(other.decision_, Decision{})),
-      settler_(std::move(other.settler_)),
+      model_(std::move(other.model_)),
       seq_(std::exchange(other.seq_, 0)),
       generation_(std::exchange(other.generation_, 0)),
       settled_(std::exchange(other.settled_, false)),
@@ -50,7 +128,7 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
   if (this != &other) {
     // Settling "as the destructor would" keeps the estimate: nothing to do but let go.
     decision_ = std::exchange(other.decision_, Decision{});
-    settler_ = std::move(other.settler_);
+    model_ = std::move(other.model_);
     seq_ = std::exchange(other.seq_, 0);
     generation_ = std::exchange(other.generation_, 0);
     settled_ = std::exchange(other.settled_, false);
@@ -63,12 +141,12 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
 Reservation::~Reservation() = default;
 
 const std::string& Reservation::id() const {
-  if (settler_ != nullptr && id_.empty()) id_ = settler_->format_id(seq_, generation_);
+  if (model_ != nullptr && id_.empty()) id_ = model_->format_id({seq_, generation_});
   return id_;
 }
 
 Status Reservation::settle_check(const char* operation) const {
-  if (settler_ == nullptr) {
+  if (model_ == nullptr) {
     return make_error(ErrorCode::invalid_argument,
                       std::string("ratelimit.") + operation +
                           ": the reservation was not granted (check granted() first)");
@@ -84,122 +162,249 @@ Status Reservation::settle_check(const char* operation) const {
 Status Reservation::commit(std::int64_t prompt_tokens, std::int64_t output_tokens) {
   if (auto s = settle_check("commit"); !s) return s;
   if (auto s = check_commit_tokens(prompt_tokens, output_tokens); !s) return s;
-  Status s = settler_->commit(seq_, generation_, prompt_tokens, output_tokens);
+  detail::SettleRequest request;
+  request.operation = "ratelimit.commit";
+  request.kind = detail::SettleKind::commit;
+  request.tokens = detail::usage_tokens(prompt_tokens, output_tokens);
+  request.from_reservation = true;
+  Status s = detail::settle_entry(*model_, {seq_, generation_}, request);
   if (s || s.error().code == ErrorCode::closed) settled_ = true;
   return s;
 }
 
 Status Reservation::cancel() {
   if (auto s = settle_check("cancel"); !s) return s;
-  Status s = settler_->cancel(seq_, generation_);
+  detail::SettleRequest request;
+  request.operation = "ratelimit.cancel";
+  request.kind = detail::SettleKind::cancel;
+  request.from_reservation = true;
+  Status s = detail::settle_entry(*model_, {seq_, generation_}, request);
   if (s || s.error().code == ErrorCode::closed) settled_ = true;
   return s;
 }
 
-// --- RateLimiter ---
+// --- RateLimiter: checks ---
 
-Result<std::unique_ptr<RateLimiter>> RateLimiter::open(Config config) {
-  for (const auto& [model, quota] : config.quotas) {
-    if (auto why = detail::validate_quota("open", model, quota)) {
-      return make_error(ErrorCode::invalid_argument, *why);
-    }
-  }
-  if (config.clock == nullptr) config.clock = system_clock();
-  std::unique_ptr<detail::SnapshotStore> store;
-  switch (config.backend) {
-    case Backend::memory:
-      break;
-    case Backend::yaml: {
-      if (config.file_path.empty()) {
-        auto path = default_state_path(Backend::yaml);
-        if (!path) return tl::unexpected(path.error());
-        config.file_path = *path;
-      }
-      store = detail::make_yaml_store(config.file_path);
-      break;
-    }
-    case Backend::sqlite: {
-      if (config.file_path.empty()) {
-        auto path = default_state_path(Backend::sqlite);
-        if (!path) return tl::unexpected(path.error());
-        config.file_path = *path;
-        // Only the default path gets its parent created; an explicit one must exist.
-        std::error_code ec;
-        const auto parent = std::filesystem::path(config.file_path).parent_path();
-        std::filesystem::create_directories(parent, ec);
-        if (ec) {
-          return make_error(ErrorCode::io_error, "ratelimit.open: cannot create " +
-                                                     parent.string() + ": " + ec.message());
-        }
-      }
-      auto engine = detail::make_sqlite_engine(std::move(config));
-      if (!engine) return tl::unexpected(engine.error());
-      return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(*engine)));
-    }
-  }
-  auto engine = detail::make_local_engine(std::move(config), std::move(store));
-  return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(engine)));
-}
-
-Result<std::unique_ptr<RateLimiter>> RateLimiter::open_sqlite(std::string path, Config config) {
-  if (!path.empty()) config.file_path = std::move(path);
-  config.backend = Backend::sqlite;
-  return open(std::move(config));
-}
-
-RateLimiter::RateLimiter(std::unique_ptr<detail::Engine> engine) : engine_(std::move(engine)) {}
+RateLimiter::RateLimiter(std::unique_ptr<detail::LimiterCore> core) : core_(std::move(core)) {}
 RateLimiter::~RateLimiter() = default;
 
 Decision RateLimiter::decide(std::string_view model, std::int64_t estimated_tokens) {
-  return engine_->decide(model, estimated_tokens);
+  if (core_->is_closed()) return unavailable_decision();
+  StoreModel* m = core_->store->find(model);
+  if (m == nullptr) {
+    if (estimated_tokens < 0) return invalid_tokens_decision();
+    if (model_name_problem(model)) {
+      core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
+      return invalid_model_decision();
+    }
+    return core_->store->decide_unseen(model, estimated_tokens);
+  }
+  CheckRequest request;
+  request.operation = "ratelimit.decide";
+  request.estimated_tokens = estimated_tokens;
+  return m->check(request).decision;
 }
+
 bool RateLimiter::can_send(std::string_view model, std::int64_t estimated_tokens) {
-  return engine_->decide(model, estimated_tokens).allowed;
+  return decide(model, estimated_tokens).allowed;
 }
+
+Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estimated_tokens) {
+  if (core_->is_closed()) return detail::Grants::denied(unavailable_decision());
+  StoreModel* m = core_->store->find(model);
+  if (m == nullptr) {
+    if (model_name_problem(model)) {
+      core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
+      return detail::Grants::denied(estimated_tokens < 0 ? invalid_tokens_decision()
+                                                         : invalid_model_decision());
+    }
+    // A negative estimate too gets a handle (once per name), for its invalid_tokens count.
+    m = core_->store->model(model).get();
+  }
+  CheckRequest request;
+  request.operation = "ratelimit.try_acquire";
+  request.estimated_tokens = estimated_tokens;
+  request.record = true;
+  request.count = true;
+  detail::CheckResult r = m->check(request);
+  if (!r.decision.allowed) return detail::Grants::denied(std::move(r.decision));
+  return detail::Grants::granted(std::move(r.decision), m->shared_from_this(), r.entry);
+}
+
 Status RateLimiter::record_usage(std::string_view model, std::int64_t prompt_tokens,
                                  std::int64_t output_tokens) {
-  return engine_->record_usage(model, prompt_tokens, output_tokens);
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.record_usage"));
+  auto m = core_->model_for(model, "ratelimit.record_usage");
+  if (!m) return tl::unexpected(m.error());
+  return (*m)->record(detail::usage_tokens(prompt_tokens, output_tokens),
+                      "ratelimit.record_usage");
 }
-Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estimated_tokens) {
-  return engine_->try_acquire(model, estimated_tokens);
-}
-Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t estimated_tokens,
-                                         WaitOptions options) {
-  return engine_->acquire(model, estimated_tokens, options);
-}
-Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t tokens,
-                                      WaitOptions options) {
-  return engine_->wait_for_capacity(model, tokens, options);
-}
+
+// --- settling by id ---
+
 Status RateLimiter::commit(std::string_view reservation_id, std::int64_t prompt_tokens,
                            std::int64_t output_tokens) {
   if (auto s = check_commit_tokens(prompt_tokens, output_tokens); !s) return s;
-  return engine_->commit(reservation_id, prompt_tokens, output_tokens);
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.commit"));
+  auto found = core_->store->find_entry(reservation_id, "ratelimit.commit");
+  if (!found) return tl::unexpected(found.error());
+  detail::SettleRequest request;
+  request.operation = "ratelimit.commit";
+  request.kind = detail::SettleKind::commit;
+  request.tokens = detail::usage_tokens(prompt_tokens, output_tokens);
+  return detail::settle_entry(*found->model, found->entry, request);
 }
+
 Status RateLimiter::cancel(std::string_view reservation_id) {
-  return engine_->cancel(reservation_id);
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.cancel"));
+  auto found = core_->store->find_entry(reservation_id, "ratelimit.cancel");
+  if (!found) return tl::unexpected(found.error());
+  detail::SettleRequest request;
+  request.operation = "ratelimit.cancel";
+  request.kind = detail::SettleKind::cancel;
+  return detail::settle_entry(*found->model, found->entry, request);
 }
-Result<ModelStats> RateLimiter::stats(std::string_view model) { return engine_->stats(model); }
+
+// --- reads ---
+
+Result<ModelStats> RateLimiter::stats(std::string_view model) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.stats"));
+  if (auto s = core_->check_name(model, "ratelimit.stats"); !s) return tl::unexpected(s.error());
+  return core_->store->stats(model);
+}
+
 Result<std::map<std::string, ModelStats, std::less<>>> RateLimiter::all_stats() {
-  return engine_->all_stats();
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.all_stats"));
+  return core_->store->all_stats();
 }
+
 Result<std::map<std::string, ModelMetrics, std::less<>>> RateLimiter::metrics() {
-  return engine_->metrics();
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.metrics"));
+  auto stats = core_->store->all_stats();
+  if (!stats) return tl::unexpected(stats.error());
+  std::map<std::string, ModelMetrics, std::less<>> out;
+  for (const auto& m : core_->store->handles()) {
+    if (m->counters.any()) out.emplace(m->name, m->counters.snapshot());
+  }
+  for (const auto& [model, s] : *stats) out[model].stats = s;
+  for (auto& [model, m] : out) {
+    // A model with counters but no quota or usage: its stats are what stats() gives.
+    if (stats->find(model) == stats->end()) {
+      auto s = core_->store->stats(model);
+      if (!s) return tl::unexpected(s.error());
+      m.stats = *s;
+    }
+  }
+  return out;
 }
-Result<std::vector<std::string>> RateLimiter::models() { return engine_->models(); }
-std::optional<ModelQuota> RateLimiter::quota(std::string_view model) {
-  return engine_->quota(model);
+
+LimiterMetrics RateLimiter::limiter_metrics() const {
+  LimiterMetrics m;
+  m.invalid_model = core_->invalid_model.load(std::memory_order_relaxed);
+  m.invalid_names_skipped = core_->names_skipped->load(std::memory_order_relaxed);
+  return m;
 }
-QuotaMap RateLimiter::quotas() { return engine_->quotas(); }
+
+Result<std::vector<std::string>> RateLimiter::models() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.models"));
+  auto stats = core_->store->all_stats();
+  if (!stats) return tl::unexpected(stats.error());
+  std::vector<std::string> out;
+  for (const auto& [model, s] : *stats) out.push_back(model);
+  return out;  // the map is sorted
+}
+
+// --- quotas ---
+
+Result<std::optional<ModelQuota>> RateLimiter::quota(std::string_view model) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.quota"));
+  if (auto s = core_->check_name(model, "ratelimit.quota"); !s) return tl::unexpected(s.error());
+  return core_->store->quota(model);
+}
+
+Result<QuotaMap> RateLimiter::quotas() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.quotas"));
+  return core_->store->quotas();
+}
+
+namespace {
+
+// Validates and sets `quotas` in one store step, then wakes the waiters of each model.
+Status set_quotas(detail::LimiterCore& core, const QuotaMap& quotas, const char* operation) {
+  if (core.is_closed()) return tl::unexpected(core.closed_error(operation));
+  const std::string_view op = std::string_view(operation).substr(10);
+  for (const auto& [model, q] : quotas) {
+    if (auto error = detail::check_model_name(op, model)) {
+      core.invalid_model.fetch_add(1, std::memory_order_relaxed);
+      return tl::unexpected(std::move(*error));
+    }
+    if (auto why = detail::validate_quota(op, model, q)) {
+      return make_error(ErrorCode::invalid_argument, *why);
+    }
+  }
+  if (auto s = core.store->set_quotas(quotas, operation); !s) return s;
+  for (const auto& [model, q] : quotas) {
+    if (StoreModel* m = core.store->find(model)) m->waiters.wake_all();
+  }
+  return {};
+}
+
+}  // namespace
+
 Status RateLimiter::set_quota(std::string_view model, ModelQuota quota) {
-  return engine_->set_quota(model, quota);
+  return set_quotas(*core_, QuotaMap{{std::string(model), quota}}, "ratelimit.set_quota");
 }
-Status RateLimiter::remove_quota(std::string_view model) { return engine_->remove_quota(model); }
-Status RateLimiter::add_provider(Provider provider) { return engine_->add_provider(provider); }
-Status RateLimiter::reset(std::string_view model) { return engine_->reset(model); }
-Status RateLimiter::persist() { return engine_->persist(); }
-Status RateLimiter::load() { return engine_->load(); }
-Status RateLimiter::close() { return engine_->close(); }
-const Config& RateLimiter::config() const { return engine_->config(); }
+
+Status RateLimiter::remove_quota(std::string_view model) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.remove_quota"));
+  if (auto s = core_->check_name(model, "ratelimit.remove_quota"); !s) return s;
+  if (auto s = core_->store->remove_quota(model); !s) return s;
+  if (StoreModel* m = core_->store->find(model)) m->waiters.wake_all();
+  return {};
+}
+
+Status RateLimiter::add_provider(Provider provider) {
+  const auto profiles = default_profiles();
+  auto it = profiles.find(provider);
+  if (it == profiles.end()) return {};  // unknown provider: a no-op (seed rule)
+  return set_quotas(*core_, it->second.models, "ratelimit.add_provider");
+}
+
+Status RateLimiter::reset(std::string_view model) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.reset"));
+  if (!model.empty()) {
+    if (auto s = core_->check_name(model, "ratelimit.reset"); !s) return s;
+  }
+  if (auto s = core_->store->reset(model); !s) return s;
+  if (model.empty()) {
+    core_->wake_everyone();
+  } else if (StoreModel* m = core_->store->find(model)) {
+    m->waiters.wake_all();
+  }
+  return {};
+}
+
+// --- lifetime ---
+
+Status RateLimiter::persist() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.persist"));
+  return core_->store->persist();
+}
+
+Status RateLimiter::load() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.load"));
+  Status s = core_->store->load();
+  core_->wake_everyone();
+  return s;
+}
+
+Status RateLimiter::close() {
+  if (core_->closed.exchange(true, std::memory_order_acq_rel)) return {};
+  Status s = core_->store->close();
+  core_->wake_everyone();
+  return s;
+}
+
+const Config& RateLimiter::config() const { return core_->config; }
 
 }  // namespace ratelimit

@@ -33,6 +33,7 @@ inline RequestOutcome outcome_of(const Decision& decision) {
     case DecisionCode::unknown_model:
     case DecisionCode::unlimited:
     case DecisionCode::store_unavailable:
+    case DecisionCode::invalid_model:  // never reaches a model's counters
       break;
   }
   return RequestOutcome::store_unavailable;  // the only denial left

@@ -304,7 +304,9 @@ TEST_F(Shutdown, SigtermAnswersWaitersAndSavesYamlState) {
   ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
   auto& limiter = **opened;
   ASSERT_TRUE(limiter.load().has_value());
-  auto quota = limiter.quota("gpt-4o");
+  auto read = limiter.quota("gpt-4o");
+  ASSERT_TRUE(read.has_value());
+  auto quota = *read;
   ASSERT_TRUE(quota.has_value());
   EXPECT_EQ(quota->max_rpm, 3);
   EXPECT_EQ(quota->max_tpm, 10000);

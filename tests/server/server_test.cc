@@ -416,7 +416,7 @@ TEST_F(ServerTest, RecordStatsAndQuotas) {
   EXPECT_EQ(r.body["stats"]["tpm"], 4);
 
   EXPECT_EQ(del(c, enc).status, 204);
-  EXPECT_FALSE(limiter_->quota("team/a b").has_value());
+  EXPECT_FALSE(limiter_->quota("team/a b")->has_value());
   expect_error(del(c, enc), 404, "not_found");
 }
 
@@ -440,7 +440,7 @@ TEST_F(ServerTest, Reset) {
   EXPECT_EQ(r.text, fmt::reset({"a", "b"}));
   EXPECT_EQ(limiter_->stats("b")->rpm, 0);
   // Quotas stay.
-  EXPECT_TRUE(limiter_->quota("a").has_value());
+  EXPECT_TRUE(limiter_->quota("a")->has_value());
 }
 
 TEST_F(ServerTest, RoutingHealthAndPage) {

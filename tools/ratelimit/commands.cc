@@ -546,7 +546,11 @@ int Commands::quota_set(const std::string& model, const std::optional<std::strin
   auto session = open_store();
   if (!session) return fail("quota set", session.error());
   RateLimiter& limiter = (*session)->limiter();
-  ModelQuota q = limiter.quota(model).value_or(ModelQuota{});  // omitted flags keep their value
+  auto current = limiter.quota(model);
+  if (!current) {
+    return fail("quota set", store_error("cannot read the quota: " + current.error().to_string()));
+  }
+  ModelQuota q = current->value_or(ModelQuota{});  // omitted flags keep their value
   if (r) q.max_rpm = *r;
   if (t) q.max_tpm = *t;
   if (d) q.max_rpd = *d;
@@ -575,8 +579,10 @@ int Commands::quota_rm(const std::string& model) {
     return fail("quota rm", store_error("cannot remove the quota: " + s.error().to_string()));
   }
   (*session)->mark_changed();
+  auto left = (*session)->limiter().quotas();
+  if (!left) return fail("quota rm", store_error("cannot read the quotas: " + left.error().to_string()));
   if (auto done = (*session)->finish(); !done) return fail("quota rm", done.error());
-  print(options_.json ? json::quotas((*session)->limiter().quotas())
+  print(options_.json ? json::quotas(*left)
                       : "removed the quota of " + printable(model) +
                             " (its requests are now allowed as unknown_model)");
   return kOk;
@@ -585,7 +591,9 @@ int Commands::quota_rm(const std::string& model) {
 int Commands::quota_list() {
   auto session = open_store();
   if (!session) return fail("quota list", session.error());
-  const QuotaMap quotas = (*session)->limiter().quotas();
+  auto read = (*session)->limiter().quotas();
+  if (!read) return fail("quota list", store_error("cannot read the quotas: " + read.error().to_string()));
+  const QuotaMap quotas = std::move(*read);
   if (auto done = (*session)->finish(); !done) return fail("quota list", done.error());
   if (options_.json) {
     print(json::quotas(quotas));

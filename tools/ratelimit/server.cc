@@ -549,7 +549,9 @@ struct Server::Impl {
         leases(options.max_leases) {
     if (auto m = limiter.models()) names.seed(*m);
     std::vector<std::string> quota_names;
-    for (const auto& [model, q] : limiter.quotas()) quota_names.push_back(model);
+    if (auto quotas = limiter.quotas()) {
+      for (const auto& [model, q] : *quotas) quota_names.push_back(model);
+    }
     names.seed(quota_names);
   }
 
@@ -993,11 +995,12 @@ struct Server::Impl {
     }
     if (req.method == "GET" || req.method == "HEAD") {
       auto q = limiter.quota(model);
-      if (!q) {
+      if (!q) return store_failed(res, op, q.error().to_string());
+      if (!*q) {
         return send_error(res, 404, "not_found",
                           op + ": \"" + printable(model) + "\" has no quota (set one with PUT)");
       }
-      return send_json(res, 200, json::model_quota(model, *q));
+      return send_json(res, 200, json::model_quota(model, **q));
     }
     if (req.method == "DELETE") {
       auto s = limiter.remove_quota(model);
@@ -1014,7 +1017,9 @@ struct Server::Impl {
       return send_error(res, 400, "invalid_request",
                         op + ": give at least one of max_rpm, max_tpm, max_rpd (0: unlimited)");
     }
-    const ModelQuota current = limiter.quota(model).value_or(ModelQuota{});
+    auto stored = limiter.quota(model);
+    if (!stored) return store_failed(res, op, stored.error().to_string());
+    const ModelQuota current = stored->value_or(ModelQuota{});
     std::string error;
     auto rpm = b->count("max_rpm", current.max_rpm, 0, error);
     auto tpm = rpm ? b->count("max_tpm", current.max_tpm, 0, error) : std::nullopt;

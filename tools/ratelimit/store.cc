@@ -197,7 +197,11 @@ Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
   const auto profiles = default_profiles();
   for (Provider p : options.providers) {
     for (const auto& [model, quota] : profiles.at(p).models) {
-      if (session->limiter().quota(model)) continue;
+      auto existing = session->limiter().quota(model);
+      if (!existing) {
+        return tl::unexpected(store_error("cannot read the quotas: " + existing.error().to_string()));
+      }
+      if (*existing) continue;
       if (auto s = session->limiter().set_quota(model, quota); !s) {
         return tl::unexpected(store_error("cannot write the " + std::string(to_string(p)) +
                                           " quotas: " + s.error().to_string()));

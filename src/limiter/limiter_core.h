@@ -1,0 +1,76 @@
+// Internal: what a RateLimiter holds, and the pieces its methods share.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "ratelimit/limiter.h"
+#include "store/store.h"
+#include "util/mutex.h"
+
+namespace ratelimit::detail {
+
+// Builds Reservations (their constructor is private to this friend).
+struct Grants {
+  static Reservation granted(Decision decision, std::shared_ptr<StoreModel> model, EntryRef entry) {
+    return Reservation(std::move(decision), std::move(model), entry.seq, entry.generation);
+  }
+  static Reservation denied(Decision decision) {
+    return Reservation(std::move(decision), nullptr, 0, 0);
+  }
+};
+
+struct LimiterCore {
+  LimiterCore(Config resolved, std::unique_ptr<Store> opened);
+  ~LimiterCore();
+
+  // Wraps a limiter around a store (open(), and tests that give a store options).
+  static std::unique_ptr<RateLimiter> make_limiter(std::unique_ptr<LimiterCore> core);
+
+  // The model's handle for an operation that creates state (try_acquire, acquire, record,
+  // wait_for_capacity): validates a name the store has not seen. Counts an invalid name.
+  Result<StoreModel*> model_for(std::string_view name, const char* operation);
+  // A name check for operations that create nothing (stats, quotas, reset): a name the store
+  // knows is valid; any other is checked. Counts an invalid name.
+  Status check_name(std::string_view name, const char* operation);
+
+  Error closed_error(const char* operation) const;
+  bool is_closed() const { return closed.load(std::memory_order_acquire); }
+
+  // Wakes every waiter of every model (a change another process made, close, load).
+  void wake_everyone();
+  // While a waiter waits on a shared store, a thread turns the store's change signal into
+  // wake-ups (started with the first such waiter, parked while none waits).
+  class WatchingChanges {
+   public:
+    explicit WatchingChanges(LimiterCore& core);
+    ~WatchingChanges();
+    WatchingChanges(const WatchingChanges&) = delete;
+    WatchingChanges& operator=(const WatchingChanges&) = delete;
+
+   private:
+    LimiterCore* core_;  // null: not a shared store
+  };
+
+  const Config config;
+  const std::shared_ptr<Clock> clock;
+  const std::unique_ptr<Store> store;
+  std::atomic<bool> closed{false};
+  std::atomic<std::uint64_t> invalid_model{0};
+  std::shared_ptr<std::atomic<std::uint64_t>> names_skipped;
+
+  Mutex watcher_mu;
+  std::condition_variable_any watcher_cv;
+  int shared_waiters RL_GUARDED_BY(watcher_mu) = 0;
+  std::jthread watcher RL_GUARDED_BY(watcher_mu);
+};
+
+// Settles a reservation's entry and wakes the model's waiters when capacity grew.
+Status settle_entry(StoreModel& model, EntryRef entry, const SettleRequest& request);
+
+}  // namespace ratelimit::detail

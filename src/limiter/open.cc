@@ -1,0 +1,94 @@
+// RateLimiter::open: resolves the configuration and puts a limiter around the chosen store.
+#include <filesystem>
+#include <iostream>
+#include <system_error>
+
+#include "limiter/limiter_core.h"
+#include "limiter/validation.h"
+#include "ratelimit/limiter.h"
+#include "store/memory/memory_store.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace ratelimit {
+namespace detail {
+
+Result<Config> resolve_config(Config config, std::shared_ptr<std::atomic<std::uint64_t>> skipped) {
+  for (const auto& [model, quota] : config.quotas) {
+    if (auto error = check_model_name("open", model)) return tl::unexpected(std::move(*error));
+    if (auto why = validate_quota("open", model, quota)) {
+      return make_error(ErrorCode::invalid_argument, *why);
+    }
+  }
+  if (config.clock == nullptr) config.clock = system_clock();
+  // Every warning a store gives is about a skipped name today; count them for
+  // limiter_metrics(), then hand them on.
+  config.on_warning = [user = std::move(config.on_warning),
+                       skipped = std::move(skipped)](std::string_view message) {
+    skipped->fetch_add(1, std::memory_order_relaxed);
+    if (user) {
+      user(message);
+    } else {
+      std::cerr << "ratelimit: warning: " << message << '\n';
+    }
+  };
+  if (config.backend != Backend::memory && config.file_path.empty()) {
+    auto path = default_state_path(config.backend);
+    if (!path) return tl::unexpected(path.error());
+    config.file_path = *path;
+    if (config.backend == Backend::sqlite) {
+      // Only the default path gets its parent created; an explicit one must exist.
+      std::error_code ec;
+      const auto parent = std::filesystem::path(config.file_path).parent_path();
+      std::filesystem::create_directories(parent, ec);
+      if (ec) {
+        return make_error(ErrorCode::io_error, "ratelimit.open: cannot create " +
+                                                   parent.string() + ": " + ec.message());
+      }
+    }
+  }
+  return config;
+}
+
+Result<std::unique_ptr<RateLimiter>> open_limiter(Config config, const SqliteOptions& options) {
+  auto skipped = std::make_shared<std::atomic<std::uint64_t>>(0);
+  auto resolved = resolve_config(std::move(config), skipped);
+  if (!resolved) return tl::unexpected(resolved.error());
+  std::unique_ptr<Store> store;
+  switch (resolved->backend) {
+    case Backend::memory:
+      store = make_memory_store(*resolved, nullptr);
+      break;
+    case Backend::yaml:
+      store = make_memory_store(*resolved, make_yaml_store(resolved->file_path));
+      break;
+    case Backend::sqlite: {
+      auto opened = make_sqlite_store(*resolved, options);
+      if (!opened) return tl::unexpected(opened.error());
+      store = std::move(*opened);
+      break;
+    }
+  }
+  auto core = std::make_unique<LimiterCore>(std::move(*resolved), std::move(store));
+  core->names_skipped = std::move(skipped);
+  return LimiterCore::make_limiter(std::move(core));
+}
+
+Result<std::unique_ptr<RateLimiter>> open_sqlite_limiter(Config config,
+                                                         const SqliteOptions& options) {
+  config.backend = Backend::sqlite;
+  return open_limiter(std::move(config), options);
+}
+
+}  // namespace detail
+
+Result<std::unique_ptr<RateLimiter>> RateLimiter::open(Config config) {
+  return detail::open_limiter(std::move(config), detail::SqliteOptions{});
+}
+
+Result<std::unique_ptr<RateLimiter>> RateLimiter::open_sqlite(std::string path, Config config) {
+  if (!path.empty()) config.file_path = std::move(path);
+  config.backend = Backend::sqlite;
+  return open(std::move(config));
+}
+
+}  // namespace ratelimit

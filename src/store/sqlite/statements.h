@@ -1,0 +1,51 @@
+// Internal: the SQLite store's prepared statements.
+#pragma once
+
+#include "store/sqlite/connection.h"
+
+namespace ratelimit::detail {
+
+// The prepared statements of an open store.
+struct Statements {
+  sqlite3_stmt* begin_write;
+  sqlite3_stmt* begin_read;
+  sqlite3_stmt* commit;
+  sqlite3_stmt* load_state;
+  sqlite3_stmt* count_requests_range;
+  sqlite3_stmt* tokens_range;
+  sqlite3_stmt* oldest_after;
+  sqlite3_stmt* delete_requests;
+  sqlite3_stmt* delete_tokens;
+  sqlite3_stmt* delete_reservations;
+  sqlite3_stmt* clamp_requests;
+  sqlite3_stmt* clamp_tokens;
+  sqlite3_stmt* clamp_reservations;
+  sqlite3_stmt* upsert_day;
+  sqlite3_stmt* delete_day;
+  sqlite3_stmt* upsert_totals;
+  sqlite3_stmt* insert_request;
+  sqlite3_stmt* insert_token;
+  sqlite3_stmt* insert_reservation;
+  sqlite3_stmt* get_reservation;
+  sqlite3_stmt* set_reservation;
+  sqlite3_stmt* set_token_count;
+  sqlite3_stmt* delete_request_rowid;
+  sqlite3_stmt* delete_token_rowid;
+  sqlite3_stmt* model_by_no;
+  sqlite3_stmt* next_model_no;
+  sqlite3_stmt* rpm_nth;
+  sqlite3_stmt* tpm_scan;
+  sqlite3_stmt* all_quotas;
+  sqlite3_stmt* upsert_quota;
+  sqlite3_stmt* delete_quota;
+  sqlite3_stmt* all_models;
+  sqlite3_stmt* data_version;
+  sqlite3_stmt* reset_requests;
+  sqlite3_stmt* reset_tokens;
+  sqlite3_stmt* reset_reservations;
+
+  // Prepares every statement on `c` (kept until it closes). Throws DbFailure.
+  void prepare(Connection& c);
+};
+
+}  // namespace ratelimit::detail
