@@ -984,8 +984,8 @@ bool wait_for_temp_file_event(int inotify_fd) {
 
 // A process killed while saving leaves the old or the new snapshot, never a mix. At most one
 // temporary file (`state.yaml.tmp-<pid>-XXXXXX`, from the interrupted save) stays behind; load
-// ignores it. Some rounds kill the child the moment its temporary file is created or written to (seen
-// through inotify), the others after a fraction of the time one save takes.
+// ignores it. Some rounds kill the child the moment its temporary file is created or written to
+// (seen through inotify), the others after a fraction of the time one save takes.
 TEST(YamlStore, KillDuringSaveLeavesACompleteSnapshot) {
   TempDir dir;
   const std::string path = dir.file("state.yaml");
