@@ -685,8 +685,8 @@ class FrozenClock final : public Clock {
 
 TEST(SqliteWaitTest, WaitersWakeEarlyOnReleasesInThisProcess) {
   testing::TempDir dir;
-  auto limiter = open_db(dir.file("w.db"), {{"m", {1, 0, 0}}, {"n", {0, 10, 0}}},
-                         std::make_shared<FrozenClock>());
+  auto clock = std::make_shared<FrozenClock>();
+  auto limiter = open_db(dir.file("w.db"), {{"m", {1, 0, 0}}, {"n", {0, 10, 0}}}, clock);
   Reservation held = limiter->try_acquire("m", 0);
   ASSERT_TRUE(held);
   Reservation held_tokens = limiter->try_acquire("n", 10);
@@ -696,7 +696,7 @@ TEST(SqliteWaitTest, WaitersWakeEarlyOnReleasesInThisProcess) {
     EXPECT_TRUE(r && r->granted());
   });
   std::thread watcher([&] { EXPECT_TRUE(limiter->wait_for_capacity("n", 5)); });
-  std::this_thread::sleep_for(50ms);  // let them sleep (not needed for correctness)
+  ASSERT_TRUE(clock->wait_for_sleepers(2));  // both asleep: the releases must wake them
   ASSERT_TRUE(held.cancel());
   ASSERT_TRUE(held_tokens.commit(3, 2));  // a commit below the estimate releases tokens
   waiter.join();
@@ -706,17 +706,18 @@ TEST(SqliteWaitTest, WaitersWakeEarlyOnReleasesInThisProcess) {
     auto r = limiter->acquire("m", 0);
     EXPECT_EQ(r.error().code, ErrorCode::closed);
   });
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(clock->wait_for_sleepers(1));  // asleep: close must wake it
   ASSERT_TRUE(limiter->close());
   closed_waiter.join();
 }
 
 TEST(SqliteWaitTest, AWaiterBehindTheHeadFailsAtOnceWhenItCanNeverFit) {
   testing::TempDir dir;
-  auto limiter = open_db(dir.file("n.db"), {{"m", {1, 100, 0}}}, std::make_shared<FrozenClock>());
+  auto clock = std::make_shared<FrozenClock>();
+  auto limiter = open_db(dir.file("n.db"), {{"m", {1, 100, 0}}}, clock);
   Reservation held = limiter->try_acquire("m", 0);
   std::thread head([&] { EXPECT_TRUE(limiter->acquire("m", 0)); });
-  std::this_thread::sleep_for(100ms);  // the head is waiting (not needed for correctness)
+  ASSERT_TRUE(clock->wait_for_sleepers(1));  // the head is asleep
   EXPECT_EQ(limiter->acquire("m", 101).error().code, ErrorCode::never_satisfiable);
   ASSERT_TRUE(held.cancel());
   head.join();

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "ratelimit/ratelimit.h"
@@ -24,7 +25,7 @@ struct Fixture {
 };
 
 // A memory-backed limiter with exactly `quotas` (none: no quota at all), on a ManualClock at
-// start_time().
+// start_time(). If it cannot be opened, the calling test fails (it is ended by an exception).
 inline Fixture memory_limiter(QuotaMap quotas) {
   Fixture f;
   Config config;
@@ -33,7 +34,12 @@ inline Fixture memory_limiter(QuotaMap quotas) {
   config.quotas = std::move(quotas);
   config.clock = f.clock;
   auto opened = RateLimiter::open(std::move(config));
-  EXPECT_TRUE(opened.has_value()) << (opened ? "" : opened.error().message);
+  if (!opened) {
+    // Report it, then end the test: every caller uses the limiter at once, and a helper that
+    // returns a value cannot ASSERT. GoogleTest records the exception as this test's failure.
+    ADD_FAILURE() << "memory_limiter: " << opened.error().message;
+    throw std::runtime_error("memory_limiter: cannot open a memory limiter");
+  }
   f.limiter = std::move(*opened);
   return f;
 }

@@ -56,6 +56,38 @@ class GatedClock final : public Clock {
   int sleepers_ = 0;
 };
 
+// The real clock, counting the threads asleep on it, so that a test can release capacity or
+// stop a waiter exactly while it sleeps (instead of sleeping a while and hoping it fell asleep).
+class CountingRealClock final : public Clock {
+ public:
+  TimePoint now() const override { return real_->now(); }
+  bool sleep_until(TimePoint until, std::stop_token stop) override {
+    {
+      std::lock_guard lock(mu_);
+      ++sleepers_;
+      cv_.notify_all();
+    }
+    const bool reached = real_->sleep_until(until, std::move(stop));
+    {
+      std::lock_guard lock(mu_);
+      --sleepers_;
+      cv_.notify_all();
+    }
+    return reached;
+  }
+  // Waits (at most 30 s of real time, a safety net) until `n` threads sleep on this clock.
+  bool wait_for_sleepers(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 30s, [&] { return sleepers_ == n; });
+  }
+
+ private:
+  const std::shared_ptr<Clock> real_ = system_clock();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int sleepers_ = 0;
+};
+
 std::unique_ptr<RateLimiter> limiter_on(std::shared_ptr<Clock> clock, QuotaMap quotas) {
   Config config;
   config.backend = Backend::memory;
@@ -180,10 +212,8 @@ TEST(WaitTest, StopTokenCancels) {
 }
 
 TEST(WaitTest, StopFromAnotherThreadWakesARealSleep) {
-  Config config;
-  config.backend = Backend::memory;
-  config.quotas = {{"m", {1, 0, 0}}};
-  auto limiter = std::move(*RateLimiter::open(config));  // the real clock
+  auto clock = std::make_shared<CountingRealClock>();
+  auto limiter = limiter_on(clock, {{"m", {1, 0, 0}}});
   ASSERT_TRUE(limiter->record_usage("m", 0, 0));
   std::stop_source source;
   auto waiter = std::async(std::launch::async, [&] {
@@ -191,7 +221,7 @@ TEST(WaitTest, StopFromAnotherThreadWakesARealSleep) {
     options.stop = source.get_token();
     return limiter->acquire("m", 0, options);
   });
-  std::this_thread::sleep_for(20ms);  // let it fall asleep (the result does not depend on it)
+  ASSERT_TRUE(clock->wait_for_sleepers(1));  // asleep on the real clock, for a minute
   source.request_stop();
   ASSERT_EQ(waiter.wait_for(30s), std::future_status::ready);  // a safety net, not a timing
   EXPECT_EQ(waiter.get().error().code, ErrorCode::cancelled);
@@ -202,10 +232,8 @@ TEST(WaitTest, StopFromAnotherThreadWakesARealSleep) {
 class EarlyWakeTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(EarlyWakeTest, ReleaseWakesAWaiter) {
-  Config config;
-  config.backend = Backend::memory;
-  config.quotas = {{"m", {1, 1000, 0}}};
-  auto limiter = std::move(*RateLimiter::open(config));
+  auto clock = std::make_shared<CountingRealClock>();
+  auto limiter = limiter_on(clock, {{"m", {1, 1000, 0}}});
   Reservation held = limiter->try_acquire("m", 900);
   ASSERT_TRUE(held);
   const int kind = GetParam();
@@ -216,7 +244,7 @@ TEST_P(EarlyWakeTest, ReleaseWakesAWaiter) {
     return kind == 4 ? limiter->acquire("m", 500, options).map([](Reservation&&) {})
                      : limiter->wait_for_capacity("m", 500, options);
   });
-  std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(clock->wait_for_sleepers(1));  // the release must wake a sleeping waiter
   switch (kind) {
     case 0:
       ASSERT_TRUE(held.cancel());

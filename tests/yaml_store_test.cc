@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "store/snapshot.h"
+#include "store/yaml/yaml_file.h"
 #include "time_format.h"
 
 namespace ratelimit::detail {
@@ -783,7 +785,8 @@ TEST(YamlStore, UnwritablePathIsAnIoErrorAndLeavesNoTemporaryFile) {
   const Status over_directory = make_yaml_store(directory)->save(sample_snapshot());
   ASSERT_FALSE(over_directory);
   EXPECT_EQ(over_directory.error().code, ErrorCode::io_error);
-  EXPECT_TRUE(starts_with(over_directory.error().message, "ratelimit.persist: " + directory))
+  EXPECT_TRUE(starts_with(over_directory.error().message,
+                          "ratelimit.persist: cannot write " + directory + ": Is a directory"))
       << over_directory.error().message;
   EXPECT_TRUE(temp_files(dir.path()).empty());
 
@@ -795,6 +798,156 @@ TEST(YamlStore, UnwritablePathIsAnIoErrorAndLeavesNoTemporaryFile) {
     ASSERT_FALSE(denied);
     EXPECT_EQ(denied.error().code, ErrorCode::io_error);
   }
+}
+
+// --- symbolic links, stale temporary files, a full disk ----------------------------------------
+
+TEST(YamlStore, SaveWritesThroughASymbolicLink) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "real");
+  const std::string target = dir.file("real/state.yaml");
+  const std::string link = dir.file("link.yaml");
+  const std::string link_to_link = dir.file("again.yaml");
+  fs::create_symlink("real/state.yaml", link);  // relative: resolved beside the link
+  fs::create_symlink(link, link_to_link);
+  write_text(target, "quotas: {}\nstate: {}\n");
+  ASSERT_EQ(::chmod(target.c_str(), 0640), 0);
+
+  const Snapshot first = sample_snapshot();
+  ASSERT_TRUE(make_yaml_store(link_to_link)->save(first));
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_TRUE(fs::is_symlink(link_to_link));
+  EXPECT_EQ(load_ok(target), first);  // the real file holds the new state
+  EXPECT_EQ(load_ok(link_to_link), first);
+  EXPECT_EQ(fs::status(target).permissions(), fs::perms(0640));
+  EXPECT_TRUE(temp_files(dir.path()).empty());
+  EXPECT_TRUE(temp_files(dir.path() / "real").empty());
+
+  // A link whose target does not exist yet: the target is created.
+  const std::string dangling = dir.file("dangling.yaml");
+  fs::create_symlink(dir.file("real/new.yaml"), dangling);
+  ASSERT_TRUE(make_yaml_store(dangling)->save(first));
+  EXPECT_TRUE(fs::is_symlink(dangling));
+  EXPECT_EQ(load_ok(dir.file("real/new.yaml")), first);
+
+  // A loop is an error naming the path, and writes nothing.
+  const std::string loop = dir.file("loop.yaml");
+  fs::create_symlink(loop, loop);
+  const Status looped = make_yaml_store(loop)->save(first);
+  ASSERT_FALSE(looped);
+  EXPECT_EQ(looped.error().code, ErrorCode::io_error);
+  EXPECT_TRUE(starts_with(looped.error().message, "ratelimit.persist: cannot write " + loop))
+      << looped.error().message;
+}
+
+// A pid that no process has: a child that has exited and been reaped.
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+void set_mtime(const std::string& path, std::chrono::system_clock::time_point t) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch());
+  const timespec times[2] = {{static_cast<time_t>(ns.count() / kNs), ns.count() % kNs},
+                             {static_cast<time_t>(ns.count() / kNs), ns.count() % kNs}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+}
+
+TEST(YamlStore, SaveRemovesTemporaryFilesOfGoneWritersUnderTheStateLock) {
+  TempDir dir;
+  const std::string path = dir.file("state.yaml");
+  const std::string self = std::to_string(::getpid());
+  const std::string dead = dir.file("state.yaml.tmp-" + std::to_string(dead_pid()) + "-aaaaaa");
+  const std::string live_old = dir.file("state.yaml.tmp-" + self + "-bbbbbb");
+  const std::string live_new = dir.file("state.yaml.tmp-" + self + "-cccccc");
+  const std::string unnamed = dir.file("state.yaml.tmp-dddddd");  // no pid (an older writer)
+  const std::string other_state = dir.file("other.yaml.tmp-" + std::to_string(dead_pid()) + "-e");
+  for (const auto& f : {dead, live_old, live_new, unnamed, other_state}) write_text(f, "partial");
+  set_mtime(live_old, std::chrono::system_clock::now() - kStaleTempAge - std::chrono::minutes(1));
+  const auto all = temp_files(dir.path());
+  ASSERT_EQ(all.size(), 5u);
+
+  // Another process holds the state's lock: nothing is removed.
+  int go[2];
+  int held[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(held), 0);
+  const pid_t holder = ::fork();
+  ASSERT_GE(holder, 0);
+  if (holder == 0) {
+    const int fd = ::open((path + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    const char byte = fd >= 0 && ::flock(fd, LOCK_EX) == 0 ? 1 : 0;
+    if (::write(held[1], &byte, 1) != 1) ::_exit(3);
+    char wait = 0;
+    (void)!::read(go[0], &wait, 1);
+    ::_exit(0);
+  }
+  char byte = 0;
+  ASSERT_EQ(::read(held[0], &byte, 1), 1);
+  ASSERT_EQ(byte, 1);
+  ASSERT_TRUE(make_yaml_store(path)->save(sample_snapshot()));
+  EXPECT_EQ(temp_files(dir.path()), all);
+  ASSERT_EQ(::write(go[1], &byte, 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, 0), holder);
+  for (int fd : {go[0], go[1], held[0], held[1]}) ::close(fd);
+
+  // This process holds it (as `ratelimit` does while it persists): the dead writer's file and
+  // the hour-old one go; a live writer's recent file, an unnamed recent one and another state's
+  // stay.
+  const int lock = ::open((path + ".lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(lock, 0);
+  ASSERT_EQ(::flock(lock, LOCK_EX), 0);
+  ASSERT_TRUE(make_yaml_store(path)->save(sample_snapshot()));
+  ::close(lock);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_FALSE(fs::exists(live_old));
+  EXPECT_TRUE(fs::exists(live_new));
+  EXPECT_TRUE(fs::exists(unnamed));
+  EXPECT_TRUE(fs::exists(other_state));
+  EXPECT_EQ(temp_files(dir.path()).size(), 3u);
+
+  // Nobody holds it: the save takes it. An hour later (by the injected time) the rest of this
+  // state's files are stale too.
+  ASSERT_TRUE(make_yaml_store(path)->save(sample_snapshot()));
+  EXPECT_TRUE(fs::exists(live_new));
+  EXPECT_EQ(sweep_stale_temp_files(
+                path, std::chrono::system_clock::now() + kStaleTempAge + std::chrono::minutes(1)),
+            2);
+  EXPECT_FALSE(fs::exists(live_new));
+  EXPECT_FALSE(fs::exists(unnamed));
+  EXPECT_TRUE(fs::exists(other_state));
+  EXPECT_EQ(load_ok(path), sample_snapshot());
+}
+
+TEST(YamlStore, AFullDiskNamesTheOperationTheFileAndTheCause) {
+  // The writer's own write loop against /dev/full, which fails every write with ENOSPC.
+  const int full = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+  if (full < 0) GTEST_SKIP() << "no /dev/full";
+  const int error = write_all(full, "quotas: {}\n");
+  ::close(full);
+  ASSERT_EQ(error, ENOSPC);
+  const Error e = persist_io_error("/srv/state.yaml", "write /srv/state.yaml.tmp-42-abcdef", error);
+  EXPECT_EQ(e.code, ErrorCode::io_error);
+  EXPECT_EQ(e.message,
+            "ratelimit.persist: cannot write /srv/state.yaml: No space left on device (write "
+            "/srv/state.yaml.tmp-42-abcdef; free disk space on the file system of /srv, or keep "
+            "the state on another one)");
+
+  // A link to /dev/full is refused before anything is written: only a regular file is replaced.
+  TempDir dir;
+  const std::string link = dir.file("state.yaml");
+  fs::create_symlink("/dev/full", link);
+  const Status refused = make_yaml_store(link)->save(sample_snapshot());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::io_error);
+  EXPECT_EQ(refused.error().message,
+            "ratelimit.persist: cannot write " + link + ": /dev/full is not a regular file");
+  EXPECT_TRUE(fs::is_character_file("/dev/full"));
+  EXPECT_TRUE(fs::is_symlink(link));
 }
 
 TEST(YamlStore, EmptyPathIsInvalid) {
@@ -830,9 +983,9 @@ bool wait_for_temp_file_event(int inotify_fd) {
 }
 
 // A process killed while saving leaves the old or the new snapshot, never a mix. At most one
-// temporary file (`state.yaml.tmp-XXXXXX`, from the interrupted save) stays behind; load ignores
-// it. Some rounds kill the child the moment its temporary file is created or written to (seen
-// through inotify), the others after a fraction of the time one save takes.
+// temporary file (`state.yaml.tmp-<pid>-XXXXXX`, from the interrupted save) stays behind; load
+// ignores it. Some rounds kill the child the moment its temporary file is created or written to
+// (seen through inotify), the others after a fraction of the time one save takes.
 TEST(YamlStore, KillDuringSaveLeavesACompleteSnapshot) {
   TempDir dir;
   const std::string path = dir.file("state.yaml");
@@ -884,6 +1037,9 @@ TEST(YamlStore, KillDuringSaveLeavesACompleteSnapshot) {
     EXPECT_TRUE(loaded == first || loaded == second) << "round " << round;
     const std::vector<std::string> temps = temp_files(dir.path());
     EXPECT_LE(temps.size(), 1u);
+    for (const std::string& name : temps) {  // named for the writer, so a later save can tell
+      EXPECT_TRUE(starts_with(name, "state.yaml.tmp-" + std::to_string(child) + "-")) << name;
+    }
     for (const std::string& name : temps) fs::remove(dir.path() / name);
   }
 }

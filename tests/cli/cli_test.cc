@@ -14,6 +14,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -686,31 +688,50 @@ TEST_F(Cli, Migrate) {
 
 // --- waiting ------------------------------------------------------------------------------------
 
-TEST_P(CliStore, WaitIsAdmittedWhenTheWindowFrees) {
-  const std::string path =
-      yaml() ? (home_ / "state.yaml").string() : (home_ / ".core" / "ratelimits.db").string();
-  fs::create_directories(home_ / ".core");
-  // One request 59.5 s ago fills max_rpm=1: the window frees in about 0.5 s.
-  const auto seeded_at = Clock::now();
-  Output seed = spawn(RATELIMIT_SEED_BINARY, {path, "m", "1", "1", "59500"});
-  ASSERT_EQ(seed.code, 0) << seed.err;
-  // Before the window frees, a short wait gives up (exit 1). Only checked when the machine is
-  // fast enough that the window cannot have freed yet.
-  Output quick = rl({"--json", "acquire", "m", "--wait", "50ms"});
-  if (Clock::now() - seeded_at < std::chrono::milliseconds(400)) {
-    EXPECT_EQ(quick.code, 1) << quick.err;
-    EXPECT_EQ(quick.parsed()["code"], "rpm_exceeded");
-  } else if (quick.code == 0) {
-    ASSERT_EQ(rl({"reset", "m", "--yes"}).code, 0);
-    seed = spawn(RATELIMIT_SEED_BINARY, {path, "m", "1", "1", "59500"});
-    ASSERT_EQ(seed.code, 0) << seed.err;
-  }
+// No test here waits for a real window to free: a window is a minute long. A wait ends at its
+// deadline (well inside the window), or early because another process frees capacity (the SQLite
+// store wakes waiters across processes); WaitIsWokenWhenAnotherProcessCancels below proves that
+// the wake happens while the waiting process sleeps in the library.
+
+TEST_P(CliStore, WaitGivesUpAtTheDeadline) {
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "1"}).code, 0);
+  ASSERT_EQ(rl({"acquire", "m"}).code, 0);  // fills the window for the next minute
   const auto start = Clock::now();
-  Output r = rl({"--json", "acquire", "m", "--wait", "10s"});
+  Output r = rl({"--json", "acquire", "m", "--wait", "200ms"});
   const auto took = Clock::now() - start;
+  EXPECT_EQ(r.code, 1) << r.err;
+  const json d = r.parsed();
+  expect_decision_shape(d);
+  EXPECT_EQ(d["allowed"], false);
+  EXPECT_EQ(d["code"], "rpm_exceeded");
+  EXPECT_GT(d["retry_after_ms"].get<std::int64_t>(), 0);
+  EXPECT_GE(took, std::chrono::milliseconds(200));  // it did wait for the whole duration
+  EXPECT_EQ(stats_of("m")["rpm"], 1);
+  // The same in text.
+  Output text = rl({"acquire", "m", "--wait", "1ms"});
+  EXPECT_EQ(text.code, 1);
+  EXPECT_NE(text.out.find("m: denied (rpm_exceeded"), std::string::npos) << text.out;
+}
+
+TEST_F(Cli, WaitIsAdmittedWhenAnotherProcessCancels) {
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "1"}).code, 0);
+  Output held = rl({"acquire", "m"});
+  ASSERT_EQ(held.code, 0) << held.err;
+  const std::string id = held.out.substr(0, held.out.find('\n'));
+  // The window frees in a minute, the wait gives up after 30 s: only the cancel can admit it
+  // (whether it lands before the wait starts or wakes it; the terminal test below proves the
+  // wake).
+  auto waiter = std::async(std::launch::async, [&] {
+    return rl({"--json", "acquire", "m", "--wait", "30s"});
+  });
+  ASSERT_EQ(rl({"cancel", id}).code, 0);
+  Output r = waiter.get();
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.parsed()["allowed"], true);
-  EXPECT_LT(took, std::chrono::seconds(5));
+  const json d = r.parsed();
+  expect_decision_shape(d, /*with_reservation=*/true);
+  EXPECT_EQ(d["allowed"], true);
+  EXPECT_TRUE(d["reservation_id"].is_string());
+  EXPECT_NE(d["reservation_id"], id);
   EXPECT_EQ(stats_of("m")["rpm"], 1);
 }
 
@@ -780,12 +801,13 @@ TEST_F(Cli, FourShellsAcquireExactlyTheLimit) {
 
 // --- terminal behaviour (pseudo-terminal) ---------------------------------------------------
 
-// Runs the binary on a pseudo-terminal (stdin, stdout and stderr), writes `input` once
-// `prompt` appears (or at once when `prompt` is empty), and returns everything it printed.
+// Runs the binary on a pseudo-terminal (stdin, stdout and stderr), calls `on_prompt` and writes
+// `input` once `prompt` appears (or writes it at once when `prompt` is empty), and returns
+// everything it printed.
 class CliTerminal : public Cli {
  protected:
   Output tty(const std::vector<std::string>& args, const std::string& prompt = "",
-             const std::string& input = "") {
+             const std::string& input = "", const std::function<void()>& on_prompt = {}) {
     std::vector<std::string> argv_s = {RATELIMIT_CLI_BINARY};
     argv_s.insert(argv_s.end(), store_args_.begin(), store_args_.end());
     argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -822,6 +844,7 @@ class CliTerminal : public Cli {
         if (n <= 0) break;  // EIO: the child closed the terminal
         r.out.append(buf, static_cast<std::size_t>(n));
         if (!sent && !prompt.empty() && r.out.find(prompt) != std::string::npos) {
+          if (on_prompt) on_prompt();
           (void)!write(master, input.data(), input.size());
           sent = true;
         }
@@ -858,13 +881,31 @@ TEST_F(CliTerminal, ResetAsksForConfirmation) {
 }
 
 TEST_F(CliTerminal, WaitShowsACountdown) {
-  fs::create_directories(home_ / ".core");
-  Output seed = spawn(RATELIMIT_SEED_BINARY,
-                      {(home_ / ".core" / "ratelimits.db").string(), "m", "1", "1", "58500"});
-  ASSERT_EQ(seed.code, 0) << seed.err;
-  Output r = tty({"acquire", "m", "--wait", "10s"});
-  EXPECT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "1"}).code, 0);
+  ASSERT_EQ(rl({"acquire", "m"}).code, 0);
+  Output r = tty({"acquire", "m", "--wait", "300ms"});
+  EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("waiting for m: next try in"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(", giving up in "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("m: denied (rpm_exceeded"), std::string::npos) << r.out;
+}
+
+// The waiting process sleeps in the library (its countdown is on the terminal) when another
+// process cancels the reservation that fills the window: the SQLite store wakes it, long before
+// the window would free (a minute) or its wait would end (30 s).
+TEST_F(CliTerminal, WaitIsWokenWhenAnotherProcessCancels) {
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "1"}).code, 0);
+  Output held = rl({"acquire", "m"});
+  ASSERT_EQ(held.code, 0) << held.err;
+  const std::string id = held.out.substr(0, held.out.find('\n'));
+  Output cancelled;
+  Output r = tty({"acquire", "m", "--wait", "30s"}, "waiting for m: next try in", "", [&] {
+    cancelled = rl({"cancel", id});
+  });
+  EXPECT_EQ(cancelled.code, 0) << cancelled.err;
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.find("denied"), std::string::npos) << r.out;
+  EXPECT_EQ(stats_of("m")["rpm"], 1);
 }
 
 }  // namespace

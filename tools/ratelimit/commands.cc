@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <stop_token>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -292,62 +294,95 @@ int Commands::acquire(const std::string& model, const std::string& tokens,
   if (!opened) return fail("acquire", opened.error());
   Session& session = **opened;
   RateLimiter& limiter = session.limiter();
+  // The limiter's clock (Config::clock) times the wait, its deadline and the countdown.
+  Clock& clock = *limiter.config().clock;
+  const TimePoint deadline = clock.now() + (wait_for ? *wait_for : Duration::zero());
+  bool expired = !wait_for;
 
-  using Steady = std::chrono::steady_clock;
-  const auto deadline = Steady::now() + (wait_for ? *wait_for : Duration::zero());
-  const bool countdown = terminal_.err;
+  const auto admitted = [&](const Reservation& r) {
+    // A granted reservation that is never settled keeps its estimate as usage; with SQLite its
+    // id settles it from another invocation.
+    session.mark_changed();
+    std::optional<std::string> id;
+    if (session.ids_outlive_process()) id = r.id();
+    if (auto done = session.finish(); !done) return fail("acquire", done.error());
+    if (!id) {
+      std::fprintf(stderr,
+                   "ratelimit acquire: granted; the YAML store gives no reservation id (ids that "
+                   "commit/cancel accept later need the SQLite store), so the estimate stays "
+                   "recorded as usage\n");
+    }
+    if (options_.json) {
+      print(json::decision(r.decision(), id));
+    } else if (id) {
+      print(*id);
+    }
+    return static_cast<int>(kOk);
+  };
+
   for (;;) {
     Reservation r = limiter.try_acquire(model, *n);
+    if (r.granted()) return admitted(r);
     const Decision d = r.decision();
-    if (r.granted()) {
-      // A granted reservation that is never settled keeps its estimate as usage; with SQLite
-      // its id settles it from another invocation.
-      session.mark_changed();
-      std::optional<std::string> id;
-      if (session.ids_outlive_process()) id = r.id();
-      if (auto done = session.finish(); !done) return fail("acquire", done.error());
-      if (!id) {
-        std::fprintf(stderr,
-                     "ratelimit acquire: granted; the YAML store gives no reservation id (ids "
-                     "that commit/cancel accept later need the SQLite store), so the estimate "
-                     "stays recorded as usage\n");
-      }
-      if (options_.json) {
-        print(json::decision(d, id));
-      } else if (id) {
-        print(*id);
-      }
-      return kOk;
-    }
     if (d.code == DecisionCode::store_unavailable) {
       return fail("acquire", store_error("the state store is unavailable; retry"));
     }
-    const auto now = Steady::now();
-    if (!wait_for || !is_limit_denial(d.code) || d.retry_after == Duration::max() ||
-        now >= deadline) {
+    if (expired || !is_limit_denial(d.code) || d.retry_after == Duration::max() ||
+        clock.now() >= deadline) {
       if (auto done = session.finish(); !done) return fail("acquire", done.error());
       print(options_.json ? json::decision(d) : decision_line(model, d));
       return kDenied;
     }
     // Wait without holding the YAML lock, until the window frees or the deadline.
     if (auto done = session.finish(); !done) return fail("acquire", done.error());
-    const auto wake =
-        std::min<Steady::time_point>(deadline, now + d.retry_after + std::chrono::milliseconds(1));
-    while (Steady::now() < wake) {
-      const auto left = wake - Steady::now();
-      if (countdown) {
-        const std::string line = "waiting for " + printable(model) + ": next try in " +
-                                 format_duration(left) + ", giving up in " +
-                                 format_duration(deadline - Steady::now());
-        std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    const TimePoint next_try = clock.now() + d.retry_after;
+    std::optional<std::jthread> countdown;
+    if (terminal_.err) {
+      countdown.emplace([&clock, &model, next_try, deadline](std::stop_token stop) {
+        while (!stop.stop_requested()) {
+          const auto now = clock.now();
+          const std::string line = "waiting for " + printable(model) + ": next try in " +
+                                   format_duration(std::max(next_try - now, Duration::zero())) +
+                                   ", giving up in " +
+                                   format_duration(std::max(deadline - now, Duration::zero()));
+          std::fprintf(stderr, "\r\033[K%s", line.c_str());
+          std::fflush(stderr);
+          clock.sleep_until(clock.now() + std::chrono::milliseconds(100), stop);
+        }
+        std::fprintf(stderr, "\r\033[K");
         std::fflush(stderr);
-      }
-      std::this_thread::sleep_for(
-          std::min<Steady::duration>(left, std::chrono::milliseconds(countdown ? 100 : 1000)));
+      });
     }
-    if (countdown) {
-      std::fprintf(stderr, "\r\033[K");
-      std::fflush(stderr);
+    WaitOptions options;
+    options.timeout = std::max<Duration>(deadline - clock.now(), Duration::zero());
+    if (session.ids_outlive_process()) {
+      // SQLite: the library's blocking acquire; it also wakes when another process frees
+      // capacity (cancel, reset, quota change).
+      Result<Reservation> got = limiter.acquire(model, *n, options);
+      countdown.reset();
+      if (got) return admitted(*got);
+      if (got.error().code == ErrorCode::deadline_exceeded) {
+        expired = true;
+      } else if (got.error().code != ErrorCode::never_satisfiable) {
+        return fail("acquire", store_error("cannot wait for capacity: " + got.error().to_string() +
+                                           "; retry"));
+      }
+      // One last try, which also gives the decision to print (never_satisfiable: a quota changed
+      // while waiting).
+      continue;
+    }
+    // YAML: the file may change while the lock is released, so wait on the state loaded last,
+    // then take the lock again, reload and retry.
+    Status waited = limiter.wait_for_capacity(model, *n, options);
+    countdown.reset();
+    if (!waited) {
+      if (waited.error().code == ErrorCode::deadline_exceeded) {
+        expired = true;
+      } else if (waited.error().code != ErrorCode::never_satisfiable) {
+        return fail(
+            "acquire",
+            store_error("cannot wait for capacity: " + waited.error().to_string() + "; retry"));
+      }
     }
     if (auto again = session.reacquire(); !again) return fail("acquire", again.error());
   }

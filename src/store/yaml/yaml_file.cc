@@ -1,9 +1,14 @@
 // The YAML snapshot store: go-ratelimit's state file, read and written with yaml-cpp.
 //
-// Saving writes a temporary file next to the target (`<path>.tmp-XXXXXX`), syncs it and renames
-// it over the target, so the file at `path` is always a complete old or new snapshot. A process
-// killed mid-save can leave one stray temporary file behind; load never reads those.
+// Saving writes a temporary file next to the target (`<target>.tmp-<pid>-XXXXXX`, where the
+// target is `path` or the final target of a symbolic link there), syncs it and renames it over
+// the target, so the file is always a complete old or new snapshot. A process killed mid-save
+// can leave a stray temporary file behind; load never reads those, and a later save removes
+// them while it holds the state's lock (`<path>.lock`) once their writer is gone.
+#include "store/yaml/yaml_file.h"
+
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -11,6 +16,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -228,28 +235,166 @@ Result<std::string> render(const Snapshot& snapshot, const std::string& path) {
   return text;
 }
 
+}  // namespace
+
+Error persist_io_error(const std::string& path, std::string_view step, int error) {
+  std::string message = std::string(kPersist) + "cannot write " + path + ": " + errno_text(error) +
+                        " (" + std::string(step);
+  if (error == ENOSPC || error == EDQUOT) {
+    const std::string directory = std::filesystem::path(path).parent_path().string();
+    message += "; free disk space on the file system of " + (directory.empty() ? "." : directory) +
+               ", or keep the state on another one";
+  }
+  message += ")";
+  return Error{ErrorCode::io_error, std::move(message)};
+}
+
+int write_all(int fd, std::string_view data) {
+  const char* next = data.data();
+  std::size_t remaining = data.size();
+  while (remaining > 0) {
+    const ssize_t written = ::write(fd, next, remaining);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    next += written;
+    remaining -= static_cast<std::size_t>(written);
+  }
+  return 0;
+}
+
+Result<std::string> resolve_state_target(const std::string& path) {
+  constexpr int kMaxLinks = 40;  // as the kernel's ELOOP limit
+  std::filesystem::path current(path);
+  for (int hops = 0;; ++hops) {
+    struct stat info {};
+    if (::lstat(current.c_str(), &info) != 0 || !S_ISLNK(info.st_mode)) return current.string();
+    if (hops == kMaxLinks) return tl::unexpected(persist_io_error(path, "resolve link", ELOOP));
+    std::error_code ec;
+    const std::filesystem::path link = std::filesystem::read_symlink(current, ec);
+    if (ec)
+      return tl::unexpected(persist_io_error(path, "read link " + current.string(), ec.value()));
+    current = link.is_absolute() ? link : current.parent_path() / link;
+  }
+}
+
+std::string temp_prefix(const std::string& target) { return target + ".tmp-"; }
+
+int sweep_stale_temp_files(const std::string& target, std::chrono::system_clock::time_point now) {
+  const std::filesystem::path target_path(target);
+  const std::filesystem::path directory =
+      target_path.parent_path().empty() ? std::filesystem::path(".") : target_path.parent_path();
+  const std::string prefix = temp_prefix(target_path.filename().string());
+  const pid_t self = ::getpid();
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    struct stat info {};
+    if (::lstat(entry.path().c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
+    // `<target>.tmp-<pid>-XXXXXX`; an older writer's `<target>.tmp-XXXXXX` has no pid.
+    bool writer_gone = false;
+    const std::string_view rest = std::string_view(name).substr(prefix.size());
+    long pid = 0;
+    const auto [end, parse] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+    if (parse == std::errc() && end != rest.data() && end < rest.data() + rest.size() &&
+        *end == '-' && pid > 0 && pid != self) {
+      writer_gone = ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    }
+    const auto modified = std::chrono::system_clock::time_point(
+        std::chrono::seconds(info.st_mtim.tv_sec) + std::chrono::nanoseconds(info.st_mtim.tv_nsec));
+    const bool old = now - modified > kStaleTempAge;
+    if ((writer_gone || old) && ::unlink(entry.path().c_str()) == 0) ++removed;
+  }
+  return removed;
+}
+
+namespace {
+
+Result<std::optional<std::string>> read_file(const std::string& path);
+
+// Whether this process holds an exclusive flock on the file open as `fd`, through any of its
+// descriptors: /proc/self/fdinfo/N lists the flock locks taken through descriptor N.
+bool process_holds_flock(int fd) {
+  struct stat lock_file {};
+  if (::fstat(fd, &lock_file) != 0) return false;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    struct stat other {};
+    if (::stat(entry.path().c_str(), &other) != 0) continue;
+    if (other.st_dev != lock_file.st_dev || other.st_ino != lock_file.st_ino) continue;
+    const std::string info = "/proc/self/fdinfo/" + entry.path().filename().string();
+    Result<std::optional<std::string>> text = read_file(info);
+    if (!text || !text->has_value()) continue;
+    std::string_view rest = **text;
+    for (std::size_t at = 0; (at = rest.find("lock:", at)) != std::string_view::npos; ++at) {
+      const std::string_view line = rest.substr(at, rest.find('\n', at) - at);
+      if (line.find("FLOCK") != std::string_view::npos &&
+          line.find("WRITE") != std::string_view::npos) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// Removes the stale temporary files of `target` while holding the state's lock, `<path>.lock`
+// (the lock `ratelimit` takes for a YAML state): taken here when it is free, or already held by
+// this process (the `ratelimit` command persists under it). Held by another process: nothing is
+// removed. Best effort: a failure here never fails the save.
+void sweep_under_state_lock(const std::string& path, const std::string& target) {
+  const std::string lock_path = path + ".lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  bool locked = false;
+  int rc;
+  do {
+    rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) {
+    locked = true;
+  } else if (errno == EWOULDBLOCK) {
+    locked = process_holds_flock(fd);
+  }
+  if (locked) (void)sweep_stale_temp_files(target, std::chrono::system_clock::now());
+  ::close(fd);  // releases a lock taken here (not one held through another descriptor)
+}
+
 // Writes `data` to `path` through a synced temporary file renamed over it. On failure the
-// temporary file is removed and `path` is untouched.
+// temporary file is removed and `path` is untouched. A symbolic link at `path` is written
+// through: the temporary file goes beside the link's final target and is renamed over it.
 Status write_atomically(const std::string& path, std::string_view data) {
+  Result<std::string> resolved = resolve_state_target(path);
+  if (!resolved) return tl::unexpected(resolved.error());
+  const std::string& target = *resolved;
   const auto fail = [&](std::string_view what, int error) {
-    return make_error(ErrorCode::io_error, std::string(kPersist) + path + ": " + std::string(what) +
-                                               ": " + errno_text(error));
+    return tl::unexpected(persist_io_error(path, what, error));
   };
 
-  const std::filesystem::path target(path);
-  const std::filesystem::path directory = target.parent_path();
+  const std::filesystem::path target_path(target);
+  const std::filesystem::path directory = target_path.parent_path();
   if (!directory.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(directory, ec);
-    if (ec) {
-      return make_error(ErrorCode::io_error, std::string(kPersist) + path + ": create directory " +
-                                                 directory.string() + ": " + ec.message());
-    }
+    if (ec) return fail("create directory " + directory.string(), ec.value());
   }
 
-  std::string temp = path + ".tmp-XXXXXX";
+  // Only a regular file is replaced (a rename would replace a device node or a FIFO too).
+  struct stat existing {};
+  const bool exists = ::stat(target.c_str(), &existing) == 0;
+  if (exists && S_ISDIR(existing.st_mode)) return fail("replace " + target, EISDIR);
+  if (exists && !S_ISREG(existing.st_mode)) {
+    return make_error(ErrorCode::io_error, std::string(kPersist) + "cannot write " + path + ": " +
+                                               target + " is not a regular file");
+  }
+
+  sweep_under_state_lock(path, target);
+
+  std::string temp = temp_prefix(target) + std::to_string(::getpid()) + "-XXXXXX";
   const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
-  if (fd < 0) return fail("create temporary file", errno);
+  if (fd < 0) return fail("create temporary file " + temp, errno);
 
   // Closes (if still open) and removes the temporary file, then reports `what`.
   bool fd_open = true;
@@ -260,26 +405,14 @@ Status write_atomically(const std::string& path, std::string_view data) {
   };
 
   // Keep the permissions of the file being replaced (mkstemp creates 0600).
-  struct stat existing {};
-  if (::stat(path.c_str(), &existing) == 0 && S_ISREG(existing.st_mode)) {
+  if (exists) {
     if (::fchmod(fd, existing.st_mode & 07777) != 0) return abandon("chmod", errno);
   }
-
-  const char* next = data.data();
-  std::size_t remaining = data.size();
-  while (remaining > 0) {
-    const ssize_t written = ::write(fd, next, remaining);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return abandon("write", errno);
-    }
-    next += written;
-    remaining -= static_cast<std::size_t>(written);
-  }
+  if (const int error = write_all(fd, data); error != 0) return abandon("write", error);
   if (::fsync(fd) != 0) return abandon("fsync", errno);
   fd_open = false;
   if (::close(fd) != 0) return abandon("close", errno);
-  if (::rename(temp.c_str(), path.c_str()) != 0) return abandon("rename", errno);
+  if (::rename(temp.c_str(), target.c_str()) != 0) return abandon("rename to " + target, errno);
 
   // Make the rename itself durable.
   const std::string directory_name = directory.empty() ? "." : directory.string();
