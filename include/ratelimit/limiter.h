@@ -22,6 +22,7 @@
 namespace ratelimit {
 
 namespace detail {
+class AsyncAcquire;  // an acquire that waits without a thread (internal)
 class StoreModel;    // one model in a store: where a reservation's entry lives (internal)
 struct LimiterCore;  // the limiter's state: its store, clock and waiting (internal)
 struct Grants;       // makes Reservations (internal)
@@ -77,6 +78,27 @@ class Reservation {
   mutable std::string id_;  // formatted on first use, so that granting never allocates
 };
 
+// An acquire_async in progress. Copyable; a default-constructed one refers to nothing.
+// Thread-safety: any thread, any number of times, also after it completed.
+class PendingAcquire {
+ public:
+  PendingAcquire() = default;
+  // Completes the acquire with `cancelled` unless it has completed already (then nothing
+  // happens: a granted reservation stays granted).
+  void cancel();
+  // Whether its callback has been called (or is being called).
+  bool done() const;
+
+ private:
+  friend struct detail::LimiterCore;
+  explicit PendingAcquire(std::weak_ptr<detail::AsyncAcquire> waiter)
+      : waiter_(std::move(waiter)) {}
+  std::weak_ptr<detail::AsyncAcquire> waiter_;
+};
+
+// Called exactly once with what acquire() would have returned.
+using AcquireCallback = std::function<void(Result<Reservation>)>;
+
 // Thread-safety: every method is safe to call from any number of threads.
 class RateLimiter {
  public:
@@ -108,6 +130,14 @@ class RateLimiter {
   // cancelled, unavailable (store failure).
   Result<Reservation> acquire(std::string_view model, std::int64_t estimated_tokens,
                               WaitOptions options = {});
+  // acquire() without holding a thread while it waits: `done` is called exactly once with the
+  // reservation or the error acquire() would give (plus `closed` when the limiter closes or
+  // is destroyed first). It runs on the calling thread when the answer is known at once (a
+  // grant, a bad argument, never_satisfiable), otherwise on the limiter's waiter thread, which
+  // serves every pending acquire_async of this limiter: keep it short. Waiters of one model are
+  // served in arrival order together with the blocking acquire() calls.
+  PendingAcquire acquire_async(std::string_view model, std::int64_t estimated_tokens,
+                               AcquireCallback done, WaitOptions options = {});
   // Returns ok as soon as decide() would allow `tokens`, without recording anything.
   Status wait_for_capacity(std::string_view model, std::int64_t tokens, WaitOptions options = {});
 

@@ -8,6 +8,7 @@
 #include "core/rules.h"
 #include "limiter/limiter_core.h"
 #include "limiter/validation.h"
+#include "limiter/waiting.h"
 #include "ratelimit/model_name.h"
 
 namespace ratelimit {
@@ -19,6 +20,12 @@ LimiterCore::LimiterCore(Config resolved, std::unique_ptr<Store> opened)
 
 LimiterCore::~LimiterCore() {
   closed.store(true, std::memory_order_release);
+  std::unique_ptr<WaiterService> stopping_service;
+  {
+    MutexLock lock(watcher_mu);
+    stopping_service = std::move(service_);
+  }
+  if (stopping_service) stopping_service->shutdown();  // pending acquire_async: `closed`
   std::jthread stopping;
   {
     MutexLock lock(watcher_mu);
@@ -30,6 +37,12 @@ LimiterCore::~LimiterCore() {
   }
   store->close();
   wake_everyone();
+}
+
+WaiterService& LimiterCore::service() {
+  MutexLock lock(watcher_mu);
+  if (!service_) service_ = std::make_unique<WaiterService>(clock);
+  return *service_;
 }
 
 std::unique_ptr<RateLimiter> LimiterCore::make_limiter(std::unique_ptr<LimiterCore> core) {

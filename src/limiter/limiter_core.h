@@ -25,6 +25,8 @@ struct Grants {
   }
 };
 
+class WaiterService;
+
 struct LimiterCore {
   LimiterCore(Config resolved, std::unique_ptr<Store> opened);
   ~LimiterCore();
@@ -40,6 +42,12 @@ struct LimiterCore {
   Status check_name(std::string_view name, const char* operation);
 
   Error closed_error(const char* operation) const;
+
+  // The thread that drives acquire_async waiters, started on first use.
+  WaiterService& service() RL_EXCLUDES(watcher_mu);
+  static PendingAcquire pending(const std::shared_ptr<AsyncAcquire>& waiter) {
+    return PendingAcquire(waiter);
+  }
   bool is_closed() const { return closed.load(std::memory_order_acquire); }
 
   // Wakes every waiter of every model (a change another process made, close, load).
@@ -68,6 +76,7 @@ struct LimiterCore {
   std::condition_variable_any watcher_cv;
   int shared_waiters RL_GUARDED_BY(watcher_mu) = 0;
   std::jthread watcher RL_GUARDED_BY(watcher_mu);
+  std::unique_ptr<WaiterService> service_ RL_GUARDED_BY(watcher_mu);
 };
 
 // Settles a reservation's entry and wakes the model's waiters when capacity grew.

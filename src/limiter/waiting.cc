@@ -8,24 +8,13 @@
 
 #include "core/time_util.h"
 #include "limiter/limiter_core.h"
+#include "limiter/waiting.h"
 #include "limiter/validation.h"
 #include "ratelimit/limiter.h"
 
 namespace ratelimit {
+namespace detail {
 namespace {
-
-using detail::StoreModel;
-using detail::WaitQueue;
-using SteadyTime = std::chrono::steady_clock::time_point;
-
-// The deadline of a wait on `clock`'s monotonic time (none: no timeout).
-std::optional<SteadyTime> deadline_of(const Clock& clock, const WaitOptions& options) {
-  if (!options.timeout) return std::nullopt;
-  const SteadyTime now = clock.monotonic_now();
-  const Duration timeout = std::max(Duration(0), *options.timeout);
-  if (timeout >= SteadyTime::max() - now) return SteadyTime::max();
-  return now + timeout;
-}
 
 // Whether the deadline has passed, and else the wall time at which it falls.
 struct DeadlineNow {
@@ -36,7 +25,7 @@ DeadlineNow deadline_now(const Clock& clock, std::optional<SteadyTime> deadline,
   if (!deadline) return {};
   const SteadyTime mono = clock.monotonic_now();
   if (mono >= *deadline) return {true, std::nullopt};
-  return {false, detail::add_saturating(now, *deadline - mono)};
+  return {false, add_saturating(now, *deadline - mono)};
 }
 
 std::optional<TimePoint> earlier(std::optional<TimePoint> a, std::optional<TimePoint> b) {
@@ -48,98 +37,131 @@ std::optional<TimePoint> earlier(std::optional<TimePoint> a, std::optional<TimeP
 Error never_error(const char* operation, std::string_view model, std::int64_t tokens,
                   const Decision& d) {
   return Error{ErrorCode::never_satisfiable,
-               std::string(operation) + ": " + detail::quoted(model) + ": " +
-                   std::to_string(tokens) + " tokens can never fit within max_tpm " +
-                   std::to_string(d.stats.max_tpm)};
+               std::string(operation) + ": " + quoted(model) + ": " + std::to_string(tokens) +
+                   " tokens can never fit within max_tpm " + std::to_string(d.stats.max_tpm)};
 }
 
 }  // namespace
 
-Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t estimated_tokens,
-                                         WaitOptions options) {
+std::optional<SteadyTime> deadline_of(const Clock& clock, const WaitOptions& options) {
+  if (!options.timeout) return std::nullopt;
+  const SteadyTime now = clock.monotonic_now();
+  const Duration timeout = std::max(Duration(0), *options.timeout);
+  if (timeout >= SteadyTime::max() - now) return SteadyTime::max();
+  return now + timeout;
+}
+
+Look look(AcquireWait& w, bool cancelled) {
   constexpr const char* kOp = "ratelimit.acquire";
-  detail::LimiterCore& core = *core_;
-  Clock& clock = *core.clock;
-  const std::optional<SteadyTime> deadline = deadline_of(clock, options);
+  Clock& clock = *w.core.clock;
+  StoreModel& m = w.model;
+  Look out;
+  auto fail = [&](RequestOutcome outcome, Error error) {
+    m.waiters.leave_queue(w.position);
+    m.count(outcome);
+    out.result = tl::unexpected(std::move(error));
+    return std::move(out);
+  };
+  const WaitQueue::View view = m.waiters.view(w.self);
+  out.epoch = view.epoch;
+  if (w.core.is_closed()) return fail(RequestOutcome::store_unavailable, w.core.closed_error(kOp));
+  const TimePoint now = clock.now();
+  std::optional<TimePoint> wake;
+  if (view.head || w.first_look) {
+    // The head tries to take capacity; a newcomer behind it only looks (never_satisfiable is
+    // known at once).
+    CheckRequest request;
+    request.operation = kOp;
+    request.estimated_tokens = w.estimated_tokens;
+    request.record = view.head;
+    request.count = view.head;
+    request.count_denials = false;  // the wait's end is counted instead
+    CheckResult r = m.check(request);
+    if (r.error) {
+      m.waiters.leave_queue(w.position);
+      if (!request.count) m.count(RequestOutcome::store_unavailable);  // else the store counted
+      out.result = tl::unexpected(std::move(*r.error));
+      return out;
+    }
+    if (r.decision.allowed && view.head) {
+      m.waiters.leave_queue(w.position);
+      out.result = Grants::granted(std::move(r.decision), m.shared_from_this(), r.entry);
+      return out;
+    }
+    if (r.decision.retry_after == Duration::max()) {
+      return fail(RequestOutcome::tpm_exceeded,
+                  never_error(kOp, m.name, w.estimated_tokens, r.decision));
+    }
+    if (view.head) {
+      wake = add_saturating(now, r.decision.retry_after);
+      m.waiters.set_head_wake(*wake);
+    } else if (view.head_wake && *view.head_wake > now) {
+      wake = view.head_wake;
+    }
+  } else if (view.head_wake && *view.head_wake > now) {
+    wake = view.head_wake;
+  }
+  w.first_look = false;
+  const DeadlineNow d = deadline_now(clock, w.deadline, now);
+  if (d.passed) {
+    return fail(RequestOutcome::deadline_exceeded,
+                Error{ErrorCode::deadline_exceeded,
+                      std::string(kOp) + ": " + quoted(m.name) +
+                          ": no capacity before the deadline (raise the timeout, or lower the "
+                          "estimate)"});
+  }
+  if (cancelled || w.stop.stop_requested()) {
+    return fail(RequestOutcome::cancelled,
+                Error{ErrorCode::cancelled,
+                      std::string(kOp) + ": " + quoted(m.name) + ": cancelled while waiting"});
+  }
+  // A waiter behind the head with no known wake time waits until the head acts (on a manual
+  // clock, sleeping to its deadline would end the wait before the head could).
+  if (wake) out.until = earlier(wake, d.wall);
+  return out;
+}
+
+// The first checks of acquire and acquire_async: the model's handle (an invalid name is an
+// error), and a negative estimate (counted).
+Result<StoreModel*> acquire_model(LimiterCore& core, std::string_view model,
+                                  std::int64_t estimated_tokens) {
+  constexpr const char* kOp = "ratelimit.acquire";
   if (core.is_closed()) return tl::unexpected(core.closed_error(kOp));
   auto found = core.model_for(model, kOp);
   if (!found) return tl::unexpected(found.error());
-  StoreModel& m = **found;
-  // Every return below counts the call once.
   if (estimated_tokens < 0) {
-    m.count(RequestOutcome::invalid_tokens);
+    (*found)->count(RequestOutcome::invalid_tokens);
     return make_error(ErrorCode::invalid_argument,
                       "ratelimit.acquire: estimated tokens must be non-negative (got " +
                           std::to_string(estimated_tokens) + ")");
   }
+  return found;
+}
+
+}  // namespace detail
+
+namespace {
+using detail::DeadlineNow;
+using detail::SteadyTime;
+using detail::StoreModel;
+using detail::WaitQueue;
+}  // namespace
+
+Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t estimated_tokens,
+                                         WaitOptions options) {
+  detail::LimiterCore& core = *core_;
+  const std::optional<SteadyTime> deadline = detail::deadline_of(*core.clock, options);
+  auto found = detail::acquire_model(core, model, estimated_tokens);
+  if (!found) return tl::unexpected(found.error());
+  StoreModel& m = **found;
   const detail::LimiterCore::WatchingChanges watching(core);
   WaitQueue::Sleeper self;
-  const WaitQueue::Position position = m.waiters.join_queue(&self);
-  auto fail = [&](RequestOutcome outcome, Error error) -> Result<Reservation> {
-    m.waiters.leave_queue(position);
-    m.count(outcome);
-    return tl::unexpected(std::move(error));
-  };
-  detail::CheckRequest request;
-  request.operation = kOp;
-  request.estimated_tokens = estimated_tokens;
-  request.record = true;
-  request.count = true;
-  request.count_denials = false;  // the wait's end is counted instead
-  bool first = true;
+  detail::AcquireWait wait{core, m, estimated_tokens, deadline, options.stop, &self,
+                           m.waiters.join_queue(&self)};
   for (;;) {
-    const WaitQueue::View view = m.waiters.view(&self);
-    if (core.is_closed()) {
-      return fail(RequestOutcome::store_unavailable, core.closed_error(kOp));
-    }
-    const TimePoint now = clock.now();
-    std::optional<TimePoint> wake;
-    if (view.head || first) {
-      // The head tries to take capacity; a newcomer behind it only looks (never_satisfiable
-      // is known at once).
-      detail::CheckRequest look = request;
-      look.record = view.head;
-      look.count = view.head;
-      detail::CheckResult r = m.check(look);
-      if (r.error) {
-        m.waiters.leave_queue(position);
-        if (!look.count) m.count(RequestOutcome::store_unavailable);  // else the store counted
-        return tl::unexpected(std::move(*r.error));
-      }
-      if (r.decision.allowed && view.head) {
-        m.waiters.leave_queue(position);
-        return detail::Grants::granted(std::move(r.decision), m.shared_from_this(), r.entry);
-      }
-      if (r.decision.retry_after == Duration::max()) {
-        return fail(RequestOutcome::tpm_exceeded,
-                    never_error(kOp, model, estimated_tokens, r.decision));
-      }
-      if (view.head) {
-        wake = detail::add_saturating(now, r.decision.retry_after);
-        m.waiters.set_head_wake(*wake);
-      } else if (view.head_wake && *view.head_wake > now) {
-        wake = view.head_wake;
-      }
-    } else if (view.head_wake && *view.head_wake > now) {
-      wake = view.head_wake;
-    }
-    first = false;
-    const DeadlineNow d = deadline_now(clock, deadline, now);
-    if (d.passed) {
-      return fail(RequestOutcome::deadline_exceeded,
-                  Error{ErrorCode::deadline_exceeded,
-                        std::string(kOp) + ": " + detail::quoted(model) +
-                            ": no capacity before the deadline (raise the timeout, or lower "
-                            "the estimate)"});
-    }
-    if (options.stop.stop_requested()) {
-      return fail(RequestOutcome::cancelled,
-                  Error{ErrorCode::cancelled, std::string(kOp) + ": " + detail::quoted(model) +
-                                                  ": cancelled while waiting"});
-    }
-    // A waiter behind the head with no known wake time sleeps until the head acts.
-    m.waiters.sleep(clock, self, view.epoch, wake ? earlier(wake, d.wall) : std::nullopt,
-                    options.stop);
+    detail::Look l = detail::look(wait, false);
+    if (l.result) return std::move(*l.result);
+    m.waiters.sleep(*core.clock, self, l.epoch, l.until, options.stop);
   }
 }
 
@@ -153,7 +175,7 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
                       std::string(kOp) + ": tokens must be non-negative (got " +
                           std::to_string(tokens) + ")");
   }
-  const std::optional<SteadyTime> deadline = deadline_of(clock, options);
+  const std::optional<SteadyTime> deadline = detail::deadline_of(clock, options);
   if (core.is_closed()) return tl::unexpected(core.closed_error(kOp));
   StoreModel* found = core.store->find(model);
   if (found == nullptr) {
@@ -182,9 +204,9 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
     if (r.error) return finish(tl::unexpected(std::move(*r.error)));
     if (r.decision.allowed) return finish({});
     if (r.decision.retry_after == Duration::max()) {
-      return finish(tl::unexpected(never_error(kOp, model, tokens, r.decision)));
+      return finish(tl::unexpected(detail::never_error(kOp, model, tokens, r.decision)));
     }
-    const DeadlineNow d = deadline_now(clock, deadline, now);
+    const DeadlineNow d = detail::deadline_now(clock, deadline, now);
     if (d.passed) {
       return finish(make_error(ErrorCode::deadline_exceeded,
                                std::string(kOp) + ": " + detail::quoted(model) +
@@ -196,7 +218,7 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
                                                          ": cancelled while waiting"));
     }
     m.waiters.sleep(clock, self, view.epoch,
-                    earlier(detail::add_saturating(now, r.decision.retry_after), d.wall),
+                    detail::earlier(detail::add_saturating(now, r.decision.retry_after), d.wall),
                     options.stop);
   }
 }
