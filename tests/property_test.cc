@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "store_kinds.h"
 #include "test_util.h"
 
 namespace ratelimit {
@@ -177,9 +178,9 @@ struct Coverage {
   int waited = 0, deadline = 0, never = 0, settled_gone = 0, settled_live = 0;
 };
 
-void run_schedule(std::uint64_t seed, int steps, Coverage& seen) {
+void run_schedule(testing::StoreKind kind, std::uint64_t seed, int steps, Coverage& seen) {
   std::mt19937_64 rng(seed);
-  auto f = testing::memory_limiter({});
+  testing::StoreFixture f(kind);
   const std::vector<std::string> models = {"a", "b/with slash", ""};
   std::map<std::string, NaiveModel> naive;
   for (const auto& m : models) {
@@ -333,13 +334,29 @@ void run_schedule(std::uint64_t seed, int steps, Coverage& seen) {
       ASSERT_EQ(*f.limiter->stats(m), nm.stats(now())) << "step " << step << " model " << m;
     }
   }
+  // What the store keeps survives a persist and a reopen (memory keeps nothing).
+  if (!f.persists()) return;
+  ASSERT_TRUE(f.limiter->persist());
+  f.limiter.reset();
+  auto reopened = f.open(QuotaMap{});
+  ASSERT_TRUE(reopened->load());
+  for (const auto& m : models) {
+    NaiveModel& nm = naive[m];
+    nm.touch(now());
+    ASSERT_EQ(*reopened->stats(m), nm.stats(now())) << "after reopening, model " << m;
+  }
 }
 
-TEST(PropertyTest, RandomSchedulesMatchTheNaiveModel) {
+class PropertyTest : public ::testing::TestWithParam<testing::StoreKind> {};
+
+TEST_P(PropertyTest, RandomSchedulesMatchTheNaiveModel) {
   Coverage seen;
+  // SQLite runs a transaction per step: fewer steps keep the suite (and its sanitizer runs)
+  // short, and still take every path many times.
+  const int steps = GetParam() == testing::StoreKind::sqlite ? 1500 : 4000;
   for (std::uint64_t seed : {1u, 2u, 3u, 17u, 2026u}) {
     SCOPED_TRACE(seed);
-    run_schedule(seed, 4000, seen);
+    run_schedule(GetParam(), seed, steps, seen);
     if (HasFatalFailure()) return;
   }
   for (DecisionCode code : {DecisionCode::ok, DecisionCode::unknown_model, DecisionCode::unlimited,
@@ -353,6 +370,9 @@ TEST(PropertyTest, RandomSchedulesMatchTheNaiveModel) {
   EXPECT_GT(seen.settled_live, 5);
   EXPECT_GT(seen.settled_gone, 5);
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, PropertyTest, ::testing::ValuesIn(testing::all_store_kinds()),
+                         [](const auto& info) { return testing::store_name(info.param); });
 
 }  // namespace
 }  // namespace ratelimit

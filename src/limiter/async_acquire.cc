@@ -121,12 +121,19 @@ void WaiterService::run(std::stop_token stop) {
         continue;
       }
       due.swap(ready_);
+      // Timers of waiters that have completed (or are gone) keep nothing waiting.
+      while (!timers_.empty()) {
+        auto waiter = timers_.begin()->second.lock();
+        if (waiter != nullptr && !waiter->finished()) break;
+        timers_.erase(timers_.begin());
+      }
       const TimePoint now = clock_->now();
       while (!timers_.empty() && timers_.begin()->first <= now) {
         due.push_back(timers_.begin()->second);
         timers_.erase(timers_.begin());
       }
       if (due.empty()) {
+        if (timers_.empty()) continue;
         next = timers_.begin()->first;
         sleeping_ = &interrupt;
       }

@@ -9,7 +9,6 @@ namespace {
 
 constexpr int kDeleteBatch = 64;  // expired rows deleted per table per pass (when that many wait)
 constexpr int kReadScanCap = 64;  // rows a read may subtract virtually before it writes
-constexpr std::int64_t kReadSkewNs = 1'000'000'000;  // a read may decide this far ahead of now
 
 }  // namespace
 
@@ -58,77 +57,57 @@ RowState ModelRows::load(std::string_view model) {
   return s;
 }
 
-
 bool ModelRows::advance(std::string_view model, RowState& s, std::int64_t now, bool write) {
-  std::int64_t h = now >= INT64_MIN + kWindowNs ? now - kWindowNs : INT64_MIN;
-  if (s.newest > now || h < s.horizon) {
-    // The clock is behind the database: it stepped back, or (a read) a writer committed
-    // with a later time after this reader took `now`.
-    if (!write) {
-      const std::int64_t ahead = std::max(
-          s.newest, s.horizon <= kInt64Max - kWindowNs ? s.horizon + kWindowNs : kInt64Max);
-      if (static_cast<Int128>(ahead) - now > kReadSkewNs) return false;
-      now = ahead;  // decide as of the snapshot's time
-      h = now - kWindowNs;
-    } else {
-      if (h < s.horizon) {
-        // Rows at or below the old horizon are not in the totals: delete them all (rare),
-        // then lower the horizon so that rows clamped to `now` still count.
-        delete_expired(model, s, -1);
-        s.pending = 0;
-        s.horizon = h;
+  const std::int64_t h = now >= INT64_MIN + kWindowNs ? now - kWindowNs : INT64_MIN;
+  // A read of this process moved the horizon further without writing, and the clock has
+  // since stepped back below it: what left then stays gone (as in the in-process store), so
+  // the write makes that pruning real first.
+  auto floor = floors_.find(model);
+  if (floor != floors_.end() && floor->second > s.horizon && h < floor->second) {
+    if (!write) return false;
+    move_horizon(model, s, floor->second, true);
+  }
+  if (s.newest > now || h < s.horizon || (s.has_day && s.day_start > now)) {
+    // The clock is behind the database (it stepped back, or another process's clock is
+    // ahead): rows and the day are clamped to `now`, as the in-process store does, and that
+    // is a write. (`now` is read after the snapshot, so a commit of this machine's clock is
+    // never ahead of it.)
+    if (!write) return false;
+    if (h < s.horizon) {
+      // Rows at or below the old horizon are not in the totals: delete them all (rare),
+      // then lower the horizon so that rows clamped to `now` still count.
+      delete_expired(model, s, -1);
+      s.pending = 0;
+      s.horizon = h;
+    }
+    if (s.newest > now) {
+      for (sqlite3_stmt* stmt : {st_.clamp_requests, st_.clamp_tokens}) {
+        Query u(conn_, stmt);
+        u.bind(1, model).bind(2, now).run();
       }
-      if (s.newest > now) {
-        for (sqlite3_stmt* stmt : {st_.clamp_requests, st_.clamp_tokens}) {
-          Query u(conn_, stmt);
-          u.bind(1, model).bind(2, now).run();
-        }
-        Query u(conn_, st_.clamp_reservations);
-        u.bind(1, s.model_no).bind(2, now).run();
-        s.newest = now;
-        s.oldest = std::min(s.oldest, now);
-      }
+      Query u(conn_, st_.clamp_reservations);
+      u.bind(1, s.model_no).bind(2, now).run();
+      s.newest = now;
+      s.oldest = std::min(s.oldest, now);
     }
   }
   s.now = now;
   if (s.has_day && s.day_start > now) s.day_start = now;
   if (s.has_day && static_cast<Int128>(now) - s.day_start >= kDayNs) {
+    if (!write) return false;  // a new day is written once, so that it stays new
     s.has_day = false;
     s.day_start = 0;
     s.day_count = 0;
     ++s.day_gen;
   }
-  if (h > s.horizon) {
-    if (s.oldest <= h) {
-      const std::int64_t cap = write ? -1 : kReadScanCap + 1;
-      std::int64_t n = 0;
-      {
-        Query u(conn_, st_.count_requests_range);
-        u.bind(1, model).bind(2, s.horizon).bind(3, h).bind(4, cap);
-        if (u.row()) n = u.i64(0);
-      }
-      if (!write && n > kReadScanCap) return false;
-      Int128 sum = 0;
-      std::int64_t rows = 0;
-      {
-        Query u(conn_, st_.tokens_range);
-        u.bind(1, model).bind(2, s.horizon).bind(3, h).bind(4, cap);
-        while (u.row()) {
-          sum += std::max<std::int64_t>(0, u.i64(0));
-          ++rows;
-        }
-      }
-      if (!write && rows > kReadScanCap) return false;
-      s.requests = std::max<std::int64_t>(0, s.requests - n);
-      s.tokens = std::max<Int128>(0, s.tokens - sum);
-      if (write) {
-        Query u(conn_, st_.oldest_after);
-        u.bind(1, model).bind(2, h).bind(3, kNone);
-        s.oldest = u.row() && !u.is_null(0) ? u.i64(0) : kNone;
-        s.pending = saturating_add(s.pending, saturating_add(n, rows) + 1);
-      }
+  if (h > s.horizon && !move_horizon(model, s, h, write)) return false;
+  // A write persists the horizon; a read remembers how far it moved it.
+  if (write || floor == floors_.end() || s.horizon > floor->second) {
+    if (floor != floors_.end()) {
+      floor->second = s.horizon;
+    } else {
+      floors_.emplace(std::string(model), s.horizon);
     }
-    s.horizon = h;
   }
   // Deleting in batches: a page is rewritten once per kDeleteBatch expired rows, not per row.
   if (write && s.pending >= kDeleteBatch) {
@@ -138,6 +117,39 @@ bool ModelRows::advance(std::string_view model, RowState& s, std::int64_t now, b
   return true;
 }
 
+bool ModelRows::move_horizon(std::string_view model, RowState& s, std::int64_t h, bool write) {
+  if (s.oldest <= h) {
+    const std::int64_t cap = write ? -1 : kReadScanCap + 1;
+    std::int64_t n = 0;
+    {
+      Query u(conn_, st_.count_requests_range);
+      u.bind(1, model).bind(2, s.horizon).bind(3, h).bind(4, cap);
+      if (u.row()) n = u.i64(0);
+    }
+    if (!write && n > kReadScanCap) return false;
+    Int128 sum = 0;
+    std::int64_t rows = 0;
+    {
+      Query u(conn_, st_.tokens_range);
+      u.bind(1, model).bind(2, s.horizon).bind(3, h).bind(4, cap);
+      while (u.row()) {
+        sum += std::max<std::int64_t>(0, u.i64(0));
+        ++rows;
+      }
+    }
+    if (!write && rows > kReadScanCap) return false;
+    s.requests = std::max<std::int64_t>(0, s.requests - n);
+    s.tokens = std::max<Int128>(0, s.tokens - sum);
+    if (write) {
+      Query u(conn_, st_.oldest_after);
+      u.bind(1, model).bind(2, h).bind(3, kNone);
+      s.oldest = u.row() && !u.is_null(0) ? u.i64(0) : kNone;
+      s.pending = saturating_add(s.pending, saturating_add(n, rows) + 1);
+    }
+  }
+  s.horizon = h;
+  return true;
+}
 
 // Deletes up to `limit` (-1: all) rows at or below the horizon from each table. Returns
 // whether a table may hold more.

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <string_view>
 
 #include "core/rules.h"
@@ -46,11 +48,17 @@ struct RowState {
   bool idle() const { return requests == 0 && tokens == 0 && (!has_day || day_count == 0); }
 };
 
+// Per model, the latest horizon this process has computed (a read moves it without writing).
+// An entry at or below it has left the window for good here, even if the wall clock steps
+// back, as in the in-process store; a write persists it.
+using HorizonFloors = std::map<std::string, std::int64_t, std::less<>>;
+
 // The rows of models. REQUIRES for every method: the database's lock held and a transaction
 // open (a write transaction where it says so). Throws DbFailure / OpFailure.
 class ModelRows {
  public:
-  ModelRows(Connection& conn, Statements& st) : conn_(conn), st_(st) {}
+  ModelRows(Connection& conn, Statements& st, HorizonFloors& floors)
+      : conn_(conn), st_(st), floors_(floors) {}
 
   // The operation of the running transaction, for messages.
   void set_operation(const char* op) { op_ = op; }
@@ -83,12 +91,16 @@ class ModelRows {
  private:
   [[noreturn]] void corrupt(std::string_view model, const char* field, std::int64_t value) const;
   bool delete_expired(std::string_view model, const RowState& s, int limit);
+  // Subtracts the rows in (s.horizon, h] from the totals and moves the horizon to h. A read
+  // gives up (false) when that means walking many rows.
+  bool move_horizon(std::string_view model, RowState& s, std::int64_t h, bool write);
   std::int64_t append(std::string_view model, RowState& s, std::int64_t tokens);
   void set_reservation(std::int64_t model_no, std::int64_t seq, std::int64_t state,
                        std::int64_t token_rowid);
 
   Connection& conn_;
   Statements& st_;
+  HorizonFloors& floors_;
   const char* op_ = "ratelimit";
   std::int64_t last_request_rowid_ = 0;
   std::int64_t last_token_rowid_ = 0;

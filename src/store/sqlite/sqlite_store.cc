@@ -59,7 +59,7 @@ class Database {
       *error = closed_error(op);
       return false;
     }
-    ModelRows rows(*conn_, st_);
+    ModelRows rows(*conn_, st_, floors_);
     rows.set_operation(op);
     try {
       {
@@ -255,6 +255,7 @@ class Database {
   Statements st_{};
   const std::string prefix_;  // "<store id>-"
   std::map<std::int64_t, std::string> names_by_number_ RL_GUARDED_BY(mu);
+  HorizonFloors floors_ RL_GUARDED_BY(mu);
   std::set<std::string, std::less<>> warned_ RL_GUARDED_BY(mu);
   std::int64_t seen_version_ RL_GUARDED_BY(mu) = -1;
 };
