@@ -535,8 +535,10 @@ TEST_F(ServerTest, InvalidModelNamesAreRefusedLikeTheCliAndCounted) {
   };
   // Invalid UTF-8 reaches the server only in a path (JSON strings are UTF-8).
   for (const auto& [encoded, name] : std::vector<std::pair<std::string, std::string>>{
-           {"gpt%FF", "gpt\xff"}, {"a%01b", std::string("a\x01") + "b"},
-           {"a%C2%85b", std::string("a\xc2\x85") + "b"}, {std::string(257, 'x'), std::string(257, 'x')}}) {
+           {"gpt%FF", "gpt\xff"},
+           {"a%01z", "a\x01z"},
+           {"a%C2%85z", "a\xc2\x85z"},
+           {std::string(257, 'x'), std::string(257, 'x')}}) {
     const std::string shown = printable(name);
     expect_refused(get(c, "/v1/stats/" + encoded), "GET /v1/stats/" + shown, name);
     expect_refused(get(c, "/v1/quotas/" + encoded), "GET /v1/quotas/" + shown, name);
@@ -544,8 +546,8 @@ TEST_F(ServerTest, InvalidModelNamesAreRefusedLikeTheCliAndCounted) {
                    name);
     expect_refused(del(c, "/v1/quotas/" + encoded), "DELETE /v1/quotas/" + shown, name);
   }
-  for (const std::string& name : std::vector<std::string>{
-           std::string("a\x01") + "b", std::string("a\xc2\x85") + "b", std::string(257, 'x'), ""}) {
+  for (const std::string& name :
+       std::vector<std::string>{"a\x01z", "a\xc2\x85z", std::string(257, 'x'), ""}) {
     expect_refused(post(c, "/v1/decide", json{{"model", name}}.dump()), "POST /v1/decide", name);
     expect_refused(post(c, "/v1/acquire", acquire_body(name, 1)), "POST /v1/acquire", name);
     expect_refused(post(c, "/v1/record", json{{"model", name}}.dump()), "POST /v1/record", name);

@@ -721,9 +721,9 @@ struct Server::Impl {
 
   void serve(Route route, const httplib::Request& req, httplib::Response& res) {
     if (route == Route::unmatched) {
-      send_error(res, 404, "not_found",
-                 "no such endpoint: " + request_name(req) +
-                     " (see docs/server.md for the endpoints)");
+      send_error(
+          res, 404, "not_found",
+          "no such endpoint: " + request_name(req) + " (see docs/server.md for the endpoints)");
       return;
     }
     const std::string allowed = allowed_methods(route);
