@@ -1,7 +1,8 @@
 #include "ratelimit/clock.h"
 
 #include <condition_variable>
-#include <mutex>
+
+#include "util/mutex.h"
 
 namespace ratelimit {
 namespace {
@@ -20,9 +21,10 @@ class SystemClock final : public Clock {
     } else if (until - wall < std::chrono::steady_clock::time_point::max() - steady) {
       deadline = steady + (until - wall);
     }
-    std::mutex mu;
+    // The mutex guards nothing: a condition variable needs one to wait on `stop`.
+    detail::Mutex mu;
     std::condition_variable_any cv;
-    std::unique_lock lock(mu);
+    detail::RelockableLock lock(mu);
     // Returns false when woken by `stop`; the predicate is never satisfied otherwise.
     cv.wait_until(lock, stop, deadline, [] { return false; });
     return !stop.stop_requested();

@@ -14,10 +14,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "util/mutex.h"
 
 namespace ratelimit::detail {
 
@@ -26,7 +27,10 @@ namespace ratelimit::detail {
 template <class T>
 class ModelTable {
  public:
-  ModelTable() { install(new Table(16)); }
+  ModelTable() {
+    MutexLock lock(write_mu_);
+    install(new Table(16));
+  }
   ModelTable(const ModelTable&) = delete;
   ModelTable& operator=(const ModelTable&) = delete;
   ~ModelTable() {
@@ -69,9 +73,9 @@ class ModelTable {
   // Finds or adds `name`. The new entry is created with `make(name, hash, index)`, which
   // returns a std::shared_ptr<T>.
   template <class Make>
-  T* find_or_add(std::string_view name, Make&& make) {
+  T* find_or_add(std::string_view name, Make&& make) RL_EXCLUDES(write_mu_) {
     if (T* found = find(name)) return found;
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     if (T* found = find(name)) return found;
     const std::size_t h = hash_of(name);
     const auto index = static_cast<std::uint32_t>(owned_.size());
@@ -96,8 +100,8 @@ class ModelTable {
   }
 
   // Every entry, in the order added (a copy of the owning pointers, taken under the lock).
-  std::vector<std::shared_ptr<T>> all() const {
-    std::lock_guard lock(write_mu_);
+  std::vector<std::shared_ptr<T>> all() const RL_EXCLUDES(write_mu_) {
+    MutexLock lock(write_mu_);
     return owned_;
   }
 
@@ -130,16 +134,16 @@ class ModelTable {
       }
     }
   }
-  void install(Table* table) {
+  void install(Table* table) RL_REQUIRES(write_mu_) {
     tables_.emplace_back(table);
     current_.store(table, std::memory_order_release);
   }
 
   std::atomic<Table*> current_{nullptr};
   std::atomic<std::atomic<T*>*> segments_[kSegments] = {};
-  mutable std::mutex write_mu_;
-  std::vector<std::unique_ptr<Table>> tables_;  // guarded by write_mu_ (after construction)
-  std::vector<std::shared_ptr<T>> owned_;       // guarded by write_mu_
+  mutable Mutex write_mu_;  // serialises writers; readers take no lock
+  std::vector<std::unique_ptr<Table>> tables_ RL_GUARDED_BY(write_mu_);
+  std::vector<std::shared_ptr<T>> owned_ RL_GUARDED_BY(write_mu_);
 };
 
 }  // namespace ratelimit::detail

@@ -4,10 +4,10 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <stop_token>
 
 #include "ratelimit/clock.h"
+#include "util/mutex.h"
 
 namespace ratelimit::detail {
 
@@ -35,9 +35,9 @@ inline TimePoint add_saturating(TimePoint t, Duration d) {
 
 // Blocks until `stop` is requested (no timeout).
 inline void block_until_stopped(std::stop_token stop) {
-  std::mutex mu;
+  Mutex mu;  // guards nothing: the condition variable needs one
   std::condition_variable_any cv;
-  std::unique_lock lock(mu);
+  RelockableLock lock(mu);
   cv.wait(lock, stop, [] { return false; });
 }
 

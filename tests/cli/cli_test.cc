@@ -27,6 +27,7 @@
 #include "args.h"
 #include "child_env.h"
 #include "gtest/gtest.h"
+#include "ratelimit/model_name.h"
 
 extern char** environ;
 
@@ -209,21 +210,49 @@ TEST(CliArgs, Durations) {
 }
 
 TEST(CliArgs, CountsAndNames) {
-  using ratelimit::cli::model_name_problem;
+  using ratelimit::cli::model_problem;
   using ratelimit::cli::parse_count;
   EXPECT_EQ(parse_count("0"), 0);
   EXPECT_EQ(parse_count("1500"), 1500);
   for (const char* bad : {"", "-1", "+1", "1e3", " 5", "12abc", "99999999999999999999"}) {
     EXPECT_FALSE(parse_count(bad)) << bad;
   }
-  EXPECT_FALSE(model_name_problem("gpt-4o"));
-  EXPECT_FALSE(model_name_problem("org/model name ünïcode"));
-  EXPECT_FALSE(model_name_problem(std::string(256, 'x')));
-  EXPECT_TRUE(model_name_problem(""));
-  EXPECT_TRUE(model_name_problem(std::string(257, 'x')));
-  EXPECT_TRUE(model_name_problem("a\tb"));
-  EXPECT_TRUE(model_name_problem("a\x7f"));
-  EXPECT_TRUE(model_name_problem("a\xc2\x85"));  // NEL, a C1 control
+  EXPECT_FALSE(model_problem("gpt-4o"));
+  EXPECT_FALSE(model_problem("org/model name ünïcode"));
+  EXPECT_FALSE(model_problem(std::string(256, 'x')));
+  EXPECT_TRUE(model_problem(""));
+  EXPECT_TRUE(model_problem(std::string(257, 'x')));
+  EXPECT_TRUE(model_problem("a\tb"));
+  EXPECT_TRUE(model_problem("a\x7f"));
+  EXPECT_TRUE(model_problem("a\xc2\x85"));     // NEL, a C1 control
+  EXPECT_TRUE(model_problem("gpt\xff"));       // not UTF-8
+  EXPECT_TRUE(model_problem("gpt\xc3"));       // a truncated sequence
+  EXPECT_TRUE(model_problem("\xed\xa0\x80"));  // a surrogate
+  // The one rule: the library's, plus "" (which the library accepts).
+  for (const std::string& name :
+       std::vector<std::string>{"", "m", "gpt\xff", "a\x01z", "a\xc2\x85", "\xc0\xaf", "é",
+                                std::string(256, 'x'), std::string(257, 'x')}) {
+    EXPECT_EQ(model_problem(name).has_value(),
+              name.empty() || ratelimit::model_name_problem(name).has_value())
+        << ratelimit::printable_model_name(name);
+  }
+  // The text names the model printably and ends with the fix.
+  EXPECT_EQ(*model_problem("gpt\xff"),
+            "model \"gpt\\xff\" is not valid UTF-8 (byte 3); give a model name of 1 to 256 bytes "
+            "of UTF-8 text without control characters");
+  EXPECT_EQ(*model_problem(""),
+            "the model name is empty; give a model name of 1 to 256 bytes of UTF-8 text without "
+            "control characters");
+}
+
+TEST(CliArgs, PrintableEscapesWhatIsNotPrintableUtf8) {
+  using ratelimit::cli::printable;
+  EXPECT_EQ(printable("gpt-4o ünïcode/\"x\""), "gpt-4o ünïcode/\"x\"");
+  EXPECT_EQ(printable("a\tb\x7f"), "a\\x09b\\x7F");
+  EXPECT_EQ(printable("gpt\xff\xfe"), "gpt\\xFF\\xFE");
+  EXPECT_EQ(printable("a\xc2\x85z"), "a\\xC2\\x85z");      // C1 control
+  EXPECT_EQ(printable("\xe2\x82"), "\\xE2\\x82");          // truncated
+  EXPECT_EQ(printable("\xe2\x82\xac!"), "\xe2\x82\xac!");  // €
 }
 
 TEST(CliArgs, FormatDuration) {
@@ -542,6 +571,48 @@ TEST_P(CliStore, BadInputLeavesStateUnchanged) {
   EXPECT_EQ(snapshot(), before);
   // 256 bytes is fine.
   EXPECT_EQ(rl({"check", std::string(256, 'y')}).code, 0);
+}
+
+// The server's rule and message (args.h model_problem), for every command that takes a model:
+// exit code 2, one line naming the command and the fix, no raw invalid bytes, state unchanged.
+TEST_P(CliStore, InvalidModelNamesAreRefusedLikeTheServer) {
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "10"}).code, 0);
+  ASSERT_EQ(rl({"record", "m"}).code, 0);
+  const std::string before = snapshot();
+  const std::vector<std::string> names = {"gpt\xff", "gpt\xfe", "a\x01z", "a\xc2\x85z",
+                                          std::string(257, 'x')};
+  const std::vector<std::vector<std::string>> commands = {
+      {"check"}, {"acquire"}, {"record"}, {"status"}, {"reset"}, {"quota", "rm"}, {"quota", "set"}};
+  for (const auto& name : names) {
+    const std::string why = *ratelimit::cli::model_problem(name);
+    EXPECT_NE(why.find(ratelimit::printable_model_name(name)), std::string::npos) << why;
+    for (const auto& command : commands) {
+      std::vector<std::string> args = command;
+      args.push_back(name);
+      if (command[0] == "reset") args.push_back("--yes");
+      if (command.size() == 2 && command[1] == "set") args.insert(args.end(), {"--rpm", "1"});
+      std::string label = command[0] + (command.size() == 2 ? " " + command[1] : "");
+      Output r = rl(args);
+      EXPECT_EQ(r.code, 2) << label << " stderr: " << r.err;
+      EXPECT_EQ(r.err, "ratelimit " + label + ": " + why + "\n");
+      EXPECT_EQ(r.out, "");
+      args.insert(args.begin(), "--json");
+      Output j = rl(args);
+      EXPECT_EQ(j.code, 2) << label;
+      const json e = j.parsed();
+      EXPECT_EQ(e["error"]["code"], "usage_error") << j.out;
+      EXPECT_EQ(e["error"]["message"], why) << j.out;
+      for (std::string text : {r.err, j.out, j.err}) {
+        EXPECT_EQ(text.find(name), std::string::npos) << label;
+        std::erase(text, '\n');  // otherwise only printable UTF-8
+        EXPECT_EQ(ratelimit::cli::printable(text), text) << label;
+      }
+    }
+  }
+  // Nothing was created: two names that differ only in invalid bytes never share a JSON key.
+  EXPECT_EQ(snapshot(), before);
+  Output status = rl({"--json", "status"});
+  EXPECT_EQ(keys(status.parsed()["models"]), std::set<std::string>{"m"});
 }
 
 TEST_P(CliStore, UnreadableStatePathIsAStoreError) {

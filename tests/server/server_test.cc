@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "args.h"
 #include "commands.h"
 #include "json_format.h"
 #include "server.h"
@@ -515,6 +516,64 @@ TEST_F(ServerTest, MalformedInputIs400AndChangesNothing) {
   EXPECT_EQ(*limiter_->stats("m"), before);
   EXPECT_EQ(limiter_->models()->size(), 1u);
   EXPECT_EQ(running_->server().counters().leases, 1u);
+}
+
+// The CLI's rule and message (args.h model_problem) for every route that takes a model, counted
+// in /metrics without a model label; nothing is created and no answer carries invalid UTF-8.
+TEST_F(ServerTest, InvalidModelNamesAreRefusedLikeTheCliAndCounted) {
+  start({{"m", {10, 1000, 0}}});
+  auto c = client();
+  std::uint64_t refused = 0;
+  auto expect_refused = [&](const Reply& r, const std::string& op, const std::string& name) {
+    expect_error(r, 400, "invalid_request");
+    EXPECT_EQ(r.body["error"]["message"], op + ": " + *model_problem(name)) << r.text;
+    if (printable(name) != name) {  // never the raw bytes
+      EXPECT_EQ(r.text.find(name), std::string::npos);
+    }
+    EXPECT_EQ(printable(r.text), r.text) << "not printable UTF-8: " << printable(r.text);
+    ++refused;
+  };
+  // Invalid UTF-8 reaches the server only in a path (JSON strings are UTF-8).
+  for (const auto& [encoded, name] : std::vector<std::pair<std::string, std::string>>{
+           {"gpt%FF", "gpt\xff"},
+           {"a%01z", "a\x01z"},
+           {"a%C2%85z", "a\xc2\x85z"},
+           {std::string(257, 'x'), std::string(257, 'x')}}) {
+    const std::string shown = printable(name);
+    expect_refused(get(c, "/v1/stats/" + encoded), "GET /v1/stats/" + shown, name);
+    expect_refused(get(c, "/v1/quotas/" + encoded), "GET /v1/quotas/" + shown, name);
+    expect_refused(put(c, "/v1/quotas/" + encoded, R"({"max_rpm": 1})"), "PUT /v1/quotas/" + shown,
+                   name);
+    expect_refused(del(c, "/v1/quotas/" + encoded), "DELETE /v1/quotas/" + shown, name);
+  }
+  for (const std::string& name :
+       std::vector<std::string>{"a\x01z", "a\xc2\x85z", std::string(257, 'x'), ""}) {
+    expect_refused(post(c, "/v1/decide", json{{"model", name}}.dump()), "POST /v1/decide", name);
+    expect_refused(post(c, "/v1/acquire", acquire_body(name, 1)), "POST /v1/acquire", name);
+    expect_refused(post(c, "/v1/record", json{{"model", name}}.dump()), "POST /v1/record", name);
+    expect_refused(post(c, "/v1/reset", json{{"model", name}}.dump()), "POST /v1/reset", name);
+  }
+  // A body whose string is not UTF-8 is not JSON: refused, but not as a model name.
+  expect_error(post(c, "/v1/decide", "{\"model\": \"gpt\xff\"}"), 400, "invalid_request");
+  EXPECT_EQ(*limiter_->models(), std::vector<std::string>{"m"});
+  EXPECT_EQ(running_->server().counters().models, 1u);
+
+  // The limiter's own refusals count in the same series.
+  EXPECT_EQ(limiter_->decide("gpt\xff", 1).code, DecisionCode::invalid_model);
+  ++refused;
+  Reply r = get(c, "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.text.find_first_of(std::string("\x80\xff", 2)), std::string::npos);
+  EXPECT_EQ(r.text.find("gpt"), std::string::npos);
+  auto m = parse_metrics(r.text);
+  EXPECT_EQ(m["ratelimit_invalid_model_requests_total"], static_cast<double>(refused));
+  EXPECT_EQ(m.count("ratelimit_invalid_model_names_skipped_total"), 1u);
+  EXPECT_EQ(m["ratelimit_invalid_model_names_skipped_total"], 0);
+  for (const auto& [series, value] : m) {
+    if (series.find("model=") != std::string::npos) {
+      EXPECT_NE(series.find(R"(model="m")"), std::string::npos) << series;
+    }
+  }
 }
 
 TEST_F(ServerTest, DistinctModelsAreCapped) {

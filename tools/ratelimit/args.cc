@@ -5,22 +5,16 @@
 #include <cstdio>
 #include <limits>
 
+#include "ratelimit/model_name.h"
+
 namespace ratelimit::cli {
 
-std::optional<std::string> model_name_problem(std::string_view name) {
-  if (name.empty()) return "the model name is empty";
-  if (name.size() > kMaxModelBytes) {
-    return "the model name is " + std::to_string(name.size()) + " bytes long (at most " +
-           std::to_string(kMaxModelBytes) + ")";
-  }
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const auto c = static_cast<unsigned char>(name[i]);
-    const bool c1 = c == 0xC2 && i + 1 < name.size() &&
-                    static_cast<unsigned char>(name[i + 1]) >= 0x80 &&
-                    static_cast<unsigned char>(name[i + 1]) <= 0x9F;
-    if (c < 0x20 || c == 0x7F || c1) {
-      return "the model name \"" + printable(name) + "\" contains a control character";
-    }
+std::optional<std::string> model_problem(std::string_view name) {
+  const std::string fix = "give a model name of 1 to " + std::to_string(kMaxModelNameBytes) +
+                          " bytes of UTF-8 text without control characters";
+  if (name.empty()) return "the model name is empty; " + fix;
+  if (auto problem = model_name_problem(name)) {
+    return "model \"" + printable_model_name(name) + "\" " + *problem + "; " + fix;
   }
   return std::nullopt;
 }
@@ -93,14 +87,19 @@ std::string format_duration(Duration d) {
 std::string printable(std::string_view text) {
   std::string out;
   out.reserve(text.size());
-  for (char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", c);
-      out += buf;
+  for (std::size_t i = 0; i < text.size();) {
+    // The shortest prefix the model-name rule accepts is one printable code point; none (up to
+    // the longest UTF-8 sequence) means a control character or a byte that is not UTF-8.
+    std::size_t n = 1;
+    while (n <= 4 && i + n <= text.size() && model_name_problem(text.substr(i, n))) ++n;
+    if (n <= 4 && i + n <= text.size()) {
+      out.append(text.substr(i, n));
+      i += n;
     } else {
-      out += ch;
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", static_cast<unsigned char>(text[i]));
+      out += buf;
+      ++i;
     }
   }
   return out;

@@ -11,12 +11,12 @@
 
 namespace ratelimit::cli {
 
-// The longest model name the CLI accepts, in bytes.
-inline constexpr std::size_t kMaxModelBytes = 256;
-
-// Why `name` is not an acceptable model name ("" is empty, control characters — C0, DEL and
-// C1 in UTF-8 — or more than kMaxModelBytes bytes), or nullopt when it is fine.
-std::optional<std::string> model_name_problem(std::string_view name);
+// Why `name` cannot be a model name in a command or an HTTP request, or nullopt when it can.
+// The one rule is the library's (ratelimit::model_name_problem: valid UTF-8, no control
+// characters, at most kMaxModelNameBytes bytes); the CLI and the server also refuse "", which
+// the library accepts. The text names the model printably (never its raw bytes) and ends with
+// the fix; the caller puts the operation in front ("ratelimit check: ...", "POST /v1/decide: ...").
+std::optional<std::string> model_problem(std::string_view name);
 
 // A non-negative decimal integer that fits in int64 ("0", "1500"); nullopt for anything else
 // ("-1", "1e3", " 5", "", "12abc", overflow).
@@ -28,7 +28,9 @@ std::optional<Duration> parse_duration(std::string_view text);
 // A short human duration, rounded up: "0s", "250ms", "12.4s", "2m05s", "1h02m".
 std::string format_duration(Duration d);
 
-// Makes a name printable on one line: control characters become \xNN.
+// Makes text printable on one line: printable ASCII and valid UTF-8 stay as they are, control
+// characters (C0, DEL, C1) and bytes that are not valid UTF-8 become \xNN. Not cut short (model
+// names in messages use ratelimit::printable_model_name, which is).
 std::string printable(std::string_view text);
 
 }  // namespace ratelimit::cli

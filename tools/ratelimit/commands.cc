@@ -16,6 +16,7 @@
 
 #include "args.h"
 #include "json_format.h"
+#include "ratelimit/model_name.h"
 
 #ifndef RATELIMIT_VERSION
 #define RATELIMIT_VERSION "unknown"
@@ -35,12 +36,18 @@ std::string one_line(std::string text) {
 
 std::string quote_name(std::string_view text) { return "\"" + printable(text) + "\""; }
 
+// The model-name rule of the CLI and the server (args.h): the library's, and not "".
 Outcome<void> check_model(std::string_view model) {
-  if (auto why = model_name_problem(model)) {
-    return tl::unexpected(
-        usage_error(*why + "; give a model name of 1 to 256 bytes without control characters"));
-  }
+  if (auto why = model_problem(model)) return tl::unexpected(usage_error(*why));
   return {};
+}
+
+// A decision with code invalid_model (the limiter refused the name): bad input (exit code 2)
+// like a name check_model refuses, never a denial.
+Failure invalid_model_failure(std::string_view model) {
+  if (auto why = model_problem(model)) return usage_error(*why);
+  return usage_error("model \"" + printable_model_name(model) + "\": the limiter refused the " +
+                     std::string(reason(DecisionCode::invalid_model)));
 }
 
 Outcome<std::int64_t> check_count(std::string_view flag, std::string_view text,
@@ -148,7 +155,8 @@ void Commands::print(const std::string& text) {
 }
 
 int Commands::fail(const std::string& command, const Failure& failure) {
-  const std::string message = one_line(failure.message);
+  // One line, and never raw bytes that are not printable UTF-8 (CLI11 quotes arguments as given).
+  const std::string message = printable(one_line(failure.message));
   std::fprintf(stderr, "ratelimit%s%s: %s\n", command.empty() ? "" : " ", command.c_str(),
                message.c_str());
   std::fflush(stderr);
@@ -269,6 +277,7 @@ int Commands::check(const std::string& model, const std::string& tokens) {
   if (d.code == DecisionCode::store_unavailable) {
     return fail("check", store_error("the state store is unavailable; retry"));
   }
+  if (d.code == DecisionCode::invalid_model) return fail("check", invalid_model_failure(model));
   if (auto done = (*session)->finish(); !done) return fail("check", done.error());
   print(options_.json ? json::decision(d) : decision_line(model, d));
   return d.allowed ? kOk : kDenied;
@@ -326,6 +335,9 @@ int Commands::acquire(const std::string& model, const std::string& tokens,
     const Decision d = r.decision();
     if (d.code == DecisionCode::store_unavailable) {
       return fail("acquire", store_error("the state store is unavailable; retry"));
+    }
+    if (d.code == DecisionCode::invalid_model) {
+      return fail("acquire", invalid_model_failure(model));
     }
     if (expired || !is_limit_denial(d.code) || d.retry_after == Duration::max() ||
         clock.now() >= deadline) {

@@ -1,7 +1,9 @@
 // The one JSON serializer for ratelimit's machine-readable shapes, shared by the CLI's --json
-// output and the HTTP server (`ratelimit serve`). Each function returns one compact JSON document without
-// a trailing newline; nlohmann/json stays inside json_format.cc (and the server's parser). Names that are not valid UTF-8
-// are written with U+FFFD in place of the bad bytes.
+// output and the HTTP server (`ratelimit serve`). Each function returns one compact JSON document
+// without a trailing newline; nlohmann/json stays inside json_format.cc (and the server's
+// parser). Model names arrive valid (the library, the CLI and the server refuse others); any
+// other text that is not valid UTF-8 is written with U+FFFD in place of the bad bytes, so the
+// output is always valid UTF-8.
 #pragma once
 
 #include <optional>

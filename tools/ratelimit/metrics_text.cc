@@ -6,6 +6,8 @@
 #include <limits>
 #include <utility>
 
+#include "ratelimit/model_name.h"
+
 namespace ratelimit::cli {
 namespace {
 
@@ -64,6 +66,7 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
                           "The model's max_rpd (0: unlimited).", MetricType::Gauge);
 
   for (const auto& [model, m] : models) {
+    if (model_name_problem(model)) continue;
     for (std::size_t i = 0; i < kRequestOutcomeCount; ++i) {
       const auto outcome = static_cast<RequestOutcome>(i);
       add(requests, {{"model", model}, {"outcome", std::string(to_string(outcome))}},
@@ -106,13 +109,23 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
         static_cast<double>(server.models));
   gauge("ratelimit_server_models_max", "The cap on tracked model names (--max-models).",
         static_cast<double>(server.max_models));
-  {
-    auto f = family("ratelimit_server_leases_expired_total",
-                    "Reservations forgotten at the end of their lease (their estimate was kept).",
-                    MetricType::Counter);
-    add(f, {}, static_cast<double>(server.leases_expired));
+  auto counter = [&](const char* name, const char* help, double value) {
+    auto f = family(name, help, MetricType::Counter);
+    add(f, {}, value);
     out.push_back(std::move(f));
-  }
+  };
+  counter("ratelimit_server_leases_expired_total",
+          "Reservations forgotten at the end of their lease (their estimate was kept).",
+          static_cast<double>(server.leases_expired));
+  // Not labelled by model: the names are not valid label values.
+  counter("ratelimit_invalid_model_requests_total",
+          "Requests refused because their model name is not valid (empty, not UTF-8, a control "
+          "character, or over 256 bytes).",
+          static_cast<double>(server.invalid_model_requests));
+  counter("ratelimit_invalid_model_names_skipped_total",
+          "Quotas and usage in the state file or database skipped because their model name is "
+          "not valid.",
+          static_cast<double>(server.invalid_model_names_skipped));
 
   auto http = family("ratelimit_http_requests_total", "HTTP requests answered, by route and status.",
                      MetricType::Counter);

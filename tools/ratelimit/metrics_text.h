@@ -32,10 +32,17 @@ struct ServerSnapshot {
   std::size_t waiters = 0, max_waiters = 0;
   std::size_t models = 0, max_models = 0;
   std::uint64_t leases_expired = 0;
+  // Requests refused for their model name: by the server (model_problem, before the limiter)
+  // plus the limiter's own count (LimiterMetrics::invalid_model).
+  std::uint64_t invalid_model_requests = 0;
+  // Quotas and usage the store skipped for an invalid name (LimiterMetrics).
+  std::uint64_t invalid_model_names_skipped = 0;
   std::vector<HttpSeries> http;
   std::vector<HttpLatency> latency;
 };
 
+// Models whose name the model-name rule refuses get no series: a label value must be valid
+// UTF-8 (the limiter never reports such a name; this keeps /metrics valid whatever it holds).
 std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<>>& models,
                             const ServerSnapshot& server);
 

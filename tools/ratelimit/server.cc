@@ -27,6 +27,7 @@
 #include "json_format.h"
 #include "live_page.h"
 #include "metrics_text.h"
+#include "ratelimit/model_name.h"
 
 namespace ratelimit::cli {
 namespace {
@@ -81,6 +82,12 @@ struct RouteCounters {
 
 // --- small helpers --------------------------------------------------------------------------
 
+// "POST /v1/decide": how error messages name a request; a path's bytes that are not printable
+// UTF-8 (percent-decoded by httplib) are written as \xNN.
+std::string request_name(const httplib::Request& req) {
+  return req.method + " " + printable(req.path);
+}
+
 void send_json(httplib::Response& res, int status, std::string body) {
   res.status = status;
   res.set_content(std::move(body), "application/json");
@@ -88,44 +95,6 @@ void send_json(httplib::Response& res, int status, std::string body) {
 
 void send_error(httplib::Response& res, int status, std::string_view code, std::string message) {
   send_json(res, status, json::http_error(code, message));
-}
-
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t n = 0;
-    std::uint32_t cp = 0;
-    if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (s.size() - i <= n) return false;  // truncated sequence
-    for (std::size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    constexpr std::uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};  // shortest form only
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n + 1;
-  }
-  return true;
-}
-
-// Why `name` cannot be a model name on the server, or nullopt.
-std::optional<std::string> server_model_problem(std::string_view name) {
-  if (!valid_utf8(name)) return std::string("the model name is not valid UTF-8");
-  return model_name_problem(name);
 }
 
 std::string ceil_seconds(Duration d) {
@@ -236,7 +205,9 @@ class Body {
     return v;
   }
 
-  std::optional<std::string> model(std::string& error) const {
+  // The "model" field: required, a string, and a name the model-name rule accepts (args.h);
+  // `bad_name` is set when the string breaks that rule.
+  std::optional<std::string> model(std::string& error, bool& bad_name) const {
     auto it = j_.find("model");
     if (it == j_.end()) {
       error = op_ + ": \"model\" is required";
@@ -247,8 +218,9 @@ class Body {
       return std::nullopt;
     }
     std::string name = it->get<std::string>();
-    if (auto why = server_model_problem(name)) {
+    if (auto why = model_problem(name)) {
       error = op_ + ": " + *why;
+      bad_name = true;
       return std::nullopt;
     }
     return name;
@@ -565,6 +537,8 @@ struct Server::Impl {
   std::atomic<std::size_t> waiters{0};
   std::stop_source shutdown;
   std::array<RouteCounters, kRouteCount> routes;
+  // Requests refused for their model name (model_problem) before they reach the limiter.
+  std::atomic<std::uint64_t> invalid_model_requests{0};
   bool bound = false;
   std::atomic<bool> running{false}, stopping{false}, finished{false};
 
@@ -607,10 +581,10 @@ struct Server::Impl {
       if (!res.body.empty()) return;
       if (res.status == 413) {
         send_error(res, 413, "payload_too_large",
-                   req.method + " " + req.path + ": the body is larger than " +
+                   request_name(req) + ": the body is larger than " +
                        std::to_string(options.max_body_bytes) + " bytes");
       } else if (res.status == 404) {
-        send_error(res, 404, "not_found", "no such endpoint: " + req.method + " " + req.path);
+        send_error(res, 404, "not_found", "no such endpoint: " + request_name(req));
       } else {
         send_error(res, res.status, "invalid_request",
                    "the request could not be read (" + std::to_string(res.status) + ")");
@@ -627,7 +601,7 @@ struct Server::Impl {
           } catch (...) {
           }
           send_error(res, 500, "internal",
-                     req.method + " " + req.path + ": " + what + " (nothing was changed)");
+                     request_name(req) + ": " + what + " (nothing was changed)");
           count(Route::unmatched, 500, std::chrono::nanoseconds(0));
         });
   }
@@ -686,14 +660,14 @@ struct Server::Impl {
     res.set_header("Cache-Control", "no-store");
     if (route != Route::healthz && options.token.empty() && !local_browser_context(req)) {
       send_error(res, 403, "forbidden",
-                 req.method + " " + req.path +
+                 request_name(req) +
                      ": refused a request for another host or from a web page of another "
                      "origin (a browser tricked into calling this server); call it as "
                      "127.0.0.1/localhost, or protect it with --token-file");
     } else if (route != Route::healthz && route != Route::page && !authorized(req)) {
       res.set_header("WWW-Authenticate", "Bearer realm=\"ratelimit\"");
       send_error(res, 401, "unauthorized",
-                 req.method + " " + req.path +
+                 request_name(req) +
                      ": missing or wrong bearer token; send `Authorization: Bearer <token>` "
                      "with the token from the server's --token-file");
     } else {
@@ -747,9 +721,9 @@ struct Server::Impl {
 
   void serve(Route route, const httplib::Request& req, httplib::Response& res) {
     if (route == Route::unmatched) {
-      send_error(res, 404, "not_found",
-                 "no such endpoint: " + req.method + " " + req.path +
-                     " (see docs/server.md for the endpoints)");
+      send_error(
+          res, 404, "not_found",
+          "no such endpoint: " + request_name(req) + " (see docs/server.md for the endpoints)");
       return;
     }
     const std::string allowed = allowed_methods(route);
@@ -757,7 +731,7 @@ struct Server::Impl {
     if (method.empty() || allowed.find(method) == std::string::npos) {
       res.set_header("Allow", allowed);
       send_error(res, 405, "method_not_allowed",
-                 req.method + " " + req.path + " is not supported; use " + allowed);
+                 request_name(req) + " is not supported; use " + allowed);
       return;
     }
     switch (route) {
@@ -803,7 +777,7 @@ struct Server::Impl {
   std::optional<Body> body(const httplib::Request& req, httplib::Response& res,
                            std::initializer_list<const char*> accepted) {
     std::string error;
-    auto b = Body::parse(req.method + " " + req.path, req.body, accepted, error);
+    auto b = Body::parse(request_name(req), req.body, accepted, error);
     if (!b) send_error(res, 400, "invalid_request", error);
     return b;
   }
@@ -816,6 +790,41 @@ struct Server::Impl {
     return false;
   }
 
+  // The model of a request body (Body::model), counting a name the rule refuses.
+  std::optional<std::string> model_of(const Body& b, std::string& error) {
+    bool bad_name = false;
+    auto model = b.model(error, bad_name);
+    if (bad_name) invalid_model_requests.fetch_add(1, std::memory_order_relaxed);
+    return model;
+  }
+
+  // A model named in the path: false (400 sent, the refusal counted) when the rule refuses it.
+  bool path_model_ok(const std::string& op, const std::string& model, httplib::Response& res) {
+    auto why = model_problem(model);
+    if (!why) return true;
+    invalid_model_requests.fetch_add(1, std::memory_order_relaxed);
+    send_error(res, 400, "invalid_request", op + ": " + *why);
+    return false;
+  }
+
+  // A decision the limiter answered with invalid_model (its rule refused the name): bad input,
+  // 400 like a name the server refuses itself.
+  void invalid_model(httplib::Response& res, const std::string& op, const std::string& model) {
+    std::string why = model_problem(model).value_or(
+        "model \"" + printable_model_name(model) + "\": the limiter refused the " +
+        std::string(reason(DecisionCode::invalid_model)));
+    send_error(res, 400, "invalid_request", op + ": " + why);
+  }
+
+  // A library call that failed: invalid_argument (the limiter refused the request, e.g. its
+  // model name) is bad input (400); anything else is the store's failure (503).
+  void call_failed(httplib::Response& res, const std::string& op, const Error& e) {
+    if (e.code == ErrorCode::invalid_argument) {
+      return send_error(res, 400, "invalid_request", op + ": " + e.message);
+    }
+    store_failed(res, op, e.to_string());
+  }
+
   void store_failed(httplib::Response& res, const std::string& op, const std::string& what) {
     res.set_header("Retry-After", "1");
     send_error(res, 503, "store_unavailable",
@@ -826,10 +835,11 @@ struct Server::Impl {
     auto b = body(req, res, {"model", "tokens"});
     if (!b) return;
     std::string error;
-    auto model = b->model(error);
+    auto model = model_of(*b, error);
     auto tokens = model ? b->count("tokens", 0, -kMaxCount, error) : std::nullopt;
     if (!tokens) return send_error(res, 400, "invalid_request", error);
     const Decision d = limiter.decide(*model, *tokens);
+    if (d.code == DecisionCode::invalid_model) return invalid_model(res, "POST /v1/decide", *model);
     send_json(res, 200, json::decision(d));
   }
 
@@ -838,7 +848,7 @@ struct Server::Impl {
     auto b = body(req, res, {"model", "tokens", "wait_ms"});
     if (!b) return;
     std::string error;
-    auto model = b->model(error);
+    auto model = model_of(*b, error);
     if (!model) return send_error(res, 400, "invalid_request", error);
     auto tokens = b->count("tokens", 0, -kMaxCount, error);
     if (!tokens) return send_error(res, 400, "invalid_request", error);
@@ -898,7 +908,7 @@ struct Server::Impl {
                               op + ": the server is shutting down; retry against its successor");
           default:
             leases.unclaim();
-            return store_failed(res, op, got.error().to_string());
+            return call_failed(res, op, got.error());
         }
       }
     }
@@ -911,13 +921,14 @@ struct Server::Impl {
     }
     leases.unclaim();
     if (d.code == DecisionCode::store_unavailable) return store_failed(res, op, "try_acquire");
+    if (d.code == DecisionCode::invalid_model) return invalid_model(res, op, *model);
     if (d.retry_after == Duration::max()) return send_json(res, 422, json::decision(d));
     res.set_header("Retry-After", ceil_seconds(d.retry_after));
     send_json(res, 429, json::decision(d));
   }
 
   void settle(bool is_commit, const httplib::Request& req, httplib::Response& res) {
-    const std::string op = "POST " + req.path;
+    const std::string op = "POST " + printable(req.path);
     auto b = is_commit ? body(req, res, {"prompt_tokens", "output_tokens"}) : body(req, res, {});
     if (!b) return;
     const std::string_view rest = std::string_view(req.path).substr(17);
@@ -957,16 +968,16 @@ struct Server::Impl {
     auto b = body(req, res, {"model", "prompt_tokens", "output_tokens"});
     if (!b) return;
     std::string error;
-    auto model = b->model(error);
+    auto model = model_of(*b, error);
     auto prompt = model ? b->count("prompt_tokens", 0, 0, error) : std::nullopt;
     auto output = prompt ? b->count("output_tokens", 0, 0, error) : std::nullopt;
     if (!output) return send_error(res, 400, "invalid_request", error);
     if (!admit(op, *model, res)) return;
     if (auto s = limiter.record_usage(*model, *prompt, *output); !s) {
-      return store_failed(res, op, s.error().to_string());
+      return call_failed(res, op, s.error());
     }
     auto st = limiter.stats(*model);
-    if (!st) return store_failed(res, op, st.error().to_string());
+    if (!st) return call_failed(res, op, st.error());
     send_json(res, 200, json::model_stats(*model, *st));
   }
 
@@ -977,25 +988,21 @@ struct Server::Impl {
   }
 
   void model_stats(const httplib::Request& req, httplib::Response& res) {
-    const std::string op = "GET " + req.path;
+    const std::string op = "GET " + printable(req.path);
     const std::string model = path_model(req, 10);
-    if (auto why = server_model_problem(model)) {
-      return send_error(res, 400, "invalid_request", op + ": " + *why);
-    }
+    if (!path_model_ok(op, model, res)) return;
     auto st = limiter.stats(model);
-    if (!st) return store_failed(res, op, st.error().to_string());
+    if (!st) return call_failed(res, op, st.error());
     send_json(res, 200, json::model_stats(model, *st));
   }
 
   void quota(const httplib::Request& req, httplib::Response& res) {
-    const std::string op = req.method + " " + req.path;
+    const std::string op = request_name(req);
     const std::string model = path_model(req, 11);
-    if (auto why = server_model_problem(model)) {
-      return send_error(res, 400, "invalid_request", op + ": " + *why);
-    }
+    if (!path_model_ok(op, model, res)) return;
     if (req.method == "GET" || req.method == "HEAD") {
       auto q = limiter.quota(model);
-      if (!q) return store_failed(res, op, q.error().to_string());
+      if (!q) return call_failed(res, op, q.error());
       if (!*q) {
         return send_error(res, 404, "not_found",
                           op + ": \"" + printable(model) + "\" has no quota (set one with PUT)");
@@ -1007,7 +1014,7 @@ struct Server::Impl {
       if (!s && s.error().code == ErrorCode::not_found) {
         return send_error(res, 404, "not_found", op + ": \"" + printable(model) + "\" has no quota");
       }
-      if (!s) return store_failed(res, op, s.error().to_string());
+      if (!s) return call_failed(res, op, s.error());
       res.status = 204;
       return;
     }
@@ -1018,7 +1025,7 @@ struct Server::Impl {
                         op + ": give at least one of max_rpm, max_tpm, max_rpd (0: unlimited)");
     }
     auto stored = limiter.quota(model);
-    if (!stored) return store_failed(res, op, stored.error().to_string());
+    if (!stored) return call_failed(res, op, stored.error());
     const ModelQuota current = stored->value_or(ModelQuota{});
     std::string error;
     auto rpm = b->count("max_rpm", current.max_rpm, 0, error);
@@ -1027,9 +1034,7 @@ struct Server::Impl {
     if (!rpd) return send_error(res, 400, "invalid_request", error);
     if (!admit(op, model, res)) return;
     const ModelQuota q{*rpm, *tpm, *rpd};
-    if (auto s = limiter.set_quota(model, q); !s) {
-      return store_failed(res, op, s.error().to_string());
-    }
+    if (auto s = limiter.set_quota(model, q); !s) return call_failed(res, op, s.error());
     send_json(res, 200, json::model_quota(model, q));
   }
 
@@ -1051,9 +1056,9 @@ struct Server::Impl {
       reset = std::move(*m);
       if (auto s = limiter.reset(""); !s) return store_failed(res, op, s.error().to_string());
     } else {
-      auto model = b->model(error);
+      auto model = model_of(*b, error);
       if (!model) return send_error(res, 400, "invalid_request", error);
-      if (auto s = limiter.reset(*model); !s) return store_failed(res, op, s.error().to_string());
+      if (auto s = limiter.reset(*model); !s) return call_failed(res, op, s.error());
       reset.push_back(*model);
     }
     send_json(res, 200, json::reset(reset));
@@ -1070,6 +1075,10 @@ struct Server::Impl {
     snap.models = names.size();
     snap.max_models = names.cap();
     snap.leases_expired = leases.expired();
+    const LimiterMetrics lm = limiter.limiter_metrics();
+    snap.invalid_model_requests =
+        invalid_model_requests.load(std::memory_order_relaxed) + lm.invalid_model;
+    snap.invalid_model_names_skipped = lm.invalid_names_skipped;
     for (std::size_t r = 0; r < kRouteCount; ++r) {
       const RouteCounters& c = routes[r];
       std::uint64_t total = 0;

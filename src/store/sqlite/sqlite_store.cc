@@ -112,7 +112,7 @@ class Database {
       RL_REQUIRES(mu) {
     for (bool write : {false, true}) {
       bool done = false;
-      const bool ok = transaction(write, op, error, [&](ModelRows& rows) {
+      const bool ok = transaction(write, op, error, [&](ModelRows& rows) RL_REQUIRES(mu) {
         out->clear();
         const std::int64_t now = now_ns();
         for (std::string& model : model_names()) {
@@ -131,7 +131,7 @@ class Database {
 
   // Every quota row with a valid name.
   bool all_quotas(const char* op, Error* error, QuotaMap* out) RL_REQUIRES(mu) {
-    return transaction(false, op, error, [&](ModelRows&) {
+    return transaction(false, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
       out->clear();
       Query u(*conn_, st_.all_quotas);
       while (u.row()) {
@@ -147,7 +147,7 @@ class Database {
   }
 
   bool upsert_quotas(const QuotaMap& quotas, const char* op, Error* error) RL_REQUIRES(mu) {
-    return transaction(true, op, error, [&](ModelRows&) {
+    return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
       for (const auto& [model, q] : quotas) {
         Query u(*conn_, st_.upsert_quota);
         u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd).run();
@@ -157,7 +157,7 @@ class Database {
 
   bool delete_quota(std::string_view model, const char* op, Error* error, bool* removed)
       RL_REQUIRES(mu) {
-    return transaction(true, op, error, [&](ModelRows&) {
+    return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
       Query u(*conn_, st_.delete_quota);
       u.bind(1, model).run();
       *removed = sqlite3_changes(conn_->db()) > 0;
@@ -172,7 +172,7 @@ class Database {
       *out = known->second;
       return true;
     }
-    return transaction(false, op, error, [&](ModelRows&) {
+    return transaction(false, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
       Query u(*conn_, st_.model_by_no);
       u.bind(1, model_no);
       if (u.row()) *out = u.text(0);
