@@ -1,5 +1,6 @@
 #include "ratelimit/clock.h"
 
+#include <algorithm>
 #include <condition_variable>
 
 #include "util/mutex.h"
@@ -60,10 +61,18 @@ bool ManualClock::sleep_until(TimePoint until, std::stop_token stop) {
 
 // Monotonic time is the wall time plus every step back taken so far: a step back adds to the
 // offset, a step forward moves both. So advance(), the benchmarks' hot loop, stays one add.
+// The two are read one after the other, so a reader racing with a step back may see a value
+// below one it saw before: the highest value handed out is kept, and nothing lower is ever
+// returned.
 std::chrono::steady_clock::time_point ManualClock::monotonic_now() const {
   const std::int64_t wall = now_ns_.load(std::memory_order_acquire);
   const std::int64_t back = steps_back_ns_.load(std::memory_order_acquire);
-  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(wall + back));
+  const std::int64_t value = wall + back;
+  std::int64_t high = highest_ns_.load(std::memory_order_acquire);
+  while (value > high &&
+         !highest_ns_.compare_exchange_weak(high, value, std::memory_order_acq_rel)) {
+  }
+  return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(std::max(value, high)));
 }
 
 void ManualClock::set(TimePoint t) {

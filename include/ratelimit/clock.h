@@ -48,6 +48,7 @@ class ManualClock final : public Clock {
  private:
   std::atomic<std::int64_t> now_ns_;
   std::atomic<std::int64_t> steps_back_ns_{0};  // monotonic_now() = now + every step back
+  mutable std::atomic<std::int64_t> highest_ns_{INT64_MIN};  // the highest value handed out
 };
 
 }  // namespace ratelimit

@@ -226,10 +226,14 @@ Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estima
   if (core_->is_closed()) return detail::Grants::denied(unavailable_decision());
   StoreModel* m = core_->store->find(model);
   if (m == nullptr) {
+    // invalid_tokens is checked first (go-ratelimit's order); only an invalid_model answer
+    // counts as one, as in decide().
+    if (estimated_tokens < 0 && model_name_problem(model)) {
+      return detail::Grants::denied(invalid_tokens_decision());
+    }
     if (model_name_problem(model)) {
       core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
-      return detail::Grants::denied(estimated_tokens < 0 ? invalid_tokens_decision()
-                                                         : invalid_model_decision());
+      return detail::Grants::denied(invalid_model_decision());
     }
     // A negative estimate too gets a handle (once per name), for its invalid_tokens count.
     m = core_->store->model(model).get();
