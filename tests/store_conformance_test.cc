@@ -326,9 +326,8 @@ TEST_P(Conformance, AcquireAsyncIsCancelledOrClosedExactlyOnce) {
   auto l2 = f->open(QuotaMap{{"n", {1, 0, 0}}}, gated);
   ASSERT_TRUE(l2->try_acquire("n", 0));
   std::optional<ErrorCode> third;
-  l2->acquire_async("n", 0, [&](Result<Reservation> r) {
-    third = r ? ErrorCode::internal : r.error().code;
-  });
+  l2->acquire_async(
+      "n", 0, [&](Result<Reservation> r) { third = r ? ErrorCode::internal : r.error().code; });
   ASSERT_TRUE(gated->wait_for_sleepers(1));
   l2.reset();
   EXPECT_EQ(third, ErrorCode::closed);

@@ -120,8 +120,7 @@ struct StoreFixture {
   QuotaMap initial;
   TempDir dir;
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>(start_time());
-  std::shared_ptr<std::vector<std::string>> warnings =
-      std::make_shared<std::vector<std::string>>();
+  std::shared_ptr<std::vector<std::string>> warnings = std::make_shared<std::vector<std::string>>();
   std::unique_ptr<RateLimiter> limiter;
 };
 

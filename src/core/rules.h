@@ -47,9 +47,7 @@ struct Usage {
 struct Limits {
   bool known = false;
   ModelQuota quota;
-  bool unlimited() const {
-    return quota.max_rpm == 0 && quota.max_tpm == 0 && quota.max_rpd == 0;
-  }
+  bool unlimited() const { return quota.max_rpm == 0 && quota.max_tpm == 0 && quota.max_rpd == 0; }
 };
 
 // The stats a decision or stats() reports.
@@ -104,7 +102,8 @@ Decision evaluate(const Limits& limits, const Usage& usage, std::int64_t estimat
   }
   if (q.max_rpm > 0 && usage.requests >= q.max_rpm) {
     // The request at position requests - max_rpm + 1 (1-based) must leave.
-    deny(DecisionCode::rpm_exceeded, leaves_after(probe.request_time(usage.requests - q.max_rpm + 1)));
+    deny(DecisionCode::rpm_exceeded,
+         leaves_after(probe.request_time(usage.requests - q.max_rpm + 1)));
   }
   if (q.max_tpm > 0 && usage.tokens + estimated_tokens > q.max_tpm) {
     if (estimated_tokens > q.max_tpm) {

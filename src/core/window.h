@@ -12,10 +12,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "ratelimit/decision.h"
-#include "ratelimit/quota.h"
 #include "core/rules.h"
 #include "core/time_util.h"
+#include "ratelimit/decision.h"
+#include "ratelimit/quota.h"
 #include "store/snapshot.h"
 
 namespace ratelimit::detail {

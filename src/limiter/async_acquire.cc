@@ -190,7 +190,7 @@ PendingAcquire RateLimiter::acquire_async(std::string_view model, std::int64_t e
     return PendingAcquire();
   }
   auto waiter = std::make_shared<detail::AsyncAcquire>(core, **found, estimated_tokens, deadline,
-                                                      options.stop, std::move(done));
+                                                       options.stop, std::move(done));
   core.service().add(waiter);
   waiter->start();
   if (waiter->finished()) core.service().forget(waiter.get());

@@ -125,7 +125,10 @@ Decision unavailable_decision() {
 
 Reservation::Reservation(Decision decision, std::shared_ptr<detail::StoreModel> model,
                          std::uint64_t seq, std::uint64_t generation)
-    : decision_(std::move(decision)), model_(std::move(model)), seq_(seq), generation_(generation) {}
+    : decision_(std::move(decision)),
+      model_(std::move(model)),
+      seq_(seq),
+      generation_(generation) {}
 
 Reservation::Reservation(Reservation&& other) noexcept
     : decision_(std::exchange(other.decision_, Decision{})),
@@ -253,8 +256,7 @@ Status RateLimiter::record_usage(std::string_view model, std::int64_t prompt_tok
   if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.record_usage"));
   auto m = core_->model_for(model, "ratelimit.record_usage");
   if (!m) return tl::unexpected(m.error());
-  return (*m)->record(detail::usage_tokens(prompt_tokens, output_tokens),
-                      "ratelimit.record_usage");
+  return (*m)->record(detail::usage_tokens(prompt_tokens, output_tokens), "ratelimit.record_usage");
 }
 
 // --- settling by id ---

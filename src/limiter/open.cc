@@ -41,8 +41,8 @@ Result<Config> resolve_config(Config config, std::shared_ptr<std::atomic<std::ui
       const auto parent = std::filesystem::path(config.file_path).parent_path();
       std::filesystem::create_directories(parent, ec);
       if (ec) {
-        return make_error(ErrorCode::io_error, "ratelimit.open: cannot create " +
-                                                   parent.string() + ": " + ec.message());
+        return make_error(ErrorCode::io_error,
+                          "ratelimit.open: cannot create " + parent.string() + ": " + ec.message());
       }
     }
   }

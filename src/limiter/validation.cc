@@ -97,8 +97,8 @@ std::optional<Error> check_model_name(std::string_view operation, std::string_vi
   if (!problem) return std::nullopt;
   return Error{ErrorCode::invalid_argument,
                "ratelimit." + std::string(operation) + ": " + quoted(model) + " " + *problem +
-                   " (model names are UTF-8 text of at most " +
-                   std::to_string(kMaxModelNameBytes) + " bytes without control characters)"};
+                   " (model names are UTF-8 text of at most " + std::to_string(kMaxModelNameBytes) +
+                   " bytes without control characters)"};
 }
 
 std::optional<std::string> validate_quota(std::string_view operation, std::string_view model,

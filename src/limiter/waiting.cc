@@ -4,11 +4,12 @@
 // capacity may free (the decision's retry_after), its deadline, its stop token, or an early
 // wake (capacity released in this process, or the store's change signal). Deadlines are kept
 // on the clock's monotonic time, so a wall clock step cannot stretch a timeout.
+#include "limiter/waiting.h"
+
 #include <optional>
 
 #include "core/time_util.h"
 #include "limiter/limiter_core.h"
-#include "limiter/waiting.h"
 #include "limiter/validation.h"
 #include "ratelimit/limiter.h"
 
@@ -156,8 +157,8 @@ Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t es
   StoreModel& m = **found;
   const detail::LimiterCore::WatchingChanges watching(core);
   WaitQueue::Sleeper self;
-  detail::AcquireWait wait{core, m, estimated_tokens, deadline, options.stop, &self,
-                           m.waiters.join_queue(&self)};
+  detail::AcquireWait wait{core,         m,     estimated_tokens,           deadline,
+                           options.stop, &self, m.waiters.join_queue(&self)};
   for (;;) {
     detail::Look l = detail::look(wait, false);
     if (l.result) return std::move(*l.result);
@@ -171,9 +172,9 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
   detail::LimiterCore& core = *core_;
   Clock& clock = *core.clock;
   if (tokens < 0) {
-    return make_error(ErrorCode::invalid_argument,
-                      std::string(kOp) + ": tokens must be non-negative (got " +
-                          std::to_string(tokens) + ")");
+    return make_error(
+        ErrorCode::invalid_argument,
+        std::string(kOp) + ": tokens must be non-negative (got " + std::to_string(tokens) + ")");
   }
   const std::optional<SteadyTime> deadline = detail::deadline_of(clock, options);
   if (core.is_closed()) return tl::unexpected(core.closed_error(kOp));
@@ -208,14 +209,14 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
     }
     const DeadlineNow d = detail::deadline_now(clock, deadline, now);
     if (d.passed) {
-      return finish(make_error(ErrorCode::deadline_exceeded,
-                               std::string(kOp) + ": " + detail::quoted(model) +
-                                   ": no capacity before the deadline"));
+      return finish(make_error(
+          ErrorCode::deadline_exceeded,
+          std::string(kOp) + ": " + detail::quoted(model) + ": no capacity before the deadline"));
     }
     if (options.stop.stop_requested()) {
-      return finish(make_error(ErrorCode::cancelled, std::string(kOp) + ": " +
-                                                         detail::quoted(model) +
-                                                         ": cancelled while waiting"));
+      return finish(make_error(
+          ErrorCode::cancelled,
+          std::string(kOp) + ": " + detail::quoted(model) + ": cancelled while waiting"));
     }
     m.waiters.sleep(clock, self, view.epoch,
                     detail::earlier(detail::add_saturating(now, r.decision.retry_after), d.wall),
@@ -236,9 +237,8 @@ LimiterCore::WatchingChanges::WatchingChanges(LimiterCore& core)
       while (!stop.stop_requested()) {
         {
           RelockableLock parked(c->watcher_mu);
-          c->watcher_cv.wait(parked, stop, [c]() RL_NO_THREAD_SAFETY_ANALYSIS {
-            return c->shared_waiters > 0;
-          });
+          c->watcher_cv.wait(parked, stop,
+                             [c]() RL_NO_THREAD_SAFETY_ANALYSIS { return c->shared_waiters > 0; });
         }
         if (stop.stop_requested()) break;
         if (c->store->wait_for_change(kMaxWait, stop)) c->wake_everyone();

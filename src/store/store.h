@@ -103,7 +103,7 @@ class StoreModel : public std::enable_shared_from_this<StoreModel> {
   virtual void count(RequestOutcome outcome) = 0;
 
   const std::string name;
-  const std::size_t hash;    // ModelTable's
+  const std::size_t hash;     // ModelTable's
   const std::uint32_t index;  // ModelTable's
 
   // The limiter's part, kept here so that one lookup finds the model's state and its waiters:

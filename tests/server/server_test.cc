@@ -1,5 +1,7 @@
 // `ratelimit serve` in-process: a Server over a limiter on a ManualClock (or a clock that
 // never moves, to hold waiters), on an ephemeral loopback port, driven by httplib::Client.
+#include "server.h"
+
 #include <httplib.h>
 #include <sys/stat.h>
 
@@ -15,7 +17,6 @@
 #include "args.h"
 #include "commands.h"
 #include "json_format.h"
-#include "server.h"
 #include "test_util.h"
 
 namespace ratelimit::cli {
@@ -292,9 +293,9 @@ TEST_F(ServerTest, CommitAndCancel) {
   EXPECT_EQ(r.status, 200) << r.text;
   EXPECT_EQ(r.text, fmt::settled(ida, "committed"));
   EXPECT_EQ(limiter_->stats("m")->tpm, 320);
-  expect_error(post(c, "/v1/reservations/" + ida + "/commit",
-                    R"({"prompt_tokens": 1, "output_tokens": 1})"),
-               409, "already_settled");
+  expect_error(
+      post(c, "/v1/reservations/" + ida + "/commit", R"({"prompt_tokens": 1, "output_tokens": 1})"),
+      409, "already_settled");
 
   r = post(c, "/v1/reservations/" + idb + "/cancel", "");
   EXPECT_EQ(r.status, 200) << r.text;
@@ -312,18 +313,20 @@ TEST_F(ServerTest, CommitAndCancel) {
   Reply d = post(c, "/v1/acquire", acquire_body("m", 50));
   const std::string idd = d.body["reservation_id"];
   const ModelStats before = *limiter_->stats("m");
-  for (const char* body : {R"({"prompt_tokens": 1})", R"({"prompt_tokens": -1, "output_tokens": 1})",
-                           R"({"prompt_tokens": 1, "output_tokens": 1, "extra": 2})", "[1]",
-                           R"({"prompt_tokens": "1", "output_tokens": 1})"}) {
+  for (const char* body :
+       {R"({"prompt_tokens": 1})", R"({"prompt_tokens": -1, "output_tokens": 1})",
+        R"({"prompt_tokens": 1, "output_tokens": 1, "extra": 2})", "[1]",
+        R"({"prompt_tokens": "1", "output_tokens": 1})"}) {
     expect_error(post(c, "/v1/reservations/" + idd + "/commit", body), 400, "invalid_request");
   }
   expect_error(post(c, "/v1/reservations/" + idd + "/cancel", R"({"why": 1})"), 400,
                "invalid_request");
   EXPECT_EQ(*limiter_->stats("m"), before);
   EXPECT_EQ(running_->server().counters().leases, 1u);
-  EXPECT_EQ(post(c, "/v1/reservations/" + idd + "/commit",
-                 R"({"prompt_tokens": 0, "output_tokens": 0})").status,
-            200);
+  EXPECT_EQ(
+      post(c, "/v1/reservations/" + idd + "/commit", R"({"prompt_tokens": 0, "output_tokens": 0})")
+          .status,
+      200);
 }
 
 TEST_F(ServerTest, LeasesExpireAndKeepTheirEstimate) {
@@ -345,9 +348,10 @@ TEST_F(ServerTest, LeasesExpireAndKeepTheirEstimate) {
   EXPECT_EQ(limiter_->stats("m")->rpd, 1);
   EXPECT_EQ(limiter_->metrics()->at("m").cancelled, 0u);
   // A late commit goes to the store, whose entry has left the window: nothing changes.
-  EXPECT_EQ(post(c, "/v1/reservations/" + id + "/commit",
-                 R"({"prompt_tokens": 5, "output_tokens": 5})").status,
-            200);
+  EXPECT_EQ(
+      post(c, "/v1/reservations/" + id + "/commit", R"({"prompt_tokens": 5, "output_tokens": 5})")
+          .status,
+      200);
   EXPECT_EQ(limiter_->stats("m")->rpd, 1);
   auto m = parse_metrics(get(c, "/metrics").text);
   EXPECT_EQ(m["ratelimit_server_leases_expired_total"], 1);
@@ -431,8 +435,8 @@ TEST_F(ServerTest, Reset) {
   EXPECT_EQ(r.text, fmt::reset({"a"}));
   EXPECT_EQ(limiter_->stats("a")->rpm, 0);
   EXPECT_EQ(limiter_->stats("b")->rpm, 1);
-  for (const char* bad : {"", "{}", R"({"model": "a", "all": true})", R"({"all": 1})",
-                          R"({"all": false})"}) {
+  for (const char* bad :
+       {"", "{}", R"({"model": "a", "all": true})", R"({"all": 1})", R"({"all": false})"}) {
     expect_error(post(c, "/v1/reset", bad), 400, "invalid_request");
   }
   EXPECT_EQ(limiter_->stats("b")->rpm, 1);
@@ -478,24 +482,24 @@ TEST_F(ServerTest, MalformedInputIs400AndChangesNothing) {
   post(c, "/v1/acquire", acquire_body("m", 10));
   const ModelStats before = *limiter_->stats("m");
   const std::vector<std::string> bad_bodies = {
-      "{",                                        // not JSON
-      "[]",                                       // not an object
-      "\"m\"",                                    // not an object
-      R"({"model": 5})",                          // model not a string
-      R"({"model": ""})",                         // empty name
-      R"({"model": "a\u0001b"})",                 // control character
-      R"({"model": "a\u0085b"})",                 // C1 control
-      json{{"model", std::string(257, 'x')}}.dump(),  // too long
-      R"({"model": "m", "tokens": "10"})",        // string number
-      R"({"model": "m", "tokens": 1e3})",         // float
-      R"({"model": "m", "tokens": 10.0})",        // float
-      R"({"model": "m", "tokens": true})",        // bool
-      R"({"model": "m", "tokens": null})",        // null
-      R"({"model": "m", "tokens": 9007199254740992})",       // above 2^53 - 1
-      R"({"model": "m", "tokens": 18446744073709551615})",   // uint64 max
-      R"({"model": "m", "tokens": -9007199254740992})",      // below -(2^53 - 1)
+      "{",                                                  // not JSON
+      "[]",                                                 // not an object
+      "\"m\"",                                              // not an object
+      R"({"model": 5})",                                    // model not a string
+      R"({"model": ""})",                                   // empty name
+      R"({"model": "a\u0001b"})",                           // control character
+      R"({"model": "a\u0085b"})",                           // C1 control
+      json{{"model", std::string(257, 'x')}}.dump(),        // too long
+      R"({"model": "m", "tokens": "10"})",                  // string number
+      R"({"model": "m", "tokens": 1e3})",                   // float
+      R"({"model": "m", "tokens": 10.0})",                  // float
+      R"({"model": "m", "tokens": true})",                  // bool
+      R"({"model": "m", "tokens": null})",                  // null
+      R"({"model": "m", "tokens": 9007199254740992})",      // above 2^53 - 1
+      R"({"model": "m", "tokens": 18446744073709551615})",  // uint64 max
+      R"({"model": "m", "tokens": -9007199254740992})",     // below -(2^53 - 1)
       R"({"model": "m", "tokens": 1, "wait_ms": -1})",
-      R"({"model": "m", "tokens": 1, "tokenz": 1})",         // unknown field
+      R"({"model": "m", "tokens": 1, "tokenz": 1})",  // unknown field
   };
   for (const auto& body : bad_bodies) {
     for (const char* path : {"/v1/acquire", "/v1/decide"}) {
@@ -689,8 +693,7 @@ TEST_F(ServerTest, WithoutATokenOnlyLoopbackHostsAndOriginsAreServed) {
   // Loopback names and origins (the live page's own fetches) are fine.
   EXPECT_EQ(with({{"Host", "localhost:8787"}, {"Origin", "http://localhost:8787"}}).status, 200);
   EXPECT_EQ(with({{"Host", "[::1]:8787"}}).status, 200);
-  EXPECT_EQ(with({{"Origin", "http://127.0.0.1:" + std::to_string(running_->port())}}).status,
-            200);
+  EXPECT_EQ(with({{"Origin", "http://127.0.0.1:" + std::to_string(running_->port())}}).status, 200);
 }
 
 TEST_F(ServerTest, WithATokenAnyHostMayCall) {
@@ -739,8 +742,8 @@ TEST(ServerHelpers, ParseListen) {
   EXPECT_EQ(a->port, 0);
   a = parse_listen("localhost:65535");
   ASSERT_TRUE(a);
-  for (const char* bad : {"", "127.0.0.1", ":80", "127.0.0.1:", "127.0.0.1:65536",
-                          "127.0.0.1:-1", "127.0.0.1:8x", "::1:80", "[::1]80", "[::1"}) {
+  for (const char* bad : {"", "127.0.0.1", ":80", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+                          "127.0.0.1:8x", "::1:80", "[::1]80", "[::1"}) {
     auto r = parse_listen(bad);
     EXPECT_FALSE(r) << bad;
     if (!r) {
@@ -753,8 +756,8 @@ TEST(ServerHelpers, Loopback) {
   for (const char* yes : {"127.0.0.1", "127.1.2.3", "::1", "localhost", "::ffff:127.0.0.1"}) {
     EXPECT_TRUE(is_loopback(yes)) << yes;
   }
-  for (const char* no : {"0.0.0.0", "10.0.0.1", "::", "128.0.0.1", "example.com", "::ffff:10.0.0.1",
-                         ""}) {
+  for (const char* no :
+       {"0.0.0.0", "10.0.0.1", "::", "128.0.0.1", "example.com", "::ffff:10.0.0.1", ""}) {
     EXPECT_FALSE(is_loopback(no)) << no;
   }
 }
@@ -785,9 +788,11 @@ TEST(ServerHelpers, TokenFile) {
   t = read_token_file(write("open", "abcdefghijklmnop0123", 0644), warning);
   ASSERT_TRUE(t);
   EXPECT_NE(warning.find("chmod 600"), std::string::npos);
-  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
-           {"empty", "\n  \n"}, {"short", "abc"}, {"space", "abcdefgh ijklmnopq"},
-           {"ctrl", "abcdefgh\x01ijklmnopq"}}) {
+  for (const auto& [name, text] :
+       std::vector<std::pair<std::string, std::string>>{{"empty", "\n  \n"},
+                                                        {"short", "abc"},
+                                                        {"space", "abcdefgh ijklmnopq"},
+                                                        {"ctrl", "abcdefgh\x01ijklmnopq"}}) {
     auto r = read_token_file(write(name, text, 0600), warning);
     EXPECT_FALSE(r) << name;
     if (!r) {
@@ -836,11 +841,10 @@ TEST_F(WaitingTest, WaitersAreCappedAndWokenByARelease) {
   EXPECT_EQ(post(c, "/v1/acquire", acquire_body("m", 0)).status, 429);
   EXPECT_EQ(get(c, "/v1/stats").status, 200);
   // Cancelling the first reservation frees the window: the waiter is admitted.
-  EXPECT_EQ(post(c, "/v1/reservations/" + first.body["reservation_id"].get<std::string>() +
-                        "/cancel",
-                 "")
-                .status,
-            200);
+  EXPECT_EQ(
+      post(c, "/v1/reservations/" + first.body["reservation_id"].get<std::string>() + "/cancel", "")
+          .status,
+      200);
   waiter.join();
   EXPECT_EQ(waited.status, 200) << waited.text;
   EXPECT_EQ(running_->server().counters().waiters, 0u);
@@ -925,9 +929,10 @@ TEST_P(ServerStores, IdsFromAnotherLimiterOnTheStoreSettleThroughTheServer) {
   Reservation r = granter->try_acquire("m", 500);
   ASSERT_TRUE(r.granted());
   const std::string id = r.id();
-  EXPECT_EQ(post(c, "/v1/reservations/" + id + "/commit",
-                 R"({"prompt_tokens": 10, "output_tokens": 5})").status,
-            200);
+  EXPECT_EQ(
+      post(c, "/v1/reservations/" + id + "/commit", R"({"prompt_tokens": 10, "output_tokens": 5})")
+          .status,
+      200);
   EXPECT_EQ(limiter->stats("m")->tpm, 15);
   expect_error(post(c, "/v1/reservations/" + id + "/cancel", ""), 409, "already_settled");
   // And the server's ids settle outside it.

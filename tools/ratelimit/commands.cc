@@ -627,7 +627,8 @@ int Commands::quota_rm(const std::string& model) {
   }
   (*session)->mark_changed();
   auto left = (*session)->limiter().quotas();
-  if (!left) return fail("quota rm", store_error("cannot read the quotas: " + left.error().to_string()));
+  if (!left)
+    return fail("quota rm", store_error("cannot read the quotas: " + left.error().to_string()));
   if (auto done = (*session)->finish(); !done) return fail("quota rm", done.error());
   print(options_.json ? json::quotas(*left)
                       : "removed the quota of " + printable(model) +
@@ -639,7 +640,8 @@ int Commands::quota_list() {
   auto session = open_store();
   if (!session) return fail("quota list", session.error());
   auto read = (*session)->limiter().quotas();
-  if (!read) return fail("quota list", store_error("cannot read the quotas: " + read.error().to_string()));
+  if (!read)
+    return fail("quota list", store_error("cannot read the quotas: " + read.error().to_string()));
   const QuotaMap quotas = std::move(*read);
   if (auto done = (*session)->finish(); !done) return fail("quota list", done.error());
   if (options_.json) {

@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
                     "Distinct model names the server tracks (default 10000)");
   serve->add_option("--max-leases", serve_args.max_leases,
                     "Unsettled reservations held at once (default 1000000)");
-  serve->add_option("--max-body", serve_args.max_body, "Largest request body in bytes (default 65536)");
+  serve->add_option("--max-body", serve_args.max_body,
+                    "Largest request body in bytes (default 65536)");
   serve->add_option("--threads", serve_args.threads,
                     "Worker threads, one per open connection (default 128)");
   serve->add_option("--max-waiters", serve_args.max_waiters,

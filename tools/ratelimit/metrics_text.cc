@@ -44,9 +44,9 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
                          "Requests by how they ended: admitted, recorded, or the reason they "
                          "were turned away (try-acquire, acquire and record calls).",
                          MetricType::Counter);
-  auto reservations = family("ratelimit_reservations_total",
-                             "Reservations settled, by result (committed or cancelled).",
-                             MetricType::Counter);
+  auto reservations =
+      family("ratelimit_reservations_total",
+             "Reservations settled, by result (committed or cancelled).", MetricType::Counter);
   auto tokens = family("ratelimit_tokens_total",
                        "Tokens by kind: estimated (admitted estimates), committed (actual usage "
                        "given at commit) and recorded (record calls).",
@@ -55,15 +55,14 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
                                 "Requests in the model's 60-second window now.", MetricType::Gauge);
   auto window_tokens = family("ratelimit_window_tokens",
                               "Tokens in the model's 60-second window now.", MetricType::Gauge);
-  auto day_requests =
-      family("ratelimit_day_requests", "Requests counted today (since day_start).",
-             MetricType::Gauge);
+  auto day_requests = family("ratelimit_day_requests", "Requests counted today (since day_start).",
+                             MetricType::Gauge);
   auto limit_rpm = family("ratelimit_limit_requests_per_minute",
                           "The model's max_rpm (0: unlimited).", MetricType::Gauge);
   auto limit_tpm = family("ratelimit_limit_tokens_per_minute",
                           "The model's max_tpm (0: unlimited).", MetricType::Gauge);
-  auto limit_rpd = family("ratelimit_limit_requests_per_day",
-                          "The model's max_rpd (0: unlimited).", MetricType::Gauge);
+  auto limit_rpd = family("ratelimit_limit_requests_per_day", "The model's max_rpd (0: unlimited).",
+                          MetricType::Gauge);
 
   for (const auto& [model, m] : models) {
     if (model_name_problem(model)) continue;
@@ -76,10 +75,8 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
         static_cast<double>(m.committed));
     add(reservations, {{"model", model}, {"result", "cancelled"}},
         static_cast<double>(m.cancelled));
-    add(tokens, {{"model", model}, {"kind", "estimated"}},
-        static_cast<double>(m.tokens_estimated));
-    add(tokens, {{"model", model}, {"kind", "committed"}},
-        static_cast<double>(m.tokens_committed));
+    add(tokens, {{"model", model}, {"kind", "estimated"}}, static_cast<double>(m.tokens_estimated));
+    add(tokens, {{"model", model}, {"kind", "committed"}}, static_cast<double>(m.tokens_committed));
     add(tokens, {{"model", model}, {"kind", "recorded"}}, static_cast<double>(m.tokens_recorded));
     const std::pair<MetricFamily*, std::int64_t> gauges[] = {
         {&window_requests, m.stats.rpm}, {&window_tokens, m.stats.tpm},
@@ -127,17 +124,17 @@ std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<
           "not valid.",
           static_cast<double>(server.invalid_model_names_skipped));
 
-  auto http = family("ratelimit_http_requests_total", "HTTP requests answered, by route and status.",
-                     MetricType::Counter);
+  auto http = family("ratelimit_http_requests_total",
+                     "HTTP requests answered, by route and status.", MetricType::Counter);
   for (const auto& s : server.http) {
     add(http, {{"route", s.route}, {"code", std::to_string(s.status)}},
         static_cast<double>(s.count));
   }
   out.push_back(std::move(http));
 
-  auto latency = family("ratelimit_http_request_duration_seconds",
-                        "Time from a parsed request to its response, by route.",
-                        MetricType::Histogram);
+  auto latency =
+      family("ratelimit_http_request_duration_seconds",
+             "Time from a parsed request to its response, by route.", MetricType::Histogram);
   for (const auto& l : server.latency) {
     ClientMetric m;
     m.label = {{"route", l.route}};

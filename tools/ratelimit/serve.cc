@@ -60,8 +60,7 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
   auto max_wait = duration_option("--max-wait", a.max_wait, Duration(0), "0s");
   if (!max_wait) return tl::unexpected(max_wait.error());
   o.max_wait = *max_wait;
-  auto persist = duration_option("--persist-every", a.persist_every, std::chrono::seconds(1),
-                                 "1s");
+  auto persist = duration_option("--persist-every", a.persist_every, std::chrono::seconds(1), "1s");
   if (!persist) return tl::unexpected(persist.error());
   o.persist_every = *persist;
   struct SizeOpt {
@@ -83,9 +82,9 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
     *s.out = *v;
   }
   if (o.max_waiters >= o.threads) {
-    return tl::unexpected(usage_error(
-        "--max-waiters " + std::to_string(o.max_waiters) + " must be below --threads " +
-        std::to_string(o.threads) + ", or waiting acquires could take every worker"));
+    return tl::unexpected(usage_error("--max-waiters " + std::to_string(o.max_waiters) +
+                                      " must be below --threads " + std::to_string(o.threads) +
+                                      ", or waiting acquires could take every worker"));
   }
   return o;
 }
@@ -112,13 +111,13 @@ int Commands::serve(const ServeArgs& args) {
     auto opts = store_options();
     if (!opts) return fail("serve", opts.error());
     if (!options_.state.empty()) {
-      return fail("serve", usage_error("--backend memory keeps no file; drop --state " +
-                                       options_.state));
+      return fail("serve",
+                  usage_error("--backend memory keeps no file; drop --state " + options_.state));
     }
     Config config;
     config.backend = Backend::memory;
-    config.providers = opts->providers.empty() ? std::vector<Provider>{Provider::local}
-                                               : opts->providers;
+    config.providers =
+        opts->providers.empty() ? std::vector<Provider>{Provider::local} : opts->providers;
     auto opened = RateLimiter::open(std::move(config));
     if (!opened) return fail("serve", store_error(opened.error().to_string()));
     memory = std::move(*opened);
@@ -161,8 +160,8 @@ int Commands::serve(const ServeArgs& args) {
     if (auto done = session->finish(); !done) return fail("serve", done.error());
     if (session->location().backend == Backend::sqlite) {
       if (auto s = limiter->persist(); !s) {
-        return fail("serve", store_error("cannot checkpoint the database: " +
-                                         s.error().to_string()));
+        return fail("serve",
+                    store_error("cannot checkpoint the database: " + s.error().to_string()));
       }
     }
   }

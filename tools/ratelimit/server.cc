@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <httplib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -10,7 +11,6 @@
 #include <condition_variable>
 #include <fstream>
 #include <functional>
-#include <httplib.h>
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -56,10 +56,19 @@ enum class Route : std::uint8_t {
   unmatched,
 };
 constexpr std::size_t kRouteCount = 13;
-constexpr std::array<const char*, kRouteCount> kRouteNames = {
-    "/",          "/healthz",        "/metrics",         "/v1/decide", "/v1/acquire",
-    "/v1/reservations/{id}/commit", "/v1/reservations/{id}/cancel", "/v1/record",
-    "/v1/stats",  "/v1/stats/{model}", "/v1/quotas/{model}", "/v1/reset",  "unmatched"};
+constexpr std::array<const char*, kRouteCount> kRouteNames = {"/",
+                                                              "/healthz",
+                                                              "/metrics",
+                                                              "/v1/decide",
+                                                              "/v1/acquire",
+                                                              "/v1/reservations/{id}/commit",
+                                                              "/v1/reservations/{id}/cancel",
+                                                              "/v1/record",
+                                                              "/v1/stats",
+                                                              "/v1/stats/{model}",
+                                                              "/v1/quotas/{model}",
+                                                              "/v1/reset",
+                                                              "unmatched"};
 
 constexpr std::array<int, 14> kStatuses = {200, 204, 400, 401, 403, 404, 405,
                                            409, 413, 422, 429, 500, 503, 0 /* other */};
@@ -169,8 +178,8 @@ class Body {
       if (!known) {
         std::string list;
         for (const char* a : accepted) list += std::string(list.empty() ? "" : ", ") + a;
-        error = std::string(op) + ": unknown field \"" + printable(key) + "\" (accepted: " +
-                (list.empty() ? "none" : list) + ")";
+        error = std::string(op) + ": unknown field \"" + printable(key) +
+                "\" (accepted: " + (list.empty() ? "none" : list) + ")";
         return std::nullopt;
       }
     }
@@ -187,8 +196,8 @@ class Body {
       if (!fallback) error = op_ + ": \"" + key + "\" is required (an integer >= 0)";
       return fallback;
     }
-    const std::string range = "an integer from " + std::to_string(min) + " to " +
-                              std::to_string(kMaxCount);
+    const std::string range =
+        "an integer from " + std::to_string(min) + " to " + std::to_string(kMaxCount);
     if (!it->is_number_integer()) {
       error = op_ + ": \"" + key + "\" must be " + range + ", got " + it->dump();
       return std::nullopt;
@@ -478,7 +487,8 @@ Outcome<std::string> read_token_file(const std::string& path, std::string& warni
   if (first == std::string::npos) {
     return tl::unexpected(usage_error("--token-file " + path +
                                       " is empty; put a secret of at least 16 characters in it, "
-                                      "e.g. `head -c 32 /dev/urandom | base64 > " + path + "`"));
+                                      "e.g. `head -c 32 /dev/urandom | base64 > " +
+                                      path + "`"));
   }
   token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
   for (char c : token) {
@@ -504,8 +514,8 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   // Every byte of `a` is compared whatever the contents; lengths are not secret.
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i]) ^
-            static_cast<unsigned char>(i < b.size() ? b[i] : ~a[i]);
+    diff |=
+        static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(i < b.size() ? b[i] : ~a[i]);
   }
   return diff == 0;
 }
@@ -591,19 +601,18 @@ struct Server::Impl {
       }
       count(Route::unmatched, res.status, std::chrono::nanoseconds(0));
     });
-    http.set_exception_handler(
-        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-          std::string what = "unknown error";
-          try {
-            if (ep) std::rethrow_exception(ep);
-          } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-          }
-          send_error(res, 500, "internal",
-                     request_name(req) + ": " + what + " (nothing was changed)");
-          count(Route::unmatched, 500, std::chrono::nanoseconds(0));
-        });
+    http.set_exception_handler([this](const httplib::Request& req, httplib::Response& res,
+                                      std::exception_ptr ep) {
+      std::string what = "unknown error";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      send_error(res, 500, "internal", request_name(req) + ": " + what + " (nothing was changed)");
+      count(Route::unmatched, 500, std::chrono::nanoseconds(0));
+    });
   }
 
   void count(Route route, int status, std::chrono::nanoseconds took) {
@@ -635,7 +644,8 @@ struct Server::Impl {
     auto host_of = [](std::string_view authority) {
       if (!authority.empty() && authority.front() == '[') {
         const auto close = authority.find(']');
-        return close == std::string_view::npos ? std::string_view() : authority.substr(1, close - 1);
+        return close == std::string_view::npos ? std::string_view()
+                                               : authority.substr(1, close - 1);
       }
       return authority.substr(0, authority.find(':'));
     };
@@ -1012,7 +1022,8 @@ struct Server::Impl {
     if (req.method == "DELETE") {
       auto s = limiter.remove_quota(model);
       if (!s && s.error().code == ErrorCode::not_found) {
-        return send_error(res, 404, "not_found", op + ": \"" + printable(model) + "\" has no quota");
+        return send_error(res, 404, "not_found",
+                          op + ": \"" + printable(model) + "\" has no quota");
       }
       if (!s) return call_failed(res, op, s.error());
       res.status = 204;
@@ -1155,8 +1166,7 @@ Outcome<int> Server::bind() {
   }
   if (!ok) {
     return tl::unexpected(store_error("cannot listen on " + o.listen.host + ":" +
-                                      std::to_string(o.listen.port) + ": " +
-                                      std::strerror(errno) +
+                                      std::to_string(o.listen.port) + ": " + std::strerror(errno) +
                                       "; is another server using the port? pick another with "
                                       "--listen HOST:PORT"));
   }

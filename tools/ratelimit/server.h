@@ -37,14 +37,14 @@ struct ServerOptions {
   // When not empty, every endpoint but /healthz and / needs it as a bearer token. (A string,
   // not an optional: gcc 12 -O2 reports optional<string> assignments as maybe-uninitialized.)
   std::string token;
-  std::string backend = "sqlite";    // shown by /healthz
+  std::string backend = "sqlite";  // shown by /healthz
   // A reservation not settled within the lease keeps its estimate and is forgotten.
   Duration lease = std::chrono::minutes(10);
-  std::size_t max_models = 10'000;       // distinct model names the server tracks
-  std::size_t max_leases = 1'000'000;    // reservations held at once
+  std::size_t max_models = 10'000;     // distinct model names the server tracks
+  std::size_t max_leases = 1'000'000;  // reservations held at once
   std::size_t max_body_bytes = 64 * 1024;
-  std::size_t threads = 128;             // worker threads (one per open connection)
-  std::size_t max_waiters = 32;          // acquires blocked in wait_ms at once
+  std::size_t threads = 128;                    // worker threads (one per open connection)
+  std::size_t max_waiters = 32;                 // acquires blocked in wait_ms at once
   Duration max_wait = std::chrono::minutes(5);  // the largest wait_ms accepted
   // YAML store: how often the state is written while serving (and always at shutdown).
   std::optional<Duration> persist_every;
@@ -52,9 +52,9 @@ struct ServerOptions {
 
 // The counters the server keeps about itself (for /metrics and tests).
 struct ServerCounters {
-  std::size_t leases = 0;         // reservations held now
-  std::size_t waiters = 0;        // acquires waiting now
-  std::size_t models = 0;         // model names tracked
+  std::size_t leases = 0;            // reservations held now
+  std::size_t waiters = 0;           // acquires waiting now
+  std::size_t models = 0;            // model names tracked
   std::uint64_t leases_expired = 0;  // forgotten at the end of their lease
 };
 

@@ -199,7 +199,8 @@ Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
     for (const auto& [model, quota] : profiles.at(p).models) {
       auto existing = session->limiter().quota(model);
       if (!existing) {
-        return tl::unexpected(store_error("cannot read the quotas: " + existing.error().to_string()));
+        return tl::unexpected(
+            store_error("cannot read the quotas: " + existing.error().to_string()));
       }
       if (*existing) continue;
       if (auto s = session->limiter().set_quota(model, quota); !s) {

@@ -1,16 +1,17 @@
 // The in-process store (Backend::memory, and Backend::yaml with snapshots): one Window per
 // model behind its own mutex, found through the lock-free model table.
+#include "store/memory/memory_store.h"
+
 #include <algorithm>
 #include <atomic>
-#include <functional>
 #include <charconv>
+#include <functional>
 #include <random>
 
 #include "core/model_table.h"
 #include "core/window.h"
 #include "limiter/validation.h"
 #include "ratelimit/model_name.h"
-#include "store/memory/memory_store.h"
 #include "util/mutex.h"
 
 namespace ratelimit::detail {
@@ -65,8 +66,8 @@ class alignas(64) MemoryModel final : public StoreModel {
     return {};
   }
 
-  Status settle(EntryRef entry, const SettleRequest& request,
-                bool* released) override RL_EXCLUDES(mu_) {
+  Status settle(EntryRef entry, const SettleRequest& request, bool* released) override
+      RL_EXCLUDES(mu_) {
     *released = false;
     MutexLock lock(mu_);
     if (closed_) {

@@ -14,12 +14,11 @@ constexpr int kReadScanCap = 64;  // rows a read may subtract virtually before i
 
 void ModelRows::corrupt(std::string_view model, const char* field, std::int64_t value) const {
   throw OpFailure{{ErrorCode::corrupt_state,
-                   std::string(op_) + ": sqlite " + conn_.path() + ": " + quoted(model) +
-                       ": " + field + " is negative (" + std::to_string(value) +
+                   std::string(op_) + ": sqlite " + conn_.path() + ": " + quoted(model) + ": " +
+                       field + " is negative (" + std::to_string(value) +
                        "); the database was changed by something else: reset the model or "
                        "restore a backup"}};
 }
-
 
 RowState ModelRows::load(std::string_view model) {
   RowState s;
@@ -168,7 +167,6 @@ bool ModelRows::delete_expired(std::string_view model, const RowState& s, int li
   return more;
 }
 
-
 std::int64_t ModelRows::model_no_of(RowState& s) {
   if (s.model_no == 0) {
     Query u(conn_, st_.next_model_no);
@@ -176,7 +174,6 @@ std::int64_t ModelRows::model_no_of(RowState& s) {
   }
   return s.model_no;
 }
-
 
 void ModelRows::save(std::string_view model, RowState& s) {
   {
@@ -195,7 +192,6 @@ void ModelRows::save(std::string_view model, RowState& s) {
   }
   s.day_row = s.has_day;
 }
-
 
 // Appends a request (and its tokens) at max(now, newest). Returns its time; the new rowids
 // are in last_request_rowid_/last_token_rowid_ (0: no token row).
@@ -224,7 +220,6 @@ std::int64_t ModelRows::append(std::string_view model, RowState& s, std::int64_t
   s.day_count = saturating_add(s.day_count, 1);
   return ts;
 }
-
 
 void ModelRows::settle(std::string_view model, std::int64_t model_no, EntryRef entry,
                        const SettleRequest& request, std::int64_t now, const std::string& id,
@@ -256,8 +251,8 @@ void ModelRows::settle(std::string_view model, std::int64_t model_no, EntryRef e
   if (!found) {
     // Issued, and its rows have left the window (and were deleted): by id nothing changes;
     // a Reservation that was never settled still refunds its day.
-    if (!is_commit && from_reservation && s.day_gen == static_cast<std::int64_t>(entry.generation) &&
-        s.has_day && s.day_count > 0) {
+    if (!is_commit && from_reservation &&
+        s.day_gen == static_cast<std::int64_t>(entry.generation) && s.has_day && s.day_count > 0) {
       --s.day_count;
     }
     save(model, s);
@@ -265,8 +260,8 @@ void ModelRows::settle(std::string_view model, std::int64_t model_no, EntryRef e
   }
   const bool gone = ts <= s.horizon;
   if (gone) {
-    if (!is_commit && from_reservation && state == kReserved && day_gen == s.day_gen &&
-        s.has_day && s.day_count > 0) {
+    if (!is_commit && from_reservation && state == kReserved && day_gen == s.day_gen && s.has_day &&
+        s.day_count > 0) {
       --s.day_count;
       set_reservation(model_no, seq, kCancelled, token_rowid);
     }
@@ -315,7 +310,7 @@ void ModelRows::settle(std::string_view model, std::int64_t model_no, EntryRef e
 }
 
 void ModelRows::set_reservation(std::int64_t model_no, std::int64_t seq, std::int64_t state,
-                     std::int64_t token_rowid) {
+                                std::int64_t token_rowid) {
   Query u(conn_, st_.set_reservation);
   u.bind(1, model_no).bind(2, seq).bind(3, state);
   if (token_rowid != 0) {
@@ -325,7 +320,6 @@ void ModelRows::set_reservation(std::int64_t model_no, std::int64_t seq, std::in
   }
   u.run();
 }
-
 
 Decision ModelRows::evaluate(std::string_view model, const RowState& s,
                              std::int64_t estimated_tokens) {

@@ -245,5 +245,4 @@ Result<Opened> open_database(const std::string& path, const QuotaMap& seed_quota
   return tl::unexpected(opened.error().error);
 }
 
-
 }  // namespace ratelimit::detail

@@ -86,8 +86,7 @@ class Database {
   // A read first; a write only when many rows expired since the last write on this model.
   // `visit(rows, state)` sees the state advanced to now.
   template <class F>
-  bool read_model(std::string_view model, const char* op, Error* error, F&& visit)
-      RL_REQUIRES(mu) {
+  bool read_model(std::string_view model, const char* op, Error* error, F&& visit) RL_REQUIRES(mu) {
     bool done = false;
     bool ok = transaction(false, op, error, [&](ModelRows& rows) {
       RowState s = rows.load(model);
@@ -228,8 +227,8 @@ class Database {
     auto problem = model_name_problem(model);
     if (!problem) return true;
     if (warned_.insert(model).second && warn_) {
-      warn_("sqlite " + conn_->path() + ": skipped the rows of " + quoted(model) +
-            ": the name " + *problem + " (rename or delete them with the sqlite3 tool)");
+      warn_("sqlite " + conn_->path() + ": skipped the rows of " + quoted(model) + ": the name " +
+            *problem + " (rename or delete them with the sqlite3 tool)");
     }
     return false;
   }
@@ -522,7 +521,8 @@ class SqliteStore final : public Store {
     MutexLock lock(db_->mu);
     QuotaMap quotas;
     Error error;
-    if (!db_->all_quotas("ratelimit.load", &error, &quotas)) return tl::unexpected(std::move(error));
+    if (!db_->all_quotas("ratelimit.load", &error, &quotas))
+      return tl::unexpected(std::move(error));
     return {};
   }
 

@@ -31,7 +31,6 @@ Result<std::unique_ptr<RateLimiter>> open_sqlite_limiter(Config config,
 
 // migrate_yaml_to_sqlite with store `options` (tests: fault injection).
 Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path,
-                    std::function<void(std::string_view)> on_warning,
-                    const SqliteOptions& options);
+                    std::function<void(std::string_view)> on_warning, const SqliteOptions& options);
 
 }  // namespace ratelimit::detail
