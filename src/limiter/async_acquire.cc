@@ -18,8 +18,10 @@ AsyncAcquire::AsyncAcquire(LimiterCore& core, StoreModel& model, std::int64_t es
 void AsyncAcquire::start() {
   AcquireCallback callback;
   std::optional<Result<Reservation>> result;
+  std::stop_token stop;
   {
     MutexLock lock(step_mu_);
+    stop = wait_.stop;
     watching_ = std::make_unique<LimiterCore::WatchingChanges>(core_);
     wait_.position = model_.waiters.join_queue(this);
     joined_ = true;
@@ -35,7 +37,7 @@ void AsyncAcquire::start() {
   }
   // A stop request schedules a look, which sees it and completes with `cancelled`.
   std::weak_ptr<AsyncAcquire> self = weak_from_this();
-  on_stop_.emplace(wait_.stop, std::function<void()>([self, &core = core_] {
+  on_stop_.emplace(stop, std::function<void()>([self, &core = core_] {
                      if (auto w = self.lock()) core.service().look_now(w);
                    }));
 }
