@@ -70,19 +70,22 @@ inline ModelStats stats_of(const Limits& limits, const Usage& u) {
 //     window counted from the oldest (1 <= k <= usage.requests);
 //   std::int64_t tokens_time(Int128 need): the time of the entry at which the tokens counted
 //     from the oldest first reach `need` (0 < need <= usage.tokens).
+// Writes the decision into `d` (which the caller owns: no copy on the hot path).
 template <class Probe>
-Decision evaluate(const Limits& limits, const Usage& usage, std::int64_t estimated_tokens,
-                  std::int64_t now_ns, Probe&& probe) {
-  Decision d;
+void evaluate_into(const Limits& limits, const Usage& usage, std::int64_t estimated_tokens,
+                   std::int64_t now_ns, Probe&& probe, Decision& d) {
+  d.allowed = false;
+  d.code = DecisionCode::ok;
+  d.retry_after = Duration(0);
   d.stats = stats_of(limits, usage);
   if (estimated_tokens < 0) {
     d.code = DecisionCode::invalid_tokens;
-    return d;
+    return;
   }
   if (!limits.known || limits.unlimited()) {
     d.allowed = true;
     d.code = limits.known ? DecisionCode::unlimited : DecisionCode::unknown_model;
-    return d;
+    return;
   }
   const ModelQuota& q = limits.quota;
   bool denied = false;
@@ -114,6 +117,13 @@ Decision evaluate(const Limits& limits, const Usage& usage, std::int64_t estimat
     }
   }
   d.allowed = !denied;
+}
+
+template <class Probe>
+Decision evaluate(const Limits& limits, const Usage& usage, std::int64_t estimated_tokens,
+                  std::int64_t now_ns, Probe&& probe) {
+  Decision d;
+  evaluate_into(limits, usage, estimated_tokens, now_ns, probe, d);
   return d;
 }
 

@@ -59,6 +59,10 @@ class Window {
                     std::int64_t now_ns) const {
     return detail::evaluate(limits, usage(), estimated_tokens, now_ns, *this);
   }
+  void evaluate_into(const Limits& limits, std::int64_t estimated_tokens, std::int64_t now_ns,
+                     Decision& d) const {
+    detail::evaluate_into(limits, usage(), estimated_tokens, now_ns, *this, d);
+  }
   Decision evaluate(const ModelQuota& quota, std::int64_t estimated_tokens,
                     std::int64_t now_ns) const {
     return evaluate(Limits{true, quota}, estimated_tokens, now_ns);

@@ -218,7 +218,9 @@ Decision RateLimiter::decide(std::string_view model, std::int64_t estimated_toke
   CheckRequest request;
   request.operation = "ratelimit.decide";
   request.estimated_tokens = estimated_tokens;
-  return m->check(request).decision;
+  Decision d;
+  (void)m->check_into(request, d);  // a store failure is in the decision
+  return d;
 }
 
 bool RateLimiter::can_send(std::string_view model, std::int64_t estimated_tokens) {
@@ -246,9 +248,7 @@ Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estima
   request.estimated_tokens = estimated_tokens;
   request.record = true;
   request.count = true;
-  detail::CheckResult r = m->check(request);
-  if (!r.decision.allowed) return detail::Grants::denied(std::move(r.decision));
-  return detail::Grants::granted(std::move(r.decision), m->shared_from_this(), r.entry);
+  return detail::Grants::check(*m, request);
 }
 
 Status RateLimiter::record_usage(std::string_view model, std::int64_t prompt_tokens,

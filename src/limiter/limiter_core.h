@@ -23,6 +23,17 @@ struct Grants {
   static Reservation denied(Decision decision) {
     return Reservation(std::move(decision), nullptr, 0, 0);
   }
+  // try_acquire's check, with the decision written straight into the Reservation.
+  static Reservation check(StoreModel& model, const CheckRequest& request) {
+    Reservation r;
+    const CheckOutcome o = model.check_into(request, r.decision_);
+    if (r.decision_.allowed) {
+      r.model_ = model.shared_from_this();
+      r.seq_ = o.entry.seq;
+      r.generation_ = o.entry.generation;
+    }
+    return r;
+  }
 };
 
 class WaiterService;

@@ -7,6 +7,7 @@ namespace ratelimit::detail {
 WaitQueue::Position WaitQueue::join_queue(Waiter* waiter) {
   MutexLock lock(mu_);
   queue_.push_back(waiter);
+  waiting_.fetch_add(1, std::memory_order_seq_cst);
   return std::prev(queue_.end());
 }
 
@@ -14,6 +15,7 @@ void WaitQueue::leave_queue(Position position) {
   MutexLock lock(mu_);
   const bool was_head = queue_.begin() == position;
   queue_.erase(position);
+  waiting_.fetch_sub(1, std::memory_order_seq_cst);
   if (was_head) {
     head_wake_.reset();
     ++epoch_;
@@ -25,12 +27,14 @@ void WaitQueue::leave_queue(Position position) {
 WaitQueue::Position WaitQueue::join_watchers(Waiter* waiter) {
   MutexLock lock(mu_);
   watchers_.push_back(waiter);
+  waiting_.fetch_add(1, std::memory_order_seq_cst);
   return std::prev(watchers_.end());
 }
 
 void WaitQueue::leave_watchers(Position position) {
   MutexLock lock(mu_);
   watchers_.erase(position);
+  waiting_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 WaitQueue::View WaitQueue::view(const Waiter* waiter) {
@@ -49,6 +53,7 @@ void WaitQueue::set_head_wake(TimePoint wake) {
 }
 
 void WaitQueue::wake_all() {
+  if (waiting_.load(std::memory_order_seq_cst) == 0) return;
   MutexLock lock(mu_);
   wake_all_locked();
 }

@@ -12,6 +12,7 @@
 // Thread-safety: thread-safe; every member is guarded by the queue's mutex.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <optional>
@@ -56,7 +57,8 @@ class WaitQueue {
   // The head's expected wake time; waiters behind it are woken when it changes.
   void set_head_wake(TimePoint wake) RL_EXCLUDES(mu_);
 
-  // Wakes every waiter (queue and watchers) to look again.
+  // Wakes every waiter (queue and watchers) to look again. Without waiters it takes no lock
+  // (a commit or cancel calls it on the hot path).
   void wake_all() RL_EXCLUDES(mu_);
 
   // The number of waiters (queue and watchers).
@@ -87,6 +89,10 @@ class WaitQueue {
   std::list<Waiter*> watchers_ RL_GUARDED_BY(mu_);
   std::optional<TimePoint> head_wake_ RL_GUARDED_BY(mu_);
   std::uint64_t epoch_ RL_GUARDED_BY(mu_) = 0;
+  // queue_.size() + watchers_.size(), written under mu_. A waiter joins before it looks at
+  // the store, and a release happens in the store before wake_all reads this: a release that
+  // reads 0 comes before the joining waiter's look, which then sees it.
+  std::atomic<std::size_t> waiting_{0};
 };
 
 }  // namespace ratelimit::detail

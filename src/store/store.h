@@ -51,10 +51,15 @@ struct CheckRequest {
   bool count_denials = true;  // ... denials included (an acquire counts how its wait ends)
 };
 
-// The outcome of a check.
+// The outcome of a check besides its decision.
+struct CheckOutcome {
+  EntryRef entry;              // when recorded
+  std::optional<Error> error;  // the store failed (the decision says store_unavailable)
+};
+// Both, for callers off the hot path.
 struct CheckResult {
-  Decision decision;  // store_unavailable when the store failed: `error` says why
-  EntryRef entry;     // when recorded
+  Decision decision;
+  EntryRef entry;
   std::optional<Error> error;
 };
 
@@ -88,9 +93,16 @@ class StoreModel : public std::enable_shared_from_this<StoreModel> {
   StoreModel(const StoreModel&) = delete;
   StoreModel& operator=(const StoreModel&) = delete;
 
-  // Prunes what left the window, evaluates the rules and, when allowed and asked to, records
-  // the estimate: all or nothing.
-  virtual CheckResult check(const CheckRequest& request) = 0;
+  // Prunes what left the window, evaluates the rules into `decision` (the caller's storage: no
+  // copy on the hot path) and, when allowed and asked to, records the estimate: all or nothing.
+  virtual CheckOutcome check_into(const CheckRequest& request, Decision& decision) = 0;
+  CheckResult check(const CheckRequest& request) {
+    CheckResult r;
+    CheckOutcome o = check_into(request, r.decision);
+    r.entry = o.entry;
+    r.error = std::move(o.error);
+    return r;
+  }
   // Records usage that happened, without checking (tokens >= 0).
   virtual Status record(std::int64_t tokens, const char* operation) = 0;
   // Settles one granted entry. ok also when the entry has left the window (nothing changes);

@@ -32,23 +32,25 @@ class alignas(64) MemoryModel final : public StoreModel {
         nonce_(store_nonce),
         clock_(std::move(store_clock)) {}
 
-  CheckResult check(const CheckRequest& request) override RL_EXCLUDES(mu_) {
-    CheckResult r;
+  CheckOutcome check_into(const CheckRequest& request, Decision& decision) override
+      RL_EXCLUDES(mu_) {
+    CheckOutcome r;
     MutexLock lock(mu_);
     if (closed_) {
-      r.decision.code = DecisionCode::store_unavailable;
+      decision = Decision{};
+      decision.code = DecisionCode::store_unavailable;
       r.error = closed_error(request.operation);
     } else {
       const std::int64_t now = now_ns();
       window_.advance(now);
-      r.decision = window_.evaluate(limits_, request.estimated_tokens, now);
-      if (r.decision.allowed && request.record) {
+      window_.evaluate_into(limits_, request.estimated_tokens, now, decision);
+      if (decision.allowed && request.record) {
         r.entry.seq = window_.append(now, request.estimated_tokens, EntryKind::reserved);
         r.entry.generation = window_.generation();
       }
     }
-    if (request.count && (r.decision.allowed || request.count_denials || r.error)) {
-      counters.decided(r.decision, request.estimated_tokens);
+    if (request.count && (decision.allowed || request.count_denials || r.error)) {
+      counters.decided(decision, request.estimated_tokens);
     }
     return r;
   }

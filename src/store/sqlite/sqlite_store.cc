@@ -266,7 +266,7 @@ class SqliteModel final : public StoreModel {
               std::shared_ptr<Database> db)
       : StoreModel(std::move(model_name), model_hash, model_index), db_(std::move(db)) {}
 
-  CheckResult check(const CheckRequest& request) override {
+  CheckOutcome check_into(const CheckRequest& request, Decision& decision) override {
     CheckResult r;
     Database& db = *db_;
     MutexLock lock(db.mu);
@@ -298,7 +298,8 @@ class SqliteModel final : public StoreModel {
     if (request.count && (r.decision.allowed || request.count_denials || r.error)) {
       counters.decided(r.decision, request.estimated_tokens);
     }
-    return r;
+    decision = r.decision;
+    return CheckOutcome{r.entry, std::move(r.error)};
   }
 
   Status record(std::int64_t tokens, const char* operation) override {
