@@ -27,7 +27,9 @@ struct Config {
   std::vector<Provider> providers;  // empty together with quotas → {gemini}
   QuotaMap quotas;                  // override provider defaults
   std::shared_ptr<Clock> clock;     // null → system_clock()
-  bool recover_corrupt = false;     // SQLite store: move a damaged file aside and start fresh
+  // A damaged state file (YAML: at load(); SQLite: at open) is moved aside to
+  // "<path>.corrupt-<UTC time>" and the limiter starts fresh, with a warning (on_warning).
+  bool recover_corrupt = false;
   // Called with each warning (e.g. a state file row skipped because its model name is not
   // valid); null: written to stderr as "ratelimit: warning: <message>". Any thread.
   std::function<void(std::string_view message)> on_warning;

@@ -59,8 +59,9 @@ struct LimiterMetrics {
   // Calls refused because the model name is not valid (see model_name.h): decision code
   // invalid_model, or an invalid_argument error. Not labelled: the name is not printable.
   std::uint64_t invalid_model = 0;
-  // Quotas and usage read from a file or database whose model name is not valid: skipped
-  // (each named in a warning, Config::on_warning) instead of refusing the whole file.
+  // Model names in a state file or database that are not valid: their quotas and usage are
+  // skipped (each name in a warning, Config::on_warning) instead of refusing the whole file.
+  // YAML: counted at each load(); SQLite: each distinct name once per limiter.
   std::uint64_t invalid_names_skipped = 0;
   friend bool operator==(const LimiterMetrics&, const LimiterMetrics&) = default;
 };

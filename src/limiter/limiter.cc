@@ -320,7 +320,7 @@ Result<std::map<std::string, ModelMetrics, std::less<>>> RateLimiter::metrics() 
 LimiterMetrics RateLimiter::limiter_metrics() const {
   LimiterMetrics m;
   m.invalid_model = core_->invalid_model.load(std::memory_order_relaxed);
-  m.invalid_names_skipped = core_->names_skipped->load(std::memory_order_relaxed);
+  m.invalid_names_skipped = core_->store->names_skipped();
   return m;
 }
 

@@ -81,7 +81,6 @@ struct LimiterCore {
   const std::unique_ptr<Store> store;
   std::atomic<bool> closed{false};
   std::atomic<std::uint64_t> invalid_model{0};
-  std::shared_ptr<std::atomic<std::uint64_t>> names_skipped;
 
   Mutex watcher_mu;
   std::condition_variable_any watcher_cv;

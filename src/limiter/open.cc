@@ -12,7 +12,7 @@
 namespace ratelimit {
 namespace detail {
 
-Result<Config> resolve_config(Config config, std::shared_ptr<std::atomic<std::uint64_t>> skipped) {
+Result<Config> resolve_config(Config config) {
   for (const auto& [model, quota] : config.quotas) {
     if (auto error = check_model_name("open", model)) return tl::unexpected(std::move(*error));
     if (auto why = validate_quota("open", model, quota)) {
@@ -20,17 +20,11 @@ Result<Config> resolve_config(Config config, std::shared_ptr<std::atomic<std::ui
     }
   }
   if (config.clock == nullptr) config.clock = system_clock();
-  // Every warning a store gives is about a skipped name today; count them for
-  // limiter_metrics(), then hand them on.
-  config.on_warning = [user = std::move(config.on_warning),
-                       skipped = std::move(skipped)](std::string_view message) {
-    skipped->fetch_add(1, std::memory_order_relaxed);
-    if (user) {
-      user(message);
-    } else {
+  if (!config.on_warning) {
+    config.on_warning = [](std::string_view message) {
       std::cerr << "ratelimit: warning: " << message << '\n';
-    }
-  };
+    };
+  }
   if (config.backend != Backend::memory && config.file_path.empty()) {
     auto path = default_state_path(config.backend);
     if (!path) return tl::unexpected(path.error());
@@ -50,8 +44,7 @@ Result<Config> resolve_config(Config config, std::shared_ptr<std::atomic<std::ui
 }
 
 Result<std::unique_ptr<RateLimiter>> open_limiter(Config config, const SqliteOptions& options) {
-  auto skipped = std::make_shared<std::atomic<std::uint64_t>>(0);
-  auto resolved = resolve_config(std::move(config), skipped);
+  auto resolved = resolve_config(std::move(config));
   if (!resolved) return tl::unexpected(resolved.error());
   std::unique_ptr<Store> store;
   switch (resolved->backend) {
@@ -69,7 +62,6 @@ Result<std::unique_ptr<RateLimiter>> open_limiter(Config config, const SqliteOpt
     }
   }
   auto core = std::make_unique<LimiterCore>(std::move(*resolved), std::move(store));
-  core->names_skipped = std::move(skipped);
   return LimiterCore::make_limiter(std::move(core));
 }
 

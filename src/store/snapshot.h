@@ -45,6 +45,9 @@ class SnapshotStore {
   virtual Status save(const Snapshot& snapshot) = 0;
   // nullopt when there is nothing stored yet (a missing file).
   virtual Result<std::optional<Snapshot>> load() = 0;
+  // Moves a damaged state aside (Config::recover_corrupt) and returns where it went; the
+  // next load finds nothing. Refuses (corrupt_state) a file that is some other store's.
+  virtual Result<std::string> move_aside() = 0;
 };
 
 // A store for Backend::yaml at `path` (parent directories are created on save).

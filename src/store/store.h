@@ -167,6 +167,9 @@ class Store {
   // Idempotent. Afterwards checks answer store_unavailable and everything else `closed`.
   virtual Status close() = 0;
 
+  // Rows or entries skipped because their model name is not valid (each named in a warning).
+  virtual std::uint64_t names_skipped() const = 0;
+
   // Whether other processes or machines share this store (its change signal then matters).
   virtual bool shared() const = 0;
   // Blocks until another process or machine changed the store since the last call (true), or

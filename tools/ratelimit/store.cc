@@ -30,15 +30,6 @@ bool looks_like_sqlite(const std::string& path) {
   return in.gcount() == 16 && std::memcmp(header, "SQLite format 3", 16) == 0;
 }
 
-std::string utc_stamp() {
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 // "the fix" part of a store error message for a library error.
 std::string hint_for(const Error& e) {
   switch (e.code) {
@@ -222,19 +213,8 @@ Outcome<void> Session::load(bool recover) {
                                       " is a SQLite database, not a YAML state file; pass "
                                       "--backend sqlite (or a .db path) to use it"));
   }
-  if (e.code == ErrorCode::corrupt_state && recover) {
-    const std::string aside = location_.path + ".corrupt-" + utc_stamp();
-    std::error_code ec;
-    fs::rename(location_.path, aside, ec);
-    if (ec) {
-      return tl::unexpected(store_error("cannot move the damaged state file " + location_.path +
-                                        " aside: " + ec.message() + "; move it by hand"));
-    }
-    std::fprintf(stderr, "ratelimit: moved the damaged state file %s aside to %s\n",
-                 location_.path.c_str(), aside.c_str());
-    changed_ = true;
-    return load(false);
-  }
+  // --recover (Config::recover_corrupt): the library moved a damaged file aside and said so.
+  (void)recover;
   return tl::unexpected(store_error("cannot read the state file " + location_.path + " (" +
                                     describe(e) + "); " + hint_for(e)));
 }

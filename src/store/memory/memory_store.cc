@@ -7,6 +7,7 @@
 #include <charconv>
 #include <functional>
 #include <random>
+#include <set>
 
 #include "core/model_table.h"
 #include "core/window.h"
@@ -200,7 +201,10 @@ class alignas(64) MemoryModel final : public StoreModel {
 class MemoryStore final : public Store {
  public:
   MemoryStore(const Config& config, std::unique_ptr<SnapshotStore> snapshots)
-      : clock_(config.clock), snapshots_(std::move(snapshots)), warn_(config.on_warning) {
+      : clock_(config.clock),
+        snapshots_(std::move(snapshots)),
+        warn_(config.on_warning),
+        recover_corrupt_(config.recover_corrupt) {
     std::random_device rd;
     nonce_ = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
     for (const auto& [model, q] : merged_quotas(config)) slot(model)->set_quota(q);
@@ -313,6 +317,15 @@ class MemoryStore final : public Store {
     if (closed_) return tl::unexpected(closed_error("ratelimit.load"));
     if (snapshots_ == nullptr) return {};
     auto loaded = snapshots_->load();
+    if (!loaded && loaded.error().code == ErrorCode::corrupt_state && recover_corrupt_) {
+      // Config::recover_corrupt: the damaged file is kept aside, never deleted, and the
+      // limiter starts with no usage (as the SQLite store does).
+      auto aside = snapshots_->move_aside();
+      if (!aside) return tl::unexpected(aside.error());
+      warn("ratelimit.load: moved the damaged state file aside to " + *aside + " (" +
+           loaded.error().message + "); starting with no usage");
+      loaded = std::optional<Snapshot>();
+    }
     if (!loaded) return tl::unexpected(loaded.error());
     if (!loaded->has_value()) return {};  // nothing stored yet
     Snapshot snapshot = std::move(**loaded);
@@ -339,6 +352,10 @@ class MemoryStore final : public Store {
     }
     close_all();
     return {};
+  }
+
+  std::uint64_t names_skipped() const override {
+    return skipped_names_.load(std::memory_order_relaxed);
   }
 
   bool shared() const override { return false; }
@@ -375,9 +392,15 @@ class MemoryStore final : public Store {
         }
       }
     };
+    std::set<std::string> names;
+    for (const auto& [name, q] : snapshot.quotas) names.insert(name);
+    for (const auto& [name, st] : snapshot.state) names.insert(name);
     drop(snapshot.quotas, "quota");
     drop(snapshot.state, "usage");
-    skipped_names_ += dropped;
+    std::size_t invalid = 0;
+    for (const auto& name : names) invalid += model_name_problem(name) ? 1 : 0;
+    (void)dropped;
+    skipped_names_ += invalid;
   }
 
   void warn(const std::string& message) {
@@ -391,6 +414,7 @@ class MemoryStore final : public Store {
   bool closed_ RL_GUARDED_BY(store_mu_) = false;
   std::unique_ptr<SnapshotStore> snapshots_;
   std::function<void(std::string_view)> warn_;
+  const bool recover_corrupt_;
   std::atomic<std::uint64_t> skipped_names_{0};
 };
 

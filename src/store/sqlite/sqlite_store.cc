@@ -43,6 +43,7 @@ class Database {
   }
 
   Mutex mu;
+  std::atomic<std::uint64_t> skipped{0};  // distinct invalid names seen in the database
 
   bool open() const RL_REQUIRES(mu) { return conn_ != nullptr; }
   const std::string& prefix() const { return prefix_; }
@@ -226,9 +227,12 @@ class Database {
   bool valid_name(const std::string& model) RL_REQUIRES(mu) {
     auto problem = model_name_problem(model);
     if (!problem) return true;
-    if (warned_.insert(model).second && warn_) {
-      warn_("sqlite " + conn_->path() + ": skipped the rows of " + quoted(model) + ": the name " +
-            *problem + " (rename or delete them with the sqlite3 tool)");
+    if (warned_.insert(model).second) {  // counted and named once per store
+      skipped.fetch_add(1, std::memory_order_relaxed);
+      if (warn_) {
+        warn_("sqlite " + conn_->path() + ": skipped the rows of " + quoted(model) + ": the name " +
+              *problem + " (rename or delete them with the sqlite3 tool)");
+      }
     }
     return false;
   }
@@ -531,6 +535,10 @@ class SqliteStore final : public Store {
     MutexLock lock(db_->mu);
     db_->close();
     return {};
+  }
+
+  std::uint64_t names_skipped() const override {
+    return db_->skipped.load(std::memory_order_relaxed);
   }
 
   bool shared() const override { return true; }

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <filesystem>
 #include <memory>
@@ -721,6 +722,39 @@ class YamlStore final : public SnapshotStore {
     } catch (const std::exception& e) {
       return make_error(ErrorCode::internal, std::string(kPersist) + path_ + ": " + e.what());
     }
+  }
+
+  Result<std::string> move_aside() override {
+    auto target = resolve_state_target(path_);
+    if (!target) return tl::unexpected(target.error());
+    std::string head(16, '\0');
+    if (std::FILE* f = std::fopen(target->c_str(), "rb")) {
+      head.resize(std::fread(head.data(), 1, head.size(), f));
+      std::fclose(f);
+    }
+    if (head == std::string("SQLite format 3\0", 16)) {
+      return make_error(ErrorCode::corrupt_state,
+                        std::string(kLoad) + *target +
+                            " is a SQLite database, not a YAML state file; open it with "
+                            "Backend::sqlite (CLI: --backend sqlite) instead of moving it aside");
+    }
+    const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    const std::string base = *target + ".corrupt-" + stamp;
+    std::string aside = base;
+    std::error_code ec;
+    for (int i = 1; std::filesystem::exists(aside, ec); ++i) aside = base + "-" + std::to_string(i);
+    if (std::rename(target->c_str(), aside.c_str()) != 0) {
+      return make_error(ErrorCode::io_error, std::string(kLoad) +
+                                                 "cannot move the damaged state "
+                                                 "file " +
+                                                 *target + " aside to " + aside + ": " +
+                                                 errno_text(errno) + " (move it by hand)");
+    }
+    return aside;
   }
 
   Result<std::optional<Snapshot>> load() override {
