@@ -141,21 +141,20 @@ void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
   }
 }
 
-// Creates or checks the schema, writes `seed_quotas` for models without a row, and returns the
-// store id. REQUIRES: a write transaction. Throws DbFailure / OpFailure.
-std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const char* op) {
-  const std::string where = std::string(op) + ": sqlite " + c.path() + ": ";
+namespace {
+
+// Checks that the database at `c` is ours or go-ratelimit's (to adopt), and says whether our
+// tables are there already. Throws OpFailure for a foreign or newer database.
+bool check_existing_schema(Connection& c, const std::string& where) {
   std::int64_t app_id = 0;
   {
-    sqlite3_stmt* s = c.prepare("PRAGMA application_id");
-    Query u(c, s);
+    Query u(c, c.prepare("PRAGMA application_id"));
     if (u.row()) app_id = u.i64(0);
   }
   std::vector<std::string> objects;
   bool has_meta = false;
   {
-    sqlite3_stmt* s = c.prepare("SELECT name FROM sqlite_master ORDER BY name");
-    Query u(c, s);
+    Query u(c, c.prepare("SELECT name FROM sqlite_master ORDER BY name"));
     while (u.row()) {
       objects.push_back(u.text(0));
       if (objects.back() == "rl_meta") has_meta = true;
@@ -170,8 +169,7 @@ std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const c
     throw foreign("application id " + std::to_string(app_id));
   }
   if (has_meta) {
-    sqlite3_stmt* s = c.prepare("SELECT value FROM rl_meta WHERE key = 'schema_version'");
-    Query u(c, s);
+    Query u(c, c.prepare("SELECT value FROM rl_meta WHERE key = 'schema_version'"));
     const std::string version = u.row() ? u.text(0) : std::string();
     if (version != kSchemaVersion) {
       throw OpFailure{{ErrorCode::corrupt_state, where + "schema version \"" + version +
@@ -179,41 +177,55 @@ std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const c
                                                      std::string(kSchemaVersion) +
                                                      " (use the ratelimit version that wrote it)"}};
     }
-  } else {
-    std::string unknown;
-    for (const std::string& name : objects) {
-      if (kSeedObjects.count(name) == 0) unknown += (unknown.empty() ? "" : ", ") + name;
-    }
-    if (!unknown.empty()) throw foreign("it holds " + unknown);
-    std::set<std::string, std::less<>> present(objects.begin(), objects.end());
-    const char* tables[] = {"quotas", "requests", "tokens", "daily"};
-    for (int i = 0; i < 4; ++i) {
-      if (present.count(tables[i]) == 0) continue;
-      sqlite3_stmt* probe = nullptr;
-      const int rc =
-          sqlite3_prepare_v2(c.db(), kSeedColumnChecks[i].data(),
-                             static_cast<int>(kSeedColumnChecks[i].size()), &probe, nullptr);
-      sqlite3_finalize(probe);
-      if (is_damage_code(rc)) c.fail(rc);
-      if (rc != SQLITE_OK) throw foreign(std::string("table ") + tables[i] + " has other columns");
-    }
+    return true;
   }
+  std::string unknown;
+  for (const std::string& name : objects) {
+    if (kSeedObjects.count(name) == 0) unknown += (unknown.empty() ? "" : ", ") + name;
+  }
+  if (!unknown.empty()) throw foreign("it holds " + unknown);
+  std::set<std::string, std::less<>> present(objects.begin(), objects.end());
+  const char* tables[] = {"quotas", "requests", "tokens", "daily"};
+  for (int i = 0; i < 4; ++i) {
+    if (present.count(tables[i]) == 0) continue;
+    sqlite3_stmt* probe = nullptr;
+    const int rc =
+        sqlite3_prepare_v2(c.db(), kSeedColumnChecks[i].data(),
+                           static_cast<int>(kSeedColumnChecks[i].size()), &probe, nullptr);
+    sqlite3_finalize(probe);
+    if (is_damage_code(rc)) c.fail(rc);
+    if (rc != SQLITE_OK) throw foreign(std::string("table ") + tables[i] + " has other columns");
+  }
+  return false;
+}
+
+// Our tables' first rows: the schema version and a new store id; a go-ratelimit database's
+// rows become our totals.
+void create_meta(Connection& c, const char* op) {
+  c.exec("PRAGMA application_id = " + std::to_string(kAppId));
+  sqlite3_stmt* s = c.prepare("INSERT INTO rl_meta (key, value) VALUES (?1, ?2)");
+  {
+    Query u(c, s);
+    u.bind(1, std::string_view("schema_version")).bind(2, kSchemaVersion).run();
+  }
+  const std::string id = hex16(random_u64());
+  {
+    Query u(c, s);
+    u.bind(1, std::string_view("store_id")).bind(2, id).run();
+  }
+  rebuild_totals(c, 0, op);
+}
+
+}  // namespace
+
+// Creates or checks the schema, writes `seed_quotas` for models without a row, and returns the
+// store id. REQUIRES: a write transaction. Throws DbFailure / OpFailure.
+std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const char* op) {
+  const std::string where = std::string(op) + ": sqlite " + c.path() + ": ";
+  const bool has_meta = check_existing_schema(c, where);
   for (std::string_view sql : kSeedSchema) c.exec(sql);
   for (std::string_view sql : kOwnSchema) c.exec(sql);
-  if (!has_meta) {
-    c.exec("PRAGMA application_id = " + std::to_string(kAppId));
-    sqlite3_stmt* s = c.prepare("INSERT INTO rl_meta (key, value) VALUES (?1, ?2)");
-    {
-      Query u(c, s);
-      u.bind(1, std::string_view("schema_version")).bind(2, kSchemaVersion).run();
-    }
-    const std::string id = hex16(random_u64());
-    {
-      Query u(c, s);
-      u.bind(1, std::string_view("store_id")).bind(2, id).run();
-    }
-    rebuild_totals(c, 0, op);  // a go-ratelimit database's rows become our totals
-  }
+  if (!has_meta) create_meta(c, op);
   {
     sqlite3_stmt* s = c.prepare(
         "INSERT OR IGNORE INTO quotas (model, max_rpm, max_tpm, max_rpd) VALUES (?1, ?2, ?3, ?4)");
@@ -222,8 +234,7 @@ std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const c
       u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd).run();
     }
   }
-  sqlite3_stmt* s = c.prepare("SELECT value FROM rl_meta WHERE key = 'store_id'");
-  Query u(c, s);
+  Query u(c, c.prepare("SELECT value FROM rl_meta WHERE key = 'store_id'"));
   std::uint64_t id = 0;
   const std::string text = u.row() ? u.text(0) : std::string();
   auto r = std::from_chars(text.data(), text.data() + text.size(), id, 16);
