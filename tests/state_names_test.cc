@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
 
 #include "sqlite_test_util.h"
 #include "store_kinds.h"
@@ -131,6 +133,59 @@ TEST(StateNames, SqliteErrorsNameTheOperationThatFailed) {
       << waited.error().message;
   ASSERT_FALSE(quota);
   EXPECT_EQ(quota.error().message.rfind("ratelimit.quota: sqlite ", 0), 0u);
+}
+
+}  // namespace
+}  // namespace ratelimit
+
+namespace ratelimit {
+namespace {
+
+// A clock of the caller's that tells real time (e.g. one that logs): the change signal of a
+// shared store must not depend on which clock is used (it once did: only system_clock() itself
+// polled other processes' commits).
+class WrappedSystemClock final : public Clock {
+ public:
+  TimePoint now() const override { return system_clock()->now(); }
+  bool sleep_until(TimePoint until, std::stop_token stop) override {
+    ++sleeping;
+    const bool slept = system_clock()->sleep_until(until, stop);
+    --sleeping;
+    return slept;
+  }
+  std::atomic<int> sleeping{0};
+};
+
+TEST(SharedStoreWake, AnotherConnectionsReleaseWakesAWaiterWhateverTheClock) {
+  testing::TempDir dir;
+  Config config;
+  config.backend = Backend::sqlite;
+  config.file_path = dir.file("shared.db");
+  config.providers = {Provider::local};
+  config.quotas = {{"m", {1, 0, 0}}};
+  auto clock = std::make_shared<WrappedSystemClock>();
+  config.clock = clock;
+  auto waiter = std::move(*RateLimiter::open(config));
+  auto other = std::move(*RateLimiter::open(config));  // another connection, as another process
+  Reservation r = other->try_acquire("m", 0);
+  ASSERT_TRUE(r);
+  const std::string id = r.id();
+  auto started = std::chrono::steady_clock::now();
+  auto got = std::async(std::launch::async, [&] {
+    WaitOptions options;
+    options.timeout = std::chrono::seconds(30);  // the window frees only after 60 s
+    return waiter->acquire("m", 0, options);
+  });
+  // Once the waiter sleeps until the window frees (60 s away), the other connection releases.
+  while (clock->sleeping.load() == 0 &&
+         std::chrono::steady_clock::now() - started < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(clock->sleeping.load(), 1);
+  ASSERT_TRUE(other->cancel(id));
+  auto result = got.get();
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(20));
 }
 
 }  // namespace
