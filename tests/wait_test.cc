@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "store_kinds.h"
 #include "test_util.h"
 
 namespace ratelimit {
@@ -18,43 +19,7 @@ using testing::start_time;
 
 // A clock whose sleepers block until the test moves time (or they are stopped), so a test can
 // see who is asleep and wake them in a known order, without real waiting.
-class GatedClock final : public Clock {
- public:
-  TimePoint now() const override {
-    std::lock_guard lock(mu_);
-    return now_;
-  }
-  bool sleep_until(TimePoint until, std::stop_token stop) override {
-    std::unique_lock lock(mu_);
-    ++sleepers_;
-    cv_.notify_all();
-    const bool reached = cv_.wait(lock, stop, [&] { return now_ >= until; });
-    --sleepers_;
-    cv_.notify_all();
-    return reached;
-  }
-  // Moves with the wall time: deadlines are measured on it.
-  std::chrono::steady_clock::time_point monotonic_now() const override {
-    std::lock_guard lock(mu_);
-    return std::chrono::steady_clock::time_point(now_.time_since_epoch());
-  }
-  void advance(Duration d) {
-    std::lock_guard lock(mu_);
-    now_ += d;
-    cv_.notify_all();
-  }
-  // Waits (at most 30 s of real time, a safety net) until `n` threads sleep on this clock.
-  bool wait_for_sleepers(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 30s, [&] { return sleepers_ == n; });
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable_any cv_;
-  TimePoint now_ = start_time();
-  int sleepers_ = 0;
-};
+using testing::GatedClock;
 
 // The real clock, counting the threads asleep on it, so that a test can release capacity or
 // stop a waiter exactly while it sleeps (instead of sleeping a while and hoping it fell asleep).

@@ -88,6 +88,16 @@ std::string printable_model_name(std::string_view name) {
 
 namespace detail {
 
+bool is_valid_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = 0;
+    const std::size_t n = utf8_sequence(text.substr(i), &cp);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string quoted(std::string_view model) {
   return "model \"" + printable_model_name(model) + '"';
 }
@@ -99,6 +109,12 @@ std::optional<Error> check_model_name(std::string_view operation, std::string_vi
                "ratelimit." + std::string(operation) + ": " + quoted(model) + " " + *problem +
                    " (model names are UTF-8 text of at most " + std::to_string(kMaxModelNameBytes) +
                    " bytes without control characters)"};
+}
+
+Error unknown_reservation_id(const char* operation, std::string_view id, std::string_view issuer) {
+  return Error{ErrorCode::not_found,
+               std::string(operation) + ": unknown reservation id \"" + printable_model_name(id) +
+                   "\" (ids come from Reservation::id() of " + std::string(issuer) + ")"};
 }
 
 std::optional<std::string> validate_quota(std::string_view operation, std::string_view model,

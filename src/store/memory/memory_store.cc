@@ -230,10 +230,7 @@ class MemoryStore final : public Store {
 
   Result<Found> find_entry(std::string_view id, const char* operation) override {
     auto not_found = [&] {
-      return make_error(ErrorCode::not_found,
-                        std::string(operation) + ": unknown reservation id \"" +
-                            printable_model_name(id) +
-                            "\" (ids come from Reservation::id() of this limiter)");
+      return tl::unexpected(unknown_reservation_id(operation, id, "this limiter"));
     };
     std::uint64_t fields[4];
     std::string_view rest = id;

@@ -411,10 +411,7 @@ class SqliteStore final : public Store {
 
   Result<Found> find_entry(std::string_view id, const char* operation) override {
     auto not_found = [&] {
-      return make_error(ErrorCode::not_found,
-                        std::string(operation) + ": unknown reservation id \"" +
-                            printable_model_name(id) +
-                            "\" (ids come from Reservation::id() of a limiter on this database)");
+      return tl::unexpected(unknown_reservation_id(operation, id, "a limiter on this database"));
     };
     const auto parsed = parse_id(id);
     if (!parsed) return not_found();
