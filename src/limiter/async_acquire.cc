@@ -38,7 +38,7 @@ void AsyncAcquire::start() {
   // A stop request schedules a look, which sees it and completes with `cancelled`.
   std::weak_ptr<AsyncAcquire> self = weak_from_this();
   on_stop_.emplace(stop, std::function<void()>([self, &core = core_] {
-                     if (auto w = self.lock()) core.service().look_now(w);
+                     if (auto w = self.lock(); w && !w->finished()) core.service().look_now(w);
                    }));
 }
 
