@@ -51,10 +51,7 @@ std::unique_ptr<RateLimiter> LimiterCore::make_limiter(std::unique_ptr<LimiterCo
 
 Result<StoreModel*> LimiterCore::model_for(std::string_view name, const char* operation) {
   if (StoreModel* m = store->find(name)) return m;  // a name in the table is valid
-  if (auto error = check_model_name(std::string_view(operation).substr(10), name)) {
-    invalid_model.fetch_add(1, std::memory_order_relaxed);
-    return tl::unexpected(std::move(*error));
-  }
+  if (auto s = check_name(name, operation); !s) return tl::unexpected(s.error());
   return store->model(name).get();  // the store keeps it alive
 }
 
