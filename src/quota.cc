@@ -23,6 +23,29 @@ std::optional<Provider> provider_from_string(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view to_string(DayStart day_start) {
+  switch (day_start) {
+    case DayStart::first_request:
+      return "first_request";
+    case DayStart::pacific_midnight:
+      return "pacific_midnight";
+  }
+  return "unknown";
+}
+
+std::optional<DayStart> day_start_from_string(std::string_view name) {
+  for (DayStart d : {DayStart::first_request, DayStart::pacific_midnight}) {
+    if (to_string(d) == name) return d;
+  }
+  return std::nullopt;
+}
+
+std::string ProviderProfile::name() const {
+  std::string n(to_string(provider));
+  if (!tier.empty()) n += ":" + tier;
+  return n;
+}
+
 std::map<Provider, ProviderProfile> default_profiles() {
   std::map<Provider, ProviderProfile> profiles;
   profiles[Provider::gemini] = {Provider::gemini,
@@ -50,6 +73,27 @@ std::map<Provider, ProviderProfile> default_profiles() {
                                    }};
   profiles[Provider::local] = {Provider::local, {}};
   return profiles;
+}
+
+}  // namespace ratelimit
+
+namespace ratelimit {
+
+std::vector<ProviderProfile> all_profiles() {
+  std::vector<ProviderProfile> out;
+  for (auto& [p, profile] : default_profiles()) out.push_back(std::move(profile));
+  return out;
+}
+
+Result<ProviderProfile> find_profile(std::string_view name) {
+  std::string known;
+  for (auto& profile : all_profiles()) {
+    if (profile.name() == name) return std::move(profile);
+    known += (known.empty() ? "" : ", ") + profile.name();
+  }
+  return make_error(ErrorCode::invalid_argument,
+              "ratelimit.find_profile: unknown provider profile \"" + std::string(name) +
+                  "\"; known profiles: " + known);
 }
 
 }  // namespace ratelimit

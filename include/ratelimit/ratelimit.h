@@ -7,5 +7,6 @@
 #include "ratelimit/limiter.h"     // IWYU pragma: export
 #include "ratelimit/metrics.h"     // IWYU pragma: export
 #include "ratelimit/model_name.h"  // IWYU pragma: export
+#include "ratelimit/provider.h"    // IWYU pragma: export
 #include "ratelimit/quota.h"       // IWYU pragma: export
 #include "ratelimit/status.h"      // IWYU pragma: export
