@@ -92,8 +92,8 @@ Result<ProviderProfile> find_profile(std::string_view name) {
     known += (known.empty() ? "" : ", ") + profile.name();
   }
   return make_error(ErrorCode::invalid_argument,
-              "ratelimit.find_profile: unknown provider profile \"" + std::string(name) +
-                  "\"; known profiles: " + known);
+                    "ratelimit.find_profile: unknown provider profile \"" + std::string(name) +
+                        "\"; known profiles: " + known);
 }
 
 }  // namespace ratelimit

@@ -24,9 +24,9 @@ std::string_view to_string(DayStart day_start);
 std::optional<DayStart> day_start_from_string(std::string_view name);
 
 struct ModelQuota {
-  std::int64_t max_rpm = 0;  // requests in any 60 s window; 0 = unlimited
-  std::int64_t max_tpm = 0;  // tokens (input + output) in any 60 s window; 0 = unlimited
-  std::int64_t max_rpd = 0;  // requests per day;            0 = unlimited
+  std::int64_t max_rpm = 0;         // requests in any 60 s window; 0 = unlimited
+  std::int64_t max_tpm = 0;         // tokens (input + output) in any 60 s window; 0 = unlimited
+  std::int64_t max_rpd = 0;         // requests per day;            0 = unlimited
   std::int64_t max_input_tpm = 0;   // input tokens in any 60 s window; 0 = unlimited
   std::int64_t max_output_tpm = 0;  // output tokens in any 60 s window; 0 = unlimited
   DayStart day_start = DayStart::first_request;
