@@ -33,17 +33,64 @@ Result<Backend> backend_from_string(std::string_view name) {
                                                      "\" (use yaml, sqlite or memory)");
 }
 
+std::string_view to_string(UnknownModelPolicy policy) {
+  switch (policy) {
+    case UnknownModelPolicy::allow:
+      return "allow";
+    case UnknownModelPolicy::deny:
+      return "deny";
+    case UnknownModelPolicy::default_quota:
+      return "default_quota";
+  }
+  return "unknown";
+}
+
+std::optional<UnknownModelPolicy> unknown_model_policy_from_string(std::string_view name) {
+  for (auto p :
+       {UnknownModelPolicy::allow, UnknownModelPolicy::deny, UnknownModelPolicy::default_quota}) {
+    if (to_string(p) == name) return p;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// The profiles a Config names, in order (seed rule for `providers`).
+std::vector<ProviderProfile> config_profiles(const Config& config) {
+  std::vector<ProviderProfile> out;
+  std::vector<Provider> providers = config.providers;
+  if (providers.empty() && config.quotas.empty() && config.profiles.empty()) {
+    providers.push_back(Provider::gemini);
+  }
+  auto bare = default_profiles();
+  for (Provider p : providers) {
+    auto it = bare.find(p);
+    if (it == bare.end()) continue;  // an out-of-range enum value: unknown, skipped
+    out.push_back(it->second);
+  }
+  for (const auto& name : config.profiles) {
+    if (auto profile = find_profile(name)) out.push_back(std::move(*profile));
+  }
+  return out;
+}
+
+}  // namespace
+
 QuotaMap merged_quotas(const Config& config) {
   QuotaMap out;
-  std::vector<Provider> providers = config.providers;
-  if (providers.empty() && config.quotas.empty()) providers.push_back(Provider::gemini);
-  const auto profiles = default_profiles();
-  for (Provider p : providers) {
-    auto it = profiles.find(p);
-    if (it == profiles.end()) continue;  // an out-of-range enum value: unknown, skipped
-    for (const auto& [model, quota] : it->second.models) out[model] = quota;
+  for (const auto& profile : config_profiles(config)) {
+    for (const auto& [model, quota] : profile.models) out[model] = quota;
   }
   for (const auto& [model, quota] : config.quotas) out[model] = quota;
+  return out;
+}
+
+AliasMap merged_aliases(const Config& config) {
+  AliasMap out;
+  for (const auto& profile : config_profiles(config)) {
+    for (const auto& [name, target] : profile.aliases) out[name] = target;
+  }
+  for (const auto& [name, target] : config.aliases) out[name] = target;
   return out;
 }
 

@@ -22,6 +22,16 @@ std::string_view to_string(DecisionCode code) {
       return "store_unavailable";
     case DecisionCode::invalid_model:
       return "invalid_model";
+    case DecisionCode::input_tpm_exceeded:
+      return "input_tpm_exceeded";
+    case DecisionCode::output_tpm_exceeded:
+      return "output_tpm_exceeded";
+    case DecisionCode::provider_cooldown:
+      return "provider_cooldown";
+    case DecisionCode::provider_limit:
+      return "provider_limit";
+    case DecisionCode::model_not_allowed:
+      return "model_not_allowed";
   }
   return "unknown";
 }
@@ -46,6 +56,16 @@ std::string_view reason(DecisionCode code) {
       return "state store unavailable";
     case DecisionCode::invalid_model:
       return "model name is not valid (UTF-8, no control characters, at most 256 bytes)";
+    case DecisionCode::input_tpm_exceeded:
+      return "per-minute input token limit reached";
+    case DecisionCode::output_tpm_exceeded:
+      return "per-minute output token limit reached";
+    case DecisionCode::provider_cooldown:
+      return "the provider asked to wait (rate limited upstream)";
+    case DecisionCode::provider_limit:
+      return "the provider's remaining budget is spent until its reset";
+    case DecisionCode::model_not_allowed:
+      return "model has no quota and unknown models are denied";
   }
   return "unknown";
 }

@@ -22,11 +22,22 @@ std::string_view to_string(RequestOutcome outcome) {
       return "deadline_exceeded";
     case RequestOutcome::cancelled:
       return "cancelled";
+    case RequestOutcome::input_tpm_exceeded:
+      return "input_tpm_exceeded";
+    case RequestOutcome::output_tpm_exceeded:
+      return "output_tpm_exceeded";
+    case RequestOutcome::provider_cooldown:
+      return "provider_cooldown";
+    case RequestOutcome::provider_limit:
+      return "provider_limit";
+    case RequestOutcome::model_not_allowed:
+      return "model_not_allowed";
   }
   return "unknown";
 }
 
 // The array in ModelMetrics is indexed by RequestOutcome: a new outcome must grow it.
-static_assert(static_cast<std::size_t>(RequestOutcome::cancelled) + 1 == kRequestOutcomeCount);
+static_assert(static_cast<std::size_t>(RequestOutcome::model_not_allowed) + 1 ==
+              kRequestOutcomeCount);
 
 }  // namespace ratelimit

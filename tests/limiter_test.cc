@@ -194,12 +194,14 @@ TEST(StatsTest, KnownUnknownAndQuotaOnly) {
   auto f = memory_limiter({{"m", {10, 1000, 100}}, {"quota-only", {1, 2, 3}}});
   ASSERT_TRUE(f.limiter->record_usage("m", 5, 5));
   ModelStats s = *f.limiter->stats("m");
-  EXPECT_EQ(s, (ModelStats{1, 10, 10, 1000, 1, 100, testing::start_time()}));
+  // record_usage(5, 5): 5 input and 5 output tokens; the day ends 24 h after it started.
+  EXPECT_EQ(s, (ModelStats{1, 10, 10, 1000, 1, 100, testing::start_time(), 5, 0, 5, 0,
+                           testing::start_time() + 24h}));
   s = *f.limiter->stats("nope");
   EXPECT_EQ(s, ModelStats{});
   EXPECT_EQ(*f.limiter->models(), (std::vector<std::string>{"m", "quota-only"}));  // no state made
   s = *f.limiter->stats("quota-only");
-  EXPECT_EQ(s, (ModelStats{0, 1, 0, 2, 0, 3, TimePoint{}}));
+  EXPECT_EQ(s, (ModelStats{0, 1, 0, 2, 0, 3, TimePoint{}, 0, 0, 0, 0, TimePoint{}}));
 }
 
 TEST(StatsTest, AllStatsIsTheUnionPrunedWithDailyReset) {

@@ -97,6 +97,11 @@ TEST(RequestOutcomeTest, NamesAndIndexes) {
       {RequestOutcome::store_unavailable, "store_unavailable"},
       {RequestOutcome::deadline_exceeded, "deadline_exceeded"},
       {RequestOutcome::cancelled, "cancelled"},
+      {RequestOutcome::input_tpm_exceeded, "input_tpm_exceeded"},
+      {RequestOutcome::output_tpm_exceeded, "output_tpm_exceeded"},
+      {RequestOutcome::provider_cooldown, "provider_cooldown"},
+      {RequestOutcome::provider_limit, "provider_limit"},
+      {RequestOutcome::model_not_allowed, "model_not_allowed"},
   };
   static_assert(std::size(names) == kRequestOutcomeCount);
   ModelMetrics m;

@@ -24,7 +24,8 @@ constexpr std::int64_t kDay = 86'400'000'000'000;
 void PrintTo(const ModelStats& s, std::ostream* os) {
   *os << "{rpm " << s.rpm << "/" << s.max_rpm << ", tpm " << s.tpm << "/" << s.max_tpm << ", rpd "
       << s.rpd << "/" << s.max_rpd << ", day_start " << s.day_start.time_since_epoch().count()
-      << "}";
+      << ", day_end " << s.day_end.time_since_epoch().count() << ", in " << s.input_tpm << ", out "
+      << s.output_tpm << "}";
 }
 
 namespace {
@@ -34,6 +35,7 @@ struct NaiveEntry {
   std::int64_t tokens;
   bool request;  // false once cancelled
   bool reserved;
+  std::int64_t output = 0;  // of tokens
 };
 
 struct NaiveModel {
@@ -73,6 +75,7 @@ struct NaiveModel {
     for (const NaiveEntry* e : in_window(now)) {
       s.rpm += e->request ? 1 : 0;
       s.tpm += e->tokens;
+      s.output_tpm += e->output;
     }
     if (has_quota) {
       s.max_rpm = quota.max_rpm;
@@ -80,7 +83,11 @@ struct NaiveModel {
       s.max_rpd = quota.max_rpd;
     }
     s.rpd = day_count;
-    if (day_started) s.day_start = TimePoint(Duration(day_start));
+    s.input_tpm = s.tpm - s.output_tpm;  // a single token count is input
+    if (day_started) {
+      s.day_start = TimePoint(Duration(day_start));
+      s.day_end = TimePoint(Duration(day_start + kDay));
+    }
     return s;
   }
   Decision decide(std::int64_t est, std::int64_t now) const {
@@ -234,7 +241,10 @@ void run_schedule(testing::StoreKind kind, std::uint64_t seed, int steps, Covera
       }
       NaiveEntry& e = m.history[o.entry];
       const bool wiped = o.entry < m.reset_mark;
-      if (!wiped && o.entry >= m.pruned && e.time > now() - kWindow) e.tokens = prompt + output;
+      if (!wiped && o.entry >= m.pruned && e.time > now() - kWindow) {
+        e.tokens = prompt + output;
+        e.output = output;
+      }
     } else if (op < 55 && !outstanding.empty()) {  // cancel (by object or by id)
       const std::size_t pick = rng() % outstanding.size();
       Outstanding o = std::move(outstanding[pick]);
@@ -255,6 +265,7 @@ void run_schedule(testing::StoreKind kind, std::uint64_t seed, int steps, Covera
       if (in_window) {
         e.request = false;
         e.tokens = 0;
+        e.output = 0;
       }
       if ((in_window || by_object) && o.generation == m.generation && m.day_count > 0) {
         --m.day_count;
@@ -264,7 +275,7 @@ void run_schedule(testing::StoreKind kind, std::uint64_t seed, int steps, Covera
       const std::int64_t output = static_cast<std::int64_t>(rng() % 100);
       ASSERT_TRUE(f.limiter->record_usage(model, prompt, output));
       n.touch(now());
-      n.append(now(), std::max<std::int64_t>(prompt, 0) + output, false);
+      n.history[n.append(now(), std::max<std::int64_t>(prompt, 0) + output, false)].output = output;
     } else if (op < 90) {  // the clock moves
       const int kind = static_cast<int>(rng() % 20);
       Duration d = std::chrono::milliseconds(rng() % 5000);

@@ -541,12 +541,17 @@ TEST(SqliteOpenTest, StateSurvivesReopeningAndTheSchemaIsTheSeeds) {
   EXPECT_EQ(s.tpm, 42);
   EXPECT_EQ(s.max_tpm, 100);
   EXPECT_EQ(query_text(f->path, "PRAGMA journal_mode"), "wal");
+  // The seed's tables, with columns of ours appended (defaults 0, so that go-ratelimit's
+  // statements, which name their columns, still work).
   EXPECT_EQ(query_text(f->path, "SELECT sql FROM sqlite_master WHERE name = 'tokens'"),
             "CREATE TABLE tokens (model TEXT NOT NULL, ts INTEGER NOT NULL, count INTEGER NOT "
-            "NULL)");
+            "NULL, output INTEGER NOT NULL DEFAULT 0)");
   EXPECT_EQ(query_text(f->path, "SELECT sql FROM sqlite_master WHERE name = 'quotas'"),
             "CREATE TABLE quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL DEFAULT 0, "
-            "max_tpm INTEGER NOT NULL DEFAULT 0, max_rpd INTEGER NOT NULL DEFAULT 0)");
+            "max_tpm INTEGER NOT NULL DEFAULT 0, max_rpd INTEGER NOT NULL DEFAULT 0, "
+            "max_input_tpm INTEGER NOT NULL DEFAULT 0, max_output_tpm INTEGER NOT NULL DEFAULT "
+            "0, day_start INTEGER NOT NULL DEFAULT 0)");
+  EXPECT_EQ(query_int(f->path, "SELECT output FROM tokens WHERE model = 'm'"), 2);
   EXPECT_EQ(query_text(f->path,
                        "SELECT sql FROM sqlite_master WHERE name = "
                        "'idx_requests_model_ts'"),

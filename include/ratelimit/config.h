@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,12 +22,39 @@ std::string_view to_string(Backend backend);
 // ignored. Anything else: invalid_argument `unknown backend "<name>"`.
 Result<Backend> backend_from_string(std::string_view name);
 
+// What a model with no quota (after aliases and its family) gets.
+enum class UnknownModelPolicy {
+  allow,          // allowed, unlimited (go-ratelimit's behaviour): decision code unknown_model
+  deny,           // denied: decision code model_not_allowed
+  default_quota,  // limited by UnknownModels::quota, in a pool of its own per name
+};
+// "allow", "deny", "default_quota".
+std::string_view to_string(UnknownModelPolicy policy);
+std::optional<UnknownModelPolicy> unknown_model_policy_from_string(std::string_view name);
+
+struct UnknownModels {
+  UnknownModelPolicy policy = UnknownModelPolicy::allow;
+  ModelQuota quota;  // for default_quota
+  friend bool operator==(const UnknownModels&, const UnknownModels&) = default;
+};
+
 struct Config {
   std::string file_path;            // empty → default path (default_state_path)
   Backend backend = Backend::yaml;  // the library's default, as in go-ratelimit
-  std::vector<Provider> providers;  // empty together with quotas → {gemini}
-  QuotaMap quotas;                  // override provider defaults
-  std::shared_ptr<Clock> clock;     // null → system_clock()
+  std::vector<Provider> providers;  // empty together with quotas and profiles → {gemini}
+  // Built-in profiles by name ("openai:tier3", "gemini:free", "anthropic"; see find_profile),
+  // applied after `providers`.
+  std::vector<std::string> profiles;
+  QuotaMap quotas;  // override provider defaults
+  // Model-name aliases (name → the name whose quota it uses), over the profiles' built-in
+  // aliases. Shared stores own them: these are written for names that have no alias yet.
+  AliasMap aliases;
+  // What a model with no quota gets. Shared stores own it: this is written when the store has
+  // no policy yet.
+  UnknownModels unknown_models;
+  // observe(): the provider's stated limit becomes the quota of a model that has none.
+  bool learn_quotas = false;
+  std::shared_ptr<Clock> clock;  // null → system_clock()
   // A damaged state file (YAML: at load(); SQLite: at open) is moved aside to
   // "<path>.corrupt-<UTC time>" and the limiter starts fresh, with a warning (on_warning).
   bool recover_corrupt = false;
@@ -38,7 +66,10 @@ struct Config {
 // The quota table a Config describes (seed merge order): if providers and quotas are both
 // empty, the gemini profile; otherwise each known provider's profile in order (unknown ones
 // skipped), then the explicit quotas over matching models.
+// An unknown profile name in `profiles` is skipped here (RateLimiter::open refuses it).
 QuotaMap merged_quotas(const Config& config);
+// The aliases a Config describes: its profiles' built-in aliases, then config.aliases over them.
+AliasMap merged_aliases(const Config& config);
 
 // `<home>/.core/ratelimits.yaml` (yaml, memory) or `<home>/.core/ratelimits.db` (sqlite), where
 // <home> is the first non-empty of $CORE_HOME and $HOME. Neither set: invalid_argument.

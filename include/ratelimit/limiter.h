@@ -16,6 +16,7 @@
 #include "ratelimit/config.h"
 #include "ratelimit/decision.h"
 #include "ratelimit/metrics.h"
+#include "ratelimit/provider.h"
 #include "ratelimit/quota.h"
 #include "ratelimit/status.h"
 
@@ -55,8 +56,9 @@ class Reservation {
   // Opaque id, unique within the store; empty when not granted. RateLimiter::commit/cancel
   // accept it from anywhere.
   const std::string& id() const;
-  // Actual usage replaces the estimate, at the reservation's original time (a commit after
-  // the entry left the minute window changes nothing there). Negative counts: invalid_argument.
+  // Actual usage (input = prompt, output) replaces the estimate, at the reservation's original
+  // time (a commit after the entry left the minute window changes nothing there). Negative
+  // counts: invalid_argument.
   Status commit(std::int64_t prompt_tokens, std::int64_t output_tokens);
   // The call was never made: the request and its tokens are refunded, and its day count too
   // unless the day has rolled over since.
@@ -116,8 +118,11 @@ class RateLimiter {
   RateLimiter(const RateLimiter&) = delete;
   RateLimiter& operator=(const RateLimiter&) = delete;
 
-  // Checks without recording. See DecisionCode for the order of the checks.
+  // Checks without recording. See DecisionCode for the order of the checks. The model name is
+  // resolved (exact, alias, family: see resolve_model) and the decision says which name it
+  // used (Decision::resolved_model). A single token count is counted as input.
   Decision decide(std::string_view model, std::int64_t estimated_tokens);
+  Decision decide(std::string_view model, TokenEstimate estimate);
   bool can_send(std::string_view model, std::int64_t estimated_tokens);
   // Records usage that happened, without checking quotas; any model name. Negative counts
   // are taken as 0.
@@ -125,10 +130,13 @@ class RateLimiter {
                       std::int64_t output_tokens);
   // Checks and records in one atomic step. Not granted: decision() says why.
   Reservation try_acquire(std::string_view model, std::int64_t estimated_tokens);
+  Reservation try_acquire(std::string_view model, TokenEstimate estimate);
   // The blocking form of try_acquire: waiters on one model are served in arrival order.
   // Errors: invalid_argument (negative tokens), never_satisfiable, deadline_exceeded,
   // cancelled, unavailable (store failure).
   Result<Reservation> acquire(std::string_view model, std::int64_t estimated_tokens,
+                              WaitOptions options = {});
+  Result<Reservation> acquire(std::string_view model, TokenEstimate estimate,
                               WaitOptions options = {});
   // acquire() without holding a thread while it waits: `done` is called exactly once with the
   // reservation or the error acquire() would give (plus `closed` when the limiter closes or
@@ -138,8 +146,31 @@ class RateLimiter {
   // served in arrival order together with the blocking acquire() calls.
   PendingAcquire acquire_async(std::string_view model, std::int64_t estimated_tokens,
                                AcquireCallback done, WaitOptions options = {});
+  PendingAcquire acquire_async(std::string_view model, TokenEstimate estimate, AcquireCallback done,
+                               WaitOptions options = {});
   // Returns ok as soon as decide() would allow `tokens`, without recording anything.
   Status wait_for_capacity(std::string_view model, std::int64_t tokens, WaitOptions options = {});
+  Status wait_for_capacity(std::string_view model, TokenEstimate tokens, WaitOptions options = {});
+
+  // Learns from a provider's response to a call on `model` (resolved like decide): a 429 or an
+  // exhausted budget with a reset time sets a cooldown (decision code provider_cooldown until
+  // then), a remaining budget sets a ceiling (provider_limit once spent), kept in the store so
+  // that every process (and machine) on it sees them; never raises a configured quota.
+  // Values that cannot be used are ignored and counted (LimiterMetrics), never an error.
+  // With Config::learn_quotas, the provider's stated limits become the quota of a model that
+  // has none. Errors: invalid_argument (model name), closed, store errors.
+  Result<Observation> observe(std::string_view model, const ProviderResponse& response);
+
+  // The name whose quota and usage `model` uses (see decide); the name itself when it has no
+  // quota anywhere. Errors: invalid_argument (name), closed, store errors.
+  Result<std::string> resolve_model(std::string_view model);
+  // Aliases: `name` uses `target`'s quota and usage. Shared stores keep them for every process.
+  Status set_alias(std::string_view name, std::string_view target);
+  Status remove_alias(std::string_view name);  // not_found when it has none
+  Result<AliasMap> aliases();
+  // The unknown-model policy (see UnknownModelPolicy). Shared stores keep it.
+  Status set_unknown_models(UnknownModels policy);
+  Result<UnknownModels> unknown_models();
 
   // Settle a reservation by id (from another thread, process or request). An id this store
   // issued whose entry has already left every window: ok, nothing changes. An id it never

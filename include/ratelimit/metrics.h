@@ -24,11 +24,18 @@ enum class RequestOutcome : std::uint8_t {
   store_unavailable,  // the store failed (try_acquire, acquire, record_usage)
   deadline_exceeded,  // acquire gave up at its timeout
   cancelled,          // acquire stopped through its stop_token
+  // Appended:
+  input_tpm_exceeded,   // denied by the per-minute input token limit (or never satisfiable)
+  output_tpm_exceeded,  // denied by the per-minute output token limit (or never satisfiable)
+  provider_cooldown,    // denied: the provider asked to wait
+  provider_limit,       // denied: the provider's remaining budget is spent
+  model_not_allowed,    // denied: no quota and the unknown-model policy is `deny`
 };
-inline constexpr std::size_t kRequestOutcomeCount = 9;
+inline constexpr std::size_t kRequestOutcomeCount = 14;
 
 // "admitted", "recorded", "invalid_tokens", "rpd_exceeded", "rpm_exceeded", "tpm_exceeded",
-// "store_unavailable", "deadline_exceeded", "cancelled".
+// "store_unavailable", "deadline_exceeded", "cancelled", "input_tpm_exceeded",
+// "output_tpm_exceeded", "provider_cooldown", "provider_limit", "model_not_allowed".
 std::string_view to_string(RequestOutcome outcome);
 
 // The metrics of one model.
@@ -41,12 +48,14 @@ struct ModelMetrics {
   std::array<std::uint64_t, kRequestOutcomeCount> requests{};  // by RequestOutcome
   // A commit or cancel counts when it returns ok, including one whose entry had already left
   // the window (nothing changes then, but the caller's settle succeeded).
-  std::uint64_t committed = 0;         // reservations settled by commit (object or id)
-  std::uint64_t cancelled = 0;         // reservations refunded by cancel (object or id)
-  std::uint64_t tokens_estimated = 0;  // estimates of admitted requests
-  std::uint64_t tokens_committed = 0;  // actual tokens (prompt + output) given to commit
-  std::uint64_t tokens_recorded = 0;   // tokens (prompt + output) given to record_usage
-  ModelStats stats;                    // window and today's usage with their limits, now
+  std::uint64_t committed = 0;           // reservations settled by commit (object or id)
+  std::uint64_t cancelled = 0;           // reservations refunded by cancel (object or id)
+  std::uint64_t tokens_estimated = 0;    // estimates of admitted requests
+  std::uint64_t tokens_committed = 0;    // actual tokens (prompt + output) given to commit
+  std::uint64_t tokens_recorded = 0;     // tokens (prompt + output) given to record_usage
+  std::uint64_t responses_observed = 0;  // provider responses given to observe()
+  std::uint64_t cooldowns_learned = 0;   // of which set or extended a cooldown
+  ModelStats stats;                      // window and today's usage with their limits, now
 
   std::uint64_t count(RequestOutcome outcome) const {
     return requests[static_cast<std::size_t>(outcome)];
@@ -63,6 +72,11 @@ struct LimiterMetrics {
   // skipped (each name in a warning, Config::on_warning) instead of refusing the whole file.
   // YAML: counted at each load(); SQLite: each distinct name once per limiter.
   std::uint64_t invalid_names_skipped = 0;
+  // Distinct model names this limiter found no quota for (after aliases and families); each
+  // is counted (and reported through Config::on_warning) once.
+  std::uint64_t unknown_models = 0;
+  // Provider response values observe() ignored (garbage, negative, huge, wrong units).
+  std::uint64_t provider_values_ignored = 0;
   friend bool operator==(const LimiterMetrics&, const LimiterMetrics&) = default;
 };
 

@@ -9,6 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "ratelimit/decision.h"
+#include "ratelimit/quota.h"
+
 namespace ratelimit {
 
 // Whose header dialect a response speaks.
@@ -32,6 +35,15 @@ struct ProviderResponse {
   // As received: names compared case-insensitively, repeats allowed (the first valid one wins).
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;  // read for Gemini's 429 details; may be empty
+};
+
+// What RateLimiter::observe() learned from one response.
+struct Observation {
+  std::string resolved_model;                           // the pool it applies to
+  ResponseFormat format = ResponseFormat::auto_detect;  // the dialect read (detected when auto)
+  LearnedLimits learned;                    // what this response said: a cooldown, ceilings
+  std::optional<ModelQuota> quota_learned;  // Config::learn_quotas: the quota written
+  std::vector<std::string> ignored;         // one line per value ignored (garbage, negative, huge)
 };
 
 }  // namespace ratelimit

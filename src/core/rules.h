@@ -1,9 +1,12 @@
 // Internal: the decision rules, written once for every store.
 //
 // go-ratelimit's order: invalid tokens, unknown model (allowed), unlimited, then the day, the
-// minute's requests and the minute's tokens. A denial carries the exact retry-after: the latest
-// over every exhausted limit (the moment enough of the window has left it, or the day resets),
-// and Duration::max() when the estimate alone exceeds max_tpm. Pure: a store calls evaluate()
+// minute's requests and the minute's tokens; ours adds, after invalid tokens, the unknown-model
+// policy (deny), then what the provider said (a cooldown, a spent ceiling, which apply to every
+// model, known or not), and after the minute's tokens its input and output tokens. A denial
+// carries the exact retry-after: the latest over every exhausted limit (the moment enough of the
+// window has left it, the day resets, the provider's reset), and Duration::max() when the
+// estimate alone exceeds a per-minute token limit. Pure: a store calls evaluate()
 // inside its atomic step with its usage and a probe that answers "when does enough capacity
 // leave the window" from wherever its entries live (a ring buffer, SQL rows).
 #pragma once
@@ -12,6 +15,7 @@
 #include <cstdint>
 
 #include "core/time_util.h"
+#include "ratelimit/config.h"
 #include "ratelimit/decision.h"
 #include "ratelimit/quota.h"
 
@@ -34,97 +38,234 @@ inline std::int64_t clamp_to_int64(Int128 v) {
   return static_cast<std::int64_t>(v);
 }
 
+// Which tokens a probe or a limit counts.
+enum class TokenDim { total, input, output };
+
 // One model's usage at `now`, after the store pruned what left the window.
 struct Usage {
   std::int64_t requests = 0;  // requests in the 60 s window
-  Int128 tokens = 0;          // tokens in the 60 s window (exact: no saturation)
+  Int128 tokens = 0;          // tokens in the 60 s window, input + output (exact: no saturation)
+  Int128 input = 0;           // of which input
+  Int128 output = 0;          // of which output
   bool day_started = false;
   std::int64_t day_start_ns = 0;
-  std::int64_t day_count = 0;  // requests today
+  std::int64_t day_end_ns = 0;  // when the day's count starts over (the day rule's)
+  std::int64_t day_count = 0;   // requests today
+
+  Int128 of(TokenDim dim) const {
+    return dim == TokenDim::total ? tokens : dim == TokenDim::input ? input : output;
+  }
 };
 
-// The limits that apply to a model: none (unknown model) or its quota.
+// What the provider said (RateLimiter::observe), in force until the times given.
+struct Learned {
+  std::int64_t cooldown_until_ns = 0;  // 0: none
+  struct Ceiling {
+    std::int64_t left = -1;  // -1: none
+    std::int64_t until_ns = 0;
+    friend bool operator==(const Ceiling&, const Ceiling&) = default;
+  };
+  Ceiling requests, tokens, input, output;
+
+  bool any() const {
+    return cooldown_until_ns != 0 || requests.left >= 0 || tokens.left >= 0 || input.left >= 0 ||
+           output.left >= 0;
+  }
+  // Drops what has expired at `now_ns`; true when something changed.
+  bool expire(std::int64_t now_ns) {
+    bool changed = false;
+    if (cooldown_until_ns != 0 && cooldown_until_ns <= now_ns) {
+      cooldown_until_ns = 0;
+      changed = true;
+    }
+    for (Ceiling* c : {&requests, &tokens, &input, &output}) {
+      if (c->left >= 0 && c->until_ns <= now_ns) {
+        *c = Ceiling{};
+        changed = true;
+      }
+    }
+    return changed;
+  }
+  // A grant of one request with `input` + `output` tokens spends the ceilings; true when
+  // something changed.
+  bool spend(std::int64_t input_tokens, std::int64_t output_tokens) {
+    auto take = [](Ceiling& c, std::int64_t n) {
+      if (c.left < 0) return false;
+      c.left = n >= c.left ? 0 : c.left - n;
+      return true;
+    };
+    bool changed = take(requests, 1);
+    changed |= take(tokens, saturating_add(input_tokens, output_tokens));
+    changed |= take(input, input_tokens);
+    changed |= take(output, output_tokens);
+    return changed;
+  }
+  friend bool operator==(const Learned&, const Learned&) = default;
+};
+
+// Adds a newer observation to what is held: a cooldown that ends later replaces the held one;
+// each ceiling given (left >= 0) replaces the held one. True when something changed.
+inline bool merge_learned(Learned& held, const Learned& add) {
+  bool changed = false;
+  if (add.cooldown_until_ns > held.cooldown_until_ns) {
+    held.cooldown_until_ns = add.cooldown_until_ns;
+    changed = true;
+  }
+  auto take = [&](Learned::Ceiling& h, const Learned::Ceiling& a) {
+    if (a.left >= 0 && !(a == h)) {
+      h = a;
+      changed = true;
+    }
+  };
+  take(held.requests, add.requests);
+  take(held.tokens, add.tokens);
+  take(held.input, add.input);
+  take(held.output, add.output);
+  return changed;
+}
+
+// The limits that apply to a model: none (unknown model) or its quota, the unknown-model
+// policy, and what the provider said.
 struct Limits {
   bool known = false;
   ModelQuota quota;
-  bool unlimited() const { return quota.max_rpm == 0 && quota.max_tpm == 0 && quota.max_rpd == 0; }
+  bool deny_unknown = false;  // !known: UnknownModelPolicy::deny
+  Learned learned;
+  bool unlimited() const { return quota.unlimited(); }
 };
+
+inline LearnedLimits public_learned(const Learned& l) {
+  auto tp = [](std::int64_t ns) { return TimePoint(Duration(ns)); };
+  LearnedLimits out;
+  if (l.cooldown_until_ns != 0) out.cooldown_until = tp(l.cooldown_until_ns);
+  auto ceiling = [&](const Learned::Ceiling& c) {
+    LearnedLimits::Ceiling p;
+    if (c.left >= 0) {
+      p.left = c.left;
+      p.until = tp(c.until_ns);
+    }
+    return p;
+  };
+  out.requests = ceiling(l.requests);
+  out.tokens = ceiling(l.tokens);
+  out.input_tokens = ceiling(l.input);
+  out.output_tokens = ceiling(l.output);
+  return out;
+}
 
 // The stats a decision or stats() reports.
 inline ModelStats stats_of(const Limits& limits, const Usage& u) {
   ModelStats s;
   s.rpm = u.requests;
   s.tpm = clamp_to_int64(u.tokens);
+  s.input_tpm = clamp_to_int64(u.input);
+  s.output_tpm = clamp_to_int64(u.output);
   s.rpd = u.day_started ? u.day_count : 0;
   if (limits.known) {
     s.max_rpm = limits.quota.max_rpm;
     s.max_tpm = limits.quota.max_tpm;
     s.max_rpd = limits.quota.max_rpd;
+    s.max_input_tpm = limits.quota.max_input_tpm;
+    s.max_output_tpm = limits.quota.max_output_tpm;
   }
-  if (u.day_started) s.day_start = TimePoint(Duration(u.day_start_ns));
+  if (u.day_started) {
+    s.day_start = TimePoint(Duration(u.day_start_ns));
+    s.day_end = TimePoint(Duration(u.day_end_ns));
+  }
+  if (limits.learned.any()) s.learned = public_learned(limits.learned);
   return s;
 }
 
-// The decision for `estimated_tokens` at `now_ns`. `probe` answers, only on the denied path:
+// The decision for `estimate` at `now_ns`. `probe` answers, only on the denied path:
 //   std::int64_t request_time(std::int64_t k): the time of the k-th (1-based) request in the
 //     window counted from the oldest (1 <= k <= usage.requests);
-//   std::int64_t tokens_time(Int128 need): the time of the entry at which the tokens counted
-//     from the oldest first reach `need` (0 < need <= usage.tokens).
-// Writes the decision into `d` (which the caller owns: no copy on the hot path).
+//   std::int64_t tokens_time(Int128 need, TokenDim dim): the time of the entry at which the
+//     tokens of `dim` counted from the oldest first reach `need` (0 < need <= usage.of(dim)).
+// Writes the decision into `d` (which the caller owns: no copy on the hot path). The learned
+// limits must have been expired at `now_ns` (Learned::expire).
 template <class Probe>
-void evaluate_into(const Limits& limits, const Usage& usage, std::int64_t estimated_tokens,
+void evaluate_into(const Limits& limits, const Usage& usage, TokenEstimate estimate,
                    std::int64_t now_ns, Probe&& probe, Decision& d) {
   d.allowed = false;
   d.code = DecisionCode::ok;
   d.retry_after = Duration(0);
   d.stats = stats_of(limits, usage);
-  if (estimated_tokens < 0) {
+  if (estimate.input < 0 || estimate.output < 0) {
     d.code = DecisionCode::invalid_tokens;
     return;
   }
-  if (!limits.known || limits.unlimited()) {
-    d.allowed = true;
-    d.code = limits.known ? DecisionCode::unlimited : DecisionCode::unknown_model;
+  if (!limits.known && limits.deny_unknown) {
+    d.code = DecisionCode::model_not_allowed;
     return;
   }
-  const ModelQuota& q = limits.quota;
   bool denied = false;
   auto deny = [&](DecisionCode code, Duration retry) {
     if (!denied) d.code = code;
     denied = true;
     d.retry_after = std::max(d.retry_after, retry);
   };
+  const std::int64_t total = saturating_add(estimate.input, estimate.output);
+  const Learned& learned = limits.learned;
+  if (learned.any()) [[unlikely]] {
+    if (learned.cooldown_until_ns > now_ns) {
+      deny(DecisionCode::provider_cooldown, until(learned.cooldown_until_ns, now_ns));
+    }
+    auto ceiling = [&](const Learned::Ceiling& c, std::int64_t need) {
+      // A ceiling of 0 left refuses even a request of 0 tokens: the provider said "none".
+      if (c.left >= 0 && c.until_ns > now_ns && (need > c.left || c.left == 0)) {
+        deny(DecisionCode::provider_limit, until(c.until_ns, now_ns));
+      }
+    };
+    ceiling(learned.requests, 1);
+    ceiling(learned.tokens, total);
+    ceiling(learned.input, estimate.input);
+    ceiling(learned.output, estimate.output);
+  }
+  if (!limits.known || limits.unlimited()) {
+    if (!denied) {
+      d.allowed = true;
+      d.code = limits.known ? DecisionCode::unlimited : DecisionCode::unknown_model;
+    }
+    return;
+  }
+  const ModelQuota& q = limits.quota;
   // An entry leaves the window 60 s after its time; entries never lie after `now` once the
   // store advanced, but a store reading a snapshot may see one: count it from `now`.
   auto leaves_after = [&](std::int64_t t) {
     return until(std::min(t, now_ns), now_ns) + Duration(kWindowNs);
   };
   if (q.max_rpd > 0 && usage.day_started && usage.day_count >= q.max_rpd) {
-    deny(DecisionCode::rpd_exceeded,
-         std::max(Duration(0), until(saturating_add(usage.day_start_ns, kDayNs), now_ns)));
+    deny(DecisionCode::rpd_exceeded, std::max(Duration(0), until(usage.day_end_ns, now_ns)));
   }
   if (q.max_rpm > 0 && usage.requests >= q.max_rpm) {
     // The request at position requests - max_rpm + 1 (1-based) must leave.
     deny(DecisionCode::rpm_exceeded,
          leaves_after(probe.request_time(usage.requests - q.max_rpm + 1)));
   }
-  if (q.max_tpm > 0 && usage.tokens + estimated_tokens > q.max_tpm) {
-    if (estimated_tokens > q.max_tpm) {
-      deny(DecisionCode::tpm_exceeded, Duration::max());
+  auto tokens = [&](std::int64_t limit, TokenDim dim, std::int64_t want, DecisionCode code) {
+    if (limit <= 0 || usage.of(dim) + want <= limit) return;
+    if (want > limit) {
+      deny(code, Duration::max());
     } else {
-      const Int128 need = usage.tokens + estimated_tokens - q.max_tpm;
-      deny(DecisionCode::tpm_exceeded, leaves_after(probe.tokens_time(need)));
+      const Int128 need = usage.of(dim) + want - limit;
+      deny(code, leaves_after(probe.tokens_time(need, dim)));
     }
-  }
+  };
+  tokens(q.max_tpm, TokenDim::total, total, DecisionCode::tpm_exceeded);
+  tokens(q.max_input_tpm, TokenDim::input, estimate.input, DecisionCode::input_tpm_exceeded);
+  tokens(q.max_output_tpm, TokenDim::output, estimate.output, DecisionCode::output_tpm_exceeded);
   d.allowed = !denied;
 }
 
 template <class Probe>
-Decision evaluate(const Limits& limits, const Usage& usage, std::int64_t estimated_tokens,
+Decision evaluate(const Limits& limits, const Usage& usage, TokenEstimate estimate,
                   std::int64_t now_ns, Probe&& probe) {
   Decision d;
-  evaluate_into(limits, usage, estimated_tokens, now_ns, probe, d);
+  evaluate_into(limits, usage, estimate, now_ns, probe, d);
   return d;
 }
+
+// When a day that started at `day_start_ns` ends under `rule`.
+std::int64_t day_end_ns(std::int64_t day_start_ns, DayStart rule);
 
 }  // namespace ratelimit::detail

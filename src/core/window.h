@@ -30,8 +30,10 @@ enum class EntryKind : std::uint8_t {
 
 struct Entry {
   std::int64_t time_ns;
-  std::int64_t tokens;
+  std::int64_t input;   // input tokens
+  std::int64_t output;  // output tokens
   EntryKind kind;
+  std::int64_t tokens() const { return saturating_add(input, output); }
 };
 
 enum class SettleOutcome {
@@ -46,38 +48,56 @@ class Window {
   Window();
 
   // Drops entries that are 60 s old or older, clamps entries and the day start that lie after
-  // `now` (the wall clock stepped back) to `now`, and starts a new day once 24 h have passed.
-  void advance(std::int64_t now_ns);
+  // `now` (the wall clock stepped back) to `now`, and starts a new day once the day `rule`
+  // gives has ended (24 h, or the next Pacific midnight).
+  void advance(std::int64_t now_ns, DayStart rule = DayStart::first_request);
 
   // The usage now (call advance(now) first).
   Usage usage() const {
-    return Usage{live_requests_, live_tokens_, day_started_, day_start_ns_, day_count_};
+    return Usage{live_requests_, live_tokens_,  live_input_, live_tokens_ - live_input_,
+                 day_started_,   day_start_ns_, day_end_ns_, day_count_};
   }
   // The decision rules (core/rules.h) on this window, with this window as the probe: `limits`
   // unknown or unlimited, or the day, the minute's requests and tokens. Call advance(now) first.
-  Decision evaluate(const Limits& limits, std::int64_t estimated_tokens,
-                    std::int64_t now_ns) const {
-    return detail::evaluate(limits, usage(), estimated_tokens, now_ns, *this);
+  Decision evaluate(const Limits& limits, TokenEstimate estimate, std::int64_t now_ns) const {
+    return detail::evaluate(limits, usage(), estimate, now_ns, *this);
   }
-  void evaluate_into(const Limits& limits, std::int64_t estimated_tokens, std::int64_t now_ns,
+  void evaluate_into(const Limits& limits, TokenEstimate estimate, std::int64_t now_ns,
                      Decision& d) const {
-    detail::evaluate_into(limits, usage(), estimated_tokens, now_ns, *this, d);
+    detail::evaluate_into(limits, usage(), estimate, now_ns, *this, d);
   }
   Decision evaluate(const ModelQuota& quota, std::int64_t estimated_tokens,
                     std::int64_t now_ns) const {
-    return evaluate(Limits{true, quota}, estimated_tokens, now_ns);
+    Limits limits;
+    limits.known = true;
+    limits.quota = quota;
+    return evaluate(limits, TokenEstimate{estimated_tokens, 0}, now_ns);
   }
   // The probe of core/rules.h: the time of the k-th live request from the oldest, and of the
-  // entry at which the tokens from the oldest reach `need`.
-  std::int64_t request_time(std::int64_t k) const { return at(find_prefix(k, false)).time_ns; }
-  std::int64_t tokens_time(Int128 need) const { return at(find_prefix(need, true)).time_ns; }
+  // entry at which the tokens of `dim` from the oldest reach `need`.
+  std::int64_t request_time(std::int64_t k) const {
+    return at(find_prefix(k, Dim::requests)).time_ns;
+  }
+  std::int64_t tokens_time(Int128 need, TokenDim dim) const {
+    return at(find_prefix(need, dim == TokenDim::total   ? Dim::tokens
+                                : dim == TokenDim::input ? Dim::input
+                                                         : Dim::output))
+        .time_ns;
+  }
 
   // Appends an entry at max(now, newest entry) and counts the request for the day (unless
   // kind is tokens_only). Returns its sequence number.
-  std::uint64_t append(std::int64_t now_ns, std::int64_t tokens, EntryKind kind);
+  std::uint64_t append(std::int64_t now_ns, TokenEstimate tokens, EntryKind kind);
+  std::uint64_t append(std::int64_t now_ns, std::int64_t tokens, EntryKind kind) {
+    return append(now_ns, TokenEstimate{tokens, 0}, kind);
+  }
 
-  // Replaces a reserved entry's tokens. `lowered` tells whether usage went down.
-  SettleOutcome commit(std::uint64_t seq, std::int64_t tokens, bool* lowered);
+  // Replaces a reserved entry's tokens. `lowered` tells whether usage went down (in any
+  // dimension).
+  SettleOutcome commit(std::uint64_t seq, TokenEstimate tokens, bool* lowered);
+  SettleOutcome commit(std::uint64_t seq, std::int64_t tokens, bool* lowered) {
+    return commit(seq, TokenEstimate{tokens, 0}, lowered);
+  }
   // Refunds a reserved entry (request, tokens, and the day count if `generation` is still the
   // current day's). When the entry has already left the window, refunds the day count only
   // if `refund_day_if_gone` (the caller knows the reservation was never settled).
@@ -86,12 +106,18 @@ class Window {
   // Clears all usage (entries and day); reservations issued before settle as `gone`.
   void clear();
 
-  ModelStats stats(const ModelQuota& quota) const { return stats_of(Limits{true, quota}, usage()); }
+  ModelStats stats(const ModelQuota& quota) const {
+    Limits limits;
+    limits.known = true;
+    limits.quota = quota;
+    return stats_of(limits, usage());
+  }
   std::int64_t requests() const { return live_requests_; }
   std::int64_t tokens() const;  // saturating
   std::int64_t day_count() const { return day_count_; }
   bool day_started() const { return day_started_; }
   std::int64_t day_start_ns() const { return day_start_ns_; }
+  std::int64_t day_end_ns() const { return day_end_ns_; }
   // Changes whenever the day counter starts over (new day, clear, import).
   std::uint64_t generation() const { return generation_; }
   std::uint64_t next_seq() const { return next_seq_; }
@@ -103,7 +129,8 @@ class Window {
   // The snapshot form (go-ratelimit's file shape).
   ModelState export_state() const;
   // Replaces everything with `state`; entries after `now` are clamped to `now`.
-  void import_state(const ModelState& state, std::int64_t now_ns);
+  void import_state(const ModelState& state, std::int64_t now_ns,
+                    DayStart rule = DayStart::first_request);
 
  private:
   static constexpr unsigned kBlockShift = 6;   // 64 entries per block
@@ -111,18 +138,21 @@ class Window {
   struct Sum {
     std::uint64_t id = ~std::uint64_t{0};  // which block (seq >> shift) the sums belong to
     std::int64_t requests = 0;
-    Int128 tokens = 0;
+    Int128 tokens = 0;  // input + output
+    Int128 input = 0;
   };
+  enum class Dim { requests, tokens, input, output };
 
   Entry& at(std::uint64_t seq) { return entries_[seq & mask_]; }
   const Entry& at(std::uint64_t seq) const { return entries_[seq & mask_]; }
   Sum& block(std::uint64_t seq) { return blocks_[(seq >> kBlockShift) & block_mask_]; }
   void grow();
   void rebuild_sums();
-  void add_to_sums(std::uint64_t seq, std::int64_t requests, Int128 tokens);
-  // The first sequence number whose cumulative value from the front reaches `need` (> 0);
-  // `tokens` selects the token sums, otherwise request counts.
-  std::uint64_t find_prefix(Int128 need, bool tokens) const;
+  void add_to_sums(std::uint64_t seq, std::int64_t requests, Int128 tokens, Int128 input);
+  // The first sequence number whose cumulative value of `dim` from the front reaches `need`
+  // (> 0).
+  std::uint64_t find_prefix(Int128 need, Dim dim) const;
+  void start_day(std::int64_t t, DayStart rule);
 
   std::vector<Entry> entries_;  // power-of-two ring
   std::uint64_t mask_ = 0;
@@ -134,8 +164,11 @@ class Window {
   std::uint64_t next_seq_ = 0;  // one past the newest
   std::int64_t live_requests_ = 0;
   Int128 live_tokens_ = 0;
+  Int128 live_input_ = 0;
   bool day_started_ = false;
   std::int64_t day_start_ns_ = 0;
+  std::int64_t day_end_ns_ = 0;
+  DayStart day_rule_ = DayStart::first_request;
   std::int64_t day_count_ = 0;
   std::uint64_t generation_ = 0;
 };

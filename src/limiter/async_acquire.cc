@@ -7,12 +7,12 @@
 namespace ratelimit {
 namespace detail {
 
-AsyncAcquire::AsyncAcquire(LimiterCore& core, StoreModel& model, std::int64_t estimated_tokens,
+AsyncAcquire::AsyncAcquire(LimiterCore& core, StoreModel& model, TokenEstimate estimate,
                            std::optional<SteadyTime> deadline, std::stop_token stop,
                            AcquireCallback done)
     : core_(core),
       model_(model),
-      wait_{core, model, estimated_tokens, deadline, std::move(stop), this, {}},
+      wait_{core, model, estimate, deadline, std::move(stop), this, {}},
       done_(std::move(done)) {}
 
 void AsyncAcquire::start() {
@@ -184,14 +184,20 @@ bool PendingAcquire::done() const {
 
 PendingAcquire RateLimiter::acquire_async(std::string_view model, std::int64_t estimated_tokens,
                                           AcquireCallback done, WaitOptions options) {
+  return acquire_async(model, TokenEstimate{estimated_tokens, 0}, std::move(done),
+                       std::move(options));
+}
+
+PendingAcquire RateLimiter::acquire_async(std::string_view model, TokenEstimate estimate,
+                                          AcquireCallback done, WaitOptions options) {
   detail::LimiterCore& core = *core_;
   const auto deadline = detail::deadline_of(*core.clock, options);
-  auto found = detail::acquire_model(core, model, estimated_tokens);
+  auto found = detail::acquire_model(core, model, estimate);
   if (!found) {
     done(tl::unexpected(found.error()));
     return PendingAcquire();
   }
-  auto waiter = std::make_shared<detail::AsyncAcquire>(core, **found, estimated_tokens, deadline,
+  auto waiter = std::make_shared<detail::AsyncAcquire>(core, **found, estimate, deadline,
                                                        options.stop, std::move(done));
   core.service().add(waiter);
   waiter->start();

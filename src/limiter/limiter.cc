@@ -50,9 +50,119 @@ std::unique_ptr<RateLimiter> LimiterCore::make_limiter(std::unique_ptr<LimiterCo
 }
 
 Result<StoreModel*> LimiterCore::model_for(std::string_view name, const char* operation) {
-  if (StoreModel* m = store->find(name)) return m;  // a name in the table is valid
-  if (auto s = check_name(name, operation); !s) return tl::unexpected(s.error());
-  return store->model(name).get();  // the store keeps it alive
+  StoreModel* own = store->find(name);  // a name in the table is valid
+  if (own == nullptr) {
+    if (auto s = check_name(name, operation); !s) return tl::unexpected(s.error());
+  }
+  return target_of(name, own, /*create=*/true, operation);
+}
+
+namespace {
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// One trailing version suffix of the family rule, or 0 when `name` has none: -YYYY-MM-DD,
+// -YYYYMMDD, -latest, -NNN, -vN. Never the whole name.
+std::size_t version_suffix(std::string_view name) {
+  auto ends = [&](std::size_t n) { return name.size() > n ? name.substr(name.size() - n) : ""; };
+  if (std::string_view t = ends(11); t.size() == 11 && t[0] == '-' && t[5] == '-' && t[8] == '-' &&
+                                     all_digits(t.substr(1, 4)) && all_digits(t.substr(6, 2)) &&
+                                     all_digits(t.substr(9, 2))) {
+    return 11;
+  }
+  if (std::string_view t = ends(9); t.size() == 9 && t[0] == '-' && all_digits(t.substr(1))) {
+    return 9;
+  }
+  if (ends(7) == "-latest") return 7;
+  if (std::string_view t = ends(4); t.size() == 4 && t[0] == '-' && all_digits(t.substr(1))) {
+    return 4;
+  }
+  const std::size_t dash = name.rfind("-v");
+  if (dash != std::string_view::npos && dash > 0 && all_digits(name.substr(dash + 2))) {
+    return name.size() - dash;
+  }
+  return 0;
+}
+
+constexpr int kMaxAliasHops = 8;
+
+}  // namespace
+
+Result<std::optional<std::string>> LimiterCore::resolve_name(std::string_view name,
+                                                             const char* operation) {
+  using Found = std::optional<std::string>;
+  // The store's reads name their own operation: the caller's is the one to report.
+  auto named = [&](Error e) {
+    const std::size_t colon = e.message.find(": ");
+    if (e.message.starts_with("ratelimit.") && colon != std::string::npos) {
+      e.message = operation + e.message.substr(colon);
+    }
+    return tl::unexpected(std::move(e));
+  };
+  // An exact name with a quota, or an alias (followed while its target has none).
+  auto exact = [&](std::string_view candidate) -> Result<Found> {
+    std::string current(candidate);
+    for (int hop = 0; hop <= kMaxAliasHops; ++hop) {
+      auto q = store->quota(current);
+      if (!q) return named(q.error());
+      if (q->has_value()) return Found(current);
+      auto a = store->alias(current);
+      if (!a) return named(a.error());
+      if (!a->has_value() || **a == current) return hop == 0 ? Found() : Found(current);
+      current = **a;
+    }
+    return Found(current);  // a cycle: the name it stopped at
+  };
+  auto found = exact(name);
+  if (!found || found->has_value()) return found;
+  std::string_view family = name;
+  if (family.starts_with("models/") && family.size() > 7) {
+    family.remove_prefix(7);
+    found = exact(family);
+    if (!found || found->has_value()) return found;
+  }
+  while (const std::size_t n = version_suffix(family)) {
+    family.remove_suffix(n);
+    found = exact(family);
+    if (!found || found->has_value()) return found;
+  }
+  return Found();
+}
+
+Result<StoreModel*> LimiterCore::target_of(std::string_view name, StoreModel* own, bool create,
+                                           const char* operation) {
+  const std::uint64_t epoch = store->config_epoch();
+  if (own != nullptr) {
+    const std::uint64_t r = own->resolution.load(std::memory_order_acquire);
+    if ((r >> 32) == (epoch & 0xffffffffu)) {
+      const auto index = static_cast<std::uint32_t>(r);
+      if (index == own->index) return own;
+      if (StoreModel* t = store->at_index(index)) return t;
+    }
+  }
+  auto resolved = resolve_name(name, operation);
+  if (!resolved) return tl::unexpected(resolved.error());
+  StoreModel* target = nullptr;
+  if (resolved->has_value() && **resolved != name) {
+    target = store->model(**resolved).get();
+    if (own == nullptr) own = store->model(name).get();  // the cache entry (a handle)
+  } else {
+    if (own == nullptr && !create) return nullptr;  // unseen and unknown: nothing is made
+    if (own == nullptr) own = store->model(name).get();
+    target = own;
+    if (!resolved->has_value() && !own->unknown_reported.exchange(true)) {
+      unknown_models.fetch_add(1, std::memory_order_relaxed);
+      if (config.on_warning) {
+        config.on_warning(std::string(operation) + ": " + quoted(name) +
+                          " has no quota (no alias or family match): the unknown-model policy "
+                          "applies (set a quota or an alias)");
+      }
+    }
+  }
+  own->resolution.store(((epoch & 0xffffffffu) << 32) | target->index, std::memory_order_release);
+  return target;
 }
 
 Status LimiterCore::check_name(std::string_view name, const char* operation) {
@@ -178,7 +288,7 @@ Status Reservation::commit(std::int64_t prompt_tokens, std::int64_t output_token
   detail::SettleRequest request;
   request.operation = "ratelimit.commit";
   request.kind = detail::SettleKind::commit;
-  request.tokens = detail::usage_tokens(prompt_tokens, output_tokens);
+  request.tokens = TokenEstimate{prompt_tokens, output_tokens};
   request.from_reservation = true;
   Status s = detail::settle_entry(*model_, {seq_, generation_}, request);
   if (s || s.error().code == ErrorCode::closed) settled_ = true;
@@ -202,21 +312,28 @@ RateLimiter::RateLimiter(std::unique_ptr<detail::LimiterCore> core) : core_(std:
 RateLimiter::~RateLimiter() = default;
 
 Decision RateLimiter::decide(std::string_view model, std::int64_t estimated_tokens) {
+  return decide(model, TokenEstimate{estimated_tokens, 0});
+}
+
+Decision RateLimiter::decide(std::string_view model, TokenEstimate estimate) {
   if (core_->is_closed()) return unavailable_decision();
-  StoreModel* m = core_->store->find(model);
-  if (m == nullptr) {
-    if (estimated_tokens < 0) return invalid_tokens_decision();
+  StoreModel* own = core_->store->find(model);
+  if (own == nullptr) {
+    if (estimate.input < 0 || estimate.output < 0) return invalid_tokens_decision();
     if (model_name_problem(model)) {
       core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
       return invalid_model_decision();
     }
-    return core_->store->decide_unseen(model, estimated_tokens);
   }
+  auto target = core_->target_of(model, own, /*create=*/false, "ratelimit.decide");
+  if (!target) return unavailable_decision();
+  if (*target == nullptr) return core_->store->decide_unseen(model, estimate);
   CheckRequest request;
   request.operation = "ratelimit.decide";
-  request.estimated_tokens = estimated_tokens;
+  request.estimate = estimate;
   Decision d;
-  (void)m->check_into(request, d);  // a store failure is in the decision
+  (void)(*target)->check_into(request, d);  // a store failure is in the decision
+  d.resolved_model = (*target)->name;
   return d;
 }
 
@@ -225,27 +342,33 @@ bool RateLimiter::can_send(std::string_view model, std::int64_t estimated_tokens
 }
 
 Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estimated_tokens) {
+  return try_acquire(model, TokenEstimate{estimated_tokens, 0});
+}
+
+Reservation RateLimiter::try_acquire(std::string_view model, TokenEstimate estimate) {
   if (core_->is_closed()) return detail::Grants::denied(unavailable_decision());
-  StoreModel* m = core_->store->find(model);
-  if (m == nullptr) {
+  StoreModel* own = core_->store->find(model);
+  if (own == nullptr) {
     // invalid_tokens is checked first (go-ratelimit's order); only an invalid_model answer
     // counts as one, as in decide().
-    if (estimated_tokens < 0 && model_name_problem(model)) {
+    const bool bad_name = model_name_problem(model).has_value();
+    if ((estimate.input < 0 || estimate.output < 0) && bad_name) {
       return detail::Grants::denied(invalid_tokens_decision());
     }
-    if (model_name_problem(model)) {
+    if (bad_name) {
       core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
       return detail::Grants::denied(invalid_model_decision());
     }
-    // A negative estimate too gets a handle (once per name), for its invalid_tokens count.
-    m = core_->store->model(model).get();
   }
+  // A negative estimate too gets a handle (once per name), for its invalid_tokens count.
+  auto target = core_->target_of(model, own, /*create=*/true, "ratelimit.try_acquire");
+  if (!target) return detail::Grants::denied(unavailable_decision());
   CheckRequest request;
   request.operation = "ratelimit.try_acquire";
-  request.estimated_tokens = estimated_tokens;
+  request.estimate = estimate;
   request.record = true;
   request.count = true;
-  return detail::Grants::check(*m, request);
+  return detail::Grants::check(**target, request);
 }
 
 Status RateLimiter::record_usage(std::string_view model, std::int64_t prompt_tokens,
@@ -253,7 +376,10 @@ Status RateLimiter::record_usage(std::string_view model, std::int64_t prompt_tok
   if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.record_usage"));
   auto m = core_->model_for(model, "ratelimit.record_usage");
   if (!m) return tl::unexpected(m.error());
-  return (*m)->record(detail::usage_tokens(prompt_tokens, output_tokens), "ratelimit.record_usage");
+  // Negative counts are taken as 0 (seed rule).
+  const TokenEstimate usage{std::max<std::int64_t>(0, prompt_tokens),
+                            std::max<std::int64_t>(0, output_tokens)};
+  return (*m)->record(usage, "ratelimit.record_usage");
 }
 
 // --- settling by id ---
@@ -267,7 +393,7 @@ Status RateLimiter::commit(std::string_view reservation_id, std::int64_t prompt_
   detail::SettleRequest request;
   request.operation = "ratelimit.commit";
   request.kind = detail::SettleKind::commit;
-  request.tokens = detail::usage_tokens(prompt_tokens, output_tokens);
+  request.tokens = TokenEstimate{prompt_tokens, output_tokens};
   return detail::settle_entry(*found->model, found->entry, request);
 }
 
@@ -286,7 +412,11 @@ Status RateLimiter::cancel(std::string_view reservation_id) {
 Result<ModelStats> RateLimiter::stats(std::string_view model) {
   if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.stats"));
   if (auto s = core_->check_name(model, "ratelimit.stats"); !s) return tl::unexpected(s.error());
-  return core_->store->stats(model);
+  // The pool the name uses (creates no state).
+  auto target =
+      core_->target_of(model, core_->store->find(model), /*create=*/false, "ratelimit.stats");
+  if (!target) return tl::unexpected(target.error());
+  return core_->store->stats(*target == nullptr ? model : std::string_view((*target)->name));
 }
 
 Result<std::map<std::string, ModelStats, std::less<>>> RateLimiter::all_stats() {
@@ -318,6 +448,8 @@ LimiterMetrics RateLimiter::limiter_metrics() const {
   LimiterMetrics m;
   m.invalid_model = core_->invalid_model.load(std::memory_order_relaxed);
   m.invalid_names_skipped = core_->store->names_skipped();
+  m.unknown_models = core_->unknown_models.load(std::memory_order_relaxed);
+  m.provider_values_ignored = core_->provider_values_ignored.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -377,6 +509,74 @@ Status RateLimiter::remove_quota(std::string_view model) {
   if (auto s = core_->store->remove_quota(model); !s) return s;
   if (StoreModel* m = core_->store->find(model)) m->waiters.wake_all();
   return {};
+}
+
+// --- names ---
+
+Result<std::string> RateLimiter::resolve_model(std::string_view model) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.resolve_model"));
+  if (auto s = core_->check_name(model, "ratelimit.resolve_model"); !s) {
+    return tl::unexpected(s.error());
+  }
+  auto r = core_->resolve_name(model, "ratelimit.resolve_model");
+  if (!r) return tl::unexpected(r.error());
+  return r->value_or(std::string(model));
+}
+
+Status RateLimiter::set_alias(std::string_view name, std::string_view target) {
+  constexpr const char* kOp = "ratelimit.set_alias";
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error(kOp));
+  for (std::string_view n : {name, target}) {
+    if (auto error = detail::check_model_name("set_alias", n)) {
+      core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
+      return tl::unexpected(std::move(*error));
+    }
+  }
+  if (name == target) {
+    return make_error(ErrorCode::invalid_argument,
+                      "ratelimit.set_alias: " + detail::quoted(name) +
+                          " cannot be an alias of itself (remove_alias removes an alias)");
+  }
+  if (auto s = core_->store->set_aliases(AliasMap{{std::string(name), std::string(target)}}, kOp);
+      !s) {
+    return s;
+  }
+  core_->wake_everyone();  // waiters on the name now wait on another pool: let them look again
+  return {};
+}
+
+Status RateLimiter::remove_alias(std::string_view name) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.remove_alias"));
+  if (auto s = core_->check_name(name, "ratelimit.remove_alias"); !s) return s;
+  if (auto s = core_->store->remove_alias(name); !s) return s;
+  core_->wake_everyone();
+  return {};
+}
+
+Result<AliasMap> RateLimiter::aliases() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.aliases"));
+  return core_->store->aliases();
+}
+
+Status RateLimiter::set_unknown_models(UnknownModels policy) {
+  if (core_->is_closed()) {
+    return tl::unexpected(core_->closed_error("ratelimit.set_unknown_models"));
+  }
+  if (policy.policy == UnknownModelPolicy::default_quota) {
+    if (auto why = detail::validate_quota("set_unknown_models", "(default quota)", policy.quota)) {
+      return make_error(ErrorCode::invalid_argument, *why);
+    }
+  } else {
+    policy.quota = ModelQuota{};
+  }
+  if (auto s = core_->store->set_unknown_models(policy); !s) return s;
+  core_->wake_everyone();
+  return {};
+}
+
+Result<UnknownModels> RateLimiter::unknown_models() {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.unknown_models"));
+  return core_->store->unknown_models();
 }
 
 Status RateLimiter::add_provider(Provider provider) {

@@ -27,6 +27,7 @@ struct Grants {
   static Reservation check(StoreModel& model, const CheckRequest& request) {
     Reservation r;
     const CheckOutcome o = model.check_into(request, r.decision_);
+    r.decision_.resolved_model = model.name;
     if (r.decision_.allowed) {
       r.model_ = model.shared_from_this();
       r.seq_ = o.entry.seq;
@@ -45,9 +46,20 @@ struct LimiterCore {
   // Wraps a limiter around a store (open(), and tests that give a store options).
   static std::unique_ptr<RateLimiter> make_limiter(std::unique_ptr<LimiterCore> core);
 
-  // The model's handle for an operation that creates state (try_acquire, acquire, record,
-  // wait_for_capacity): validates a name the store has not seen. Counts an invalid name.
+  // The handle whose quota and usage `name` uses (itself, or what it resolves to), for an
+  // operation that creates state (try_acquire, acquire, record, observe, wait_for_capacity):
+  // validates a name the store has not seen. Counts an invalid name.
   Result<StoreModel*> model_for(std::string_view name, const char* operation);
+  // The resolved handle for `name`, whose own handle is `own` (null: none yet). With `create`
+  // false and no handle, an unknown name gives null (nothing is made for it). The exact-name
+  // path is two atomic loads once resolved (the cache in StoreModel::resolution).
+  Result<StoreModel*> target_of(std::string_view name, StoreModel* own, bool create,
+                                const char* operation);
+  // The name whose quota `name` uses: exact, a configured alias, then the family rule (strip a
+  // leading "models/", then one trailing -YYYY-MM-DD, -YYYYMMDD, -latest, -NNN or -vN at a
+  // time, trying an exact name or alias after each). nullopt: no quota anywhere.
+  // Store errors name `operation`.
+  Result<std::optional<std::string>> resolve_name(std::string_view name, const char* operation);
   // A name check for operations that create nothing (stats, quotas, reset): a name the store
   // knows is valid; any other is checked. Counts an invalid name.
   Status check_name(std::string_view name, const char* operation);
@@ -81,6 +93,8 @@ struct LimiterCore {
   const std::unique_ptr<Store> store;
   std::atomic<bool> closed{false};
   std::atomic<std::uint64_t> invalid_model{0};
+  std::atomic<std::uint64_t> unknown_models{0};
+  std::atomic<std::uint64_t> provider_values_ignored{0};
 
   Mutex watcher_mu;
   std::condition_variable_any watcher_cv;

@@ -29,6 +29,16 @@ inline RequestOutcome outcome_of(const Decision& decision) {
       return RequestOutcome::rpm_exceeded;
     case DecisionCode::tpm_exceeded:
       return RequestOutcome::tpm_exceeded;
+    case DecisionCode::input_tpm_exceeded:
+      return RequestOutcome::input_tpm_exceeded;
+    case DecisionCode::output_tpm_exceeded:
+      return RequestOutcome::output_tpm_exceeded;
+    case DecisionCode::provider_cooldown:
+      return RequestOutcome::provider_cooldown;
+    case DecisionCode::provider_limit:
+      return RequestOutcome::provider_limit;
+    case DecisionCode::model_not_allowed:
+      return RequestOutcome::model_not_allowed;
     case DecisionCode::ok:
     case DecisionCode::unknown_model:
     case DecisionCode::unlimited:
@@ -65,11 +75,17 @@ class ModelCounters {
     bump(tokens_committed_, tokens(usage_tokens));
   }
   void cancelled() { bump(cancelled_, 1); }
+  // observe(): off the hot path and under no store lock, so a real read-modify-write.
+  void observed(bool cooldown) {
+    observed_.fetch_add(1, std::memory_order_relaxed);
+    if (cooldown) cooldowns_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // Whether anything has been counted.
   bool any() const {
     if (committed_.load(std::memory_order_relaxed) != 0 ||
-        cancelled_.load(std::memory_order_relaxed) != 0) {
+        cancelled_.load(std::memory_order_relaxed) != 0 ||
+        observed_.load(std::memory_order_relaxed) != 0) {
       return true;
     }
     for (const auto& n : requests_) {
@@ -90,6 +106,8 @@ class ModelCounters {
     m.tokens_estimated = tokens_estimated_.load(std::memory_order_relaxed);
     m.tokens_committed = tokens_committed_.load(std::memory_order_relaxed);
     m.tokens_recorded = tokens_recorded_.load(std::memory_order_relaxed);
+    m.responses_observed = observed_.load(std::memory_order_relaxed);
+    m.cooldowns_learned = cooldowns_.load(std::memory_order_relaxed);
     return m;
   }
 
@@ -109,6 +127,8 @@ class ModelCounters {
   std::array<std::atomic<std::uint64_t>, kRequestOutcomeCount> requests_{};
   std::atomic<std::uint64_t> cancelled_{0};
   std::atomic<std::uint64_t> tokens_recorded_{0};
+  std::atomic<std::uint64_t> observed_{0};
+  std::atomic<std::uint64_t> cooldowns_{0};
 };
 
 }  // namespace ratelimit::detail

@@ -119,13 +119,20 @@ Error unknown_reservation_id(const char* operation, std::string_view id, std::st
 
 std::optional<std::string> validate_quota(std::string_view operation, std::string_view model,
                                           const ModelQuota& quota) {
-  const std::pair<const char*, std::int64_t> fields[] = {
-      {"max_rpm", quota.max_rpm}, {"max_tpm", quota.max_tpm}, {"max_rpd", quota.max_rpd}};
+  const std::pair<const char*, std::int64_t> fields[] = {{"max_rpm", quota.max_rpm},
+                                                         {"max_tpm", quota.max_tpm},
+                                                         {"max_rpd", quota.max_rpd},
+                                                         {"max_input_tpm", quota.max_input_tpm},
+                                                         {"max_output_tpm", quota.max_output_tpm}};
   for (const auto& [field, value] : fields) {
     if (value < 0) {
       return "ratelimit." + std::string(operation) + ": " + quoted(model) + ": " + field +
              " must be >= 0 (0 means unlimited), got " + std::to_string(value);
     }
+  }
+  if (quota.day_start != DayStart::first_request && quota.day_start != DayStart::pacific_midnight) {
+    return "ratelimit." + std::string(operation) + ": " + quoted(model) +
+           ": day_start must be first_request or pacific_midnight";
   }
   return std::nullopt;
 }

@@ -35,14 +35,44 @@ std::optional<TimePoint> earlier(std::optional<TimePoint> a, std::optional<TimeP
   return std::min(*a, *b);
 }
 
-Error never_error(const char* operation, std::string_view model, std::int64_t tokens,
-                  const Decision& d) {
-  return Error{ErrorCode::never_satisfiable,
-               std::string(operation) + ": " + quoted(model) + ": " + std::to_string(tokens) +
-                   " tokens can never fit within max_tpm " + std::to_string(d.stats.max_tpm)};
+}  // namespace
+
+// Whether a denial can never turn into a grant by waiting.
+bool never(const Decision& d) {
+  return d.retry_after == Duration::max() || d.code == DecisionCode::model_not_allowed;
 }
 
-}  // namespace
+RequestOutcome never_outcome(TokenEstimate tokens, const Decision& d) {
+  if (d.code == DecisionCode::model_not_allowed) return RequestOutcome::model_not_allowed;
+  if (tokens.input > d.stats.max_input_tpm && d.stats.max_input_tpm > 0) {
+    return RequestOutcome::input_tpm_exceeded;
+  }
+  if (tokens.output > d.stats.max_output_tpm && d.stats.max_output_tpm > 0) {
+    return RequestOutcome::output_tpm_exceeded;
+  }
+  return RequestOutcome::tpm_exceeded;
+}
+
+Error never_error(const char* operation, std::string_view model, TokenEstimate tokens,
+                  const Decision& d) {
+  std::string why;
+  if (d.code == DecisionCode::model_not_allowed) {
+    why =
+        "it has no quota and unknown models are denied (set a quota, an alias, or the "
+        "unknown-model policy)";
+  } else if (tokens.input > d.stats.max_input_tpm && d.stats.max_input_tpm > 0) {
+    why = std::to_string(tokens.input) + " input tokens can never fit within max_input_tpm " +
+          std::to_string(d.stats.max_input_tpm);
+  } else if (tokens.output > d.stats.max_output_tpm && d.stats.max_output_tpm > 0) {
+    why = std::to_string(tokens.output) + " output tokens can never fit within max_output_tpm " +
+          std::to_string(d.stats.max_output_tpm);
+  } else {
+    why = std::to_string(saturating_add(tokens.input, tokens.output)) +
+          " tokens can never fit within max_tpm " + std::to_string(d.stats.max_tpm);
+  }
+  return Error{ErrorCode::never_satisfiable,
+               std::string(operation) + ": " + quoted(model) + ": " + why};
+}
 
 std::optional<SteadyTime> deadline_of(const Clock& clock, const WaitOptions& options) {
   if (!options.timeout) return std::nullopt;
@@ -73,7 +103,7 @@ Look look(AcquireWait& w, bool cancelled) {
     // known at once).
     CheckRequest request;
     request.operation = kOp;
-    request.estimated_tokens = w.estimated_tokens;
+    request.estimate = w.estimate;
     request.record = view.head;
     request.count = view.head;
     request.count_denials = false;  // the wait's end is counted instead
@@ -84,14 +114,15 @@ Look look(AcquireWait& w, bool cancelled) {
       out.result = tl::unexpected(std::move(*r.error));
       return out;
     }
+    r.decision.resolved_model = m.name;
     if (r.decision.allowed && view.head) {
       m.waiters.leave_queue(w.position);
       out.result = Grants::granted(std::move(r.decision), m.shared_from_this(), r.entry);
       return out;
     }
-    if (r.decision.retry_after == Duration::max()) {
-      return fail(RequestOutcome::tpm_exceeded,
-                  never_error(kOp, m.name, w.estimated_tokens, r.decision));
+    if (never(r.decision)) {
+      return fail(never_outcome(w.estimate, r.decision),
+                  never_error(kOp, m.name, w.estimate, r.decision));
     }
     if (view.head) {
       wake = add_saturating(now, r.decision.retry_after);
@@ -125,16 +156,17 @@ Look look(AcquireWait& w, bool cancelled) {
 // The first checks of acquire and acquire_async: the model's handle (an invalid name is an
 // error), and a negative estimate (counted).
 Result<StoreModel*> acquire_model(LimiterCore& core, std::string_view model,
-                                  std::int64_t estimated_tokens) {
+                                  TokenEstimate estimate) {
   constexpr const char* kOp = "ratelimit.acquire";
   if (core.is_closed()) return tl::unexpected(core.closed_error(kOp));
   auto found = core.model_for(model, kOp);
   if (!found) return tl::unexpected(found.error());
-  if (estimated_tokens < 0) {
+  if (estimate.input < 0 || estimate.output < 0) {
     (*found)->count(RequestOutcome::invalid_tokens);
     return make_error(ErrorCode::invalid_argument,
-                      "ratelimit.acquire: estimated tokens must be non-negative (got " +
-                          std::to_string(estimated_tokens) + ")");
+                      "ratelimit.acquire: estimated tokens must be non-negative (got input " +
+                          std::to_string(estimate.input) + ", output " +
+                          std::to_string(estimate.output) + ")");
   }
   return found;
 }
@@ -150,15 +182,20 @@ using detail::WaitQueue;
 
 Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t estimated_tokens,
                                          WaitOptions options) {
+  return acquire(model, TokenEstimate{estimated_tokens, 0}, std::move(options));
+}
+
+Result<Reservation> RateLimiter::acquire(std::string_view model, TokenEstimate estimate,
+                                         WaitOptions options) {
   detail::LimiterCore& core = *core_;
   const std::optional<SteadyTime> deadline = detail::deadline_of(*core.clock, options);
-  auto found = detail::acquire_model(core, model, estimated_tokens);
+  auto found = detail::acquire_model(core, model, estimate);
   if (!found) return tl::unexpected(found.error());
   StoreModel& m = **found;
   const detail::LimiterCore::WatchingChanges watching(core);
   WaitQueue::Sleeper self;
-  detail::AcquireWait wait{core,         m,     estimated_tokens,           deadline,
-                           options.stop, &self, m.waiters.join_queue(&self)};
+  detail::AcquireWait wait{
+      core, m, estimate, deadline, options.stop, &self, m.waiters.join_queue(&self)};
   for (;;) {
     detail::Look l = detail::look(wait, false);
     if (l.result) return std::move(*l.result);
@@ -168,25 +205,36 @@ Result<Reservation> RateLimiter::acquire(std::string_view model, std::int64_t es
 
 Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t tokens,
                                       WaitOptions options) {
+  return wait_for_capacity(model, TokenEstimate{tokens, 0}, std::move(options));
+}
+
+Status RateLimiter::wait_for_capacity(std::string_view model, TokenEstimate tokens,
+                                      WaitOptions options) {
   constexpr const char* kOp = "ratelimit.wait_for_capacity";
   detail::LimiterCore& core = *core_;
   Clock& clock = *core.clock;
-  if (tokens < 0) {
-    return make_error(
-        ErrorCode::invalid_argument,
-        std::string(kOp) + ": tokens must be non-negative (got " + std::to_string(tokens) + ")");
+  if (tokens.input < 0 || tokens.output < 0) {
+    return make_error(ErrorCode::invalid_argument, std::string(kOp) +
+                                                       ": tokens must be non-negative (got input " +
+                                                       std::to_string(tokens.input) + ", output " +
+                                                       std::to_string(tokens.output) + ")");
   }
   const std::optional<SteadyTime> deadline = detail::deadline_of(clock, options);
   if (core.is_closed()) return tl::unexpected(core.closed_error(kOp));
-  StoreModel* found = core.store->find(model);
-  if (found == nullptr) {
+  StoreModel* own = core.store->find(model);
+  if (own == nullptr) {
     if (auto s = core.check_name(model, kOp); !s) return s;
-    // A model the store knows nothing of is allowed at once (in-process); a shared store
-    // may hold its quota, so it gets a handle to wait on.
-    if (!core.store->shared()) return {};
-    found = core.store->model(model).get();
   }
-  StoreModel& m = *found;
+  // A model the store knows nothing of, in-process, is decided at once (a shared store may
+  // hold its quota, so it gets a handle to wait on).
+  auto target = core.target_of(model, own, /*create=*/core.store->shared(), kOp);
+  if (!target) return tl::unexpected(target.error());
+  if (*target == nullptr) {
+    const Decision d = core.store->decide_unseen(model, tokens);
+    if (d.allowed) return {};
+    return tl::unexpected(detail::never_error(kOp, model, tokens, d));
+  }
+  StoreModel& m = **target;
   const detail::LimiterCore::WatchingChanges watching(core);
   WaitQueue::Sleeper self;
   const WaitQueue::Position position = m.waiters.join_watchers(&self);
@@ -196,7 +244,7 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
   };
   detail::CheckRequest request;
   request.operation = kOp;
-  request.estimated_tokens = tokens;
+  request.estimate = tokens;
   for (;;) {
     const WaitQueue::View view = m.waiters.view(&self);
     if (core.is_closed()) return finish(tl::unexpected(core.closed_error(kOp)));
@@ -204,7 +252,7 @@ Status RateLimiter::wait_for_capacity(std::string_view model, std::int64_t token
     detail::CheckResult r = m.check(request);
     if (r.error) return finish(tl::unexpected(std::move(*r.error)));
     if (r.decision.allowed) return finish({});
-    if (r.decision.retry_after == Duration::max()) {
+    if (detail::never(r.decision)) {
       return finish(tl::unexpected(detail::never_error(kOp, model, tokens, r.decision)));
     }
     const DeadlineNow d = detail::deadline_now(clock, deadline, now);

@@ -22,6 +22,13 @@ namespace ratelimit::detail {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
+// Whether a denial can never turn into a grant by waiting (an estimate above a per-minute
+// limit, or a model the unknown-model policy denies), and the error that says so.
+bool never(const Decision& d);
+RequestOutcome never_outcome(TokenEstimate tokens, const Decision& d);
+Error never_error(const char* operation, std::string_view model, TokenEstimate tokens,
+                  const Decision& d);
+
 // The deadline of a wait on `clock`'s monotonic time (none: no timeout).
 std::optional<SteadyTime> deadline_of(const Clock& clock, const WaitOptions& options);
 
@@ -29,7 +36,7 @@ std::optional<SteadyTime> deadline_of(const Clock& clock, const WaitOptions& opt
 struct AcquireWait {
   LimiterCore& core;
   StoreModel& model;
-  std::int64_t estimated_tokens;
+  TokenEstimate estimate;
   std::optional<SteadyTime> deadline;
   std::stop_token stop;
   WaitQueue::Waiter* self;
@@ -50,14 +57,14 @@ Look look(AcquireWait& wait, bool cancelled);
 // The first checks of acquire and acquire_async: the model's handle (an invalid name is an
 // error), and a negative estimate (counted).
 Result<StoreModel*> acquire_model(LimiterCore& core, std::string_view model,
-                                  std::int64_t estimated_tokens);
+                                  TokenEstimate estimate);
 
 // An acquire_async: a waiter that holds no thread. The service steps it when it is woken or
 // its time comes.
 class AsyncAcquire final : public WaitQueue::Waiter,
                            public std::enable_shared_from_this<AsyncAcquire> {
  public:
-  AsyncAcquire(LimiterCore& core, StoreModel& model, std::int64_t estimated_tokens,
+  AsyncAcquire(LimiterCore& core, StoreModel& model, TokenEstimate estimate,
                std::optional<SteadyTime> deadline, std::stop_token stop, AcquireCallback done);
 
   // Joins the queue and looks once on the calling thread. REQUIRES: called once, first.

@@ -10,7 +10,9 @@
 #include <string_view>
 #include <vector>
 
+#include "core/rules.h"
 #include "ratelimit/clock.h"
+#include "ratelimit/config.h"
 #include "ratelimit/quota.h"
 #include "ratelimit/status.h"
 
@@ -18,7 +20,8 @@ namespace ratelimit::detail {
 
 struct TokenEntry {
   std::int64_t time_ns = 0;  // Unix ns
-  std::int64_t count = 0;    // >= 0
+  std::int64_t count = 0;    // >= 0: input + output
+  std::int64_t output = 0;   // 0..count: of which output (our key; go-ratelimit ignores it)
   friend bool operator==(const TokenEntry&, const TokenEntry&) = default;
 };
 
@@ -33,6 +36,10 @@ struct ModelState {
 struct Snapshot {
   QuotaMap quotas;
   std::map<std::string, ModelState, std::less<>> state;
+  // Ours (extra top-level keys go-ratelimit ignores):
+  AliasMap aliases;
+  std::optional<UnknownModels> unknown_models;          // nullopt: never set
+  std::map<std::string, Learned, std::less<>> learned;  // what providers said, in force
   friend bool operator==(const Snapshot&, const Snapshot&) = default;
 };
 

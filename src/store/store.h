@@ -17,6 +17,7 @@
 // Thread-safety: every method of Store and StoreModel may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -27,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/rules.h"
 #include "limiter/metrics_counters.h"
 #include "limiter/wait_queue.h"
 #include "ratelimit/config.h"
@@ -45,7 +47,7 @@ struct EntryRef {
 // One check (decide, try_acquire, acquire's attempts).
 struct CheckRequest {
   const char* operation = "ratelimit.try_acquire";  // names errors
-  std::int64_t estimated_tokens = 0;                // may be negative: invalid_tokens
+  TokenEstimate estimate;                           // may be negative: invalid_tokens
   bool record = false;        // record the estimate when allowed (false: decide)
   bool count = false;         // count the outcome in the model's counters ...
   bool count_denials = true;  // ... denials included (an acquire counts how its wait ends)
@@ -68,7 +70,7 @@ enum class SettleKind { commit, cancel };
 struct SettleRequest {
   const char* operation = "ratelimit.commit";
   SettleKind kind = SettleKind::commit;
-  std::int64_t tokens = 0;        // commit: the actual usage (>= 0, checked by the limiter)
+  TokenEstimate tokens;           // commit: the actual usage (>= 0, checked by the limiter)
   bool from_reservation = false;  // a Reservation object, which knows it never settled before:
                                   // a cancel refunds the day's count even when the entry left
                                   // the window
@@ -104,7 +106,7 @@ class StoreModel : public std::enable_shared_from_this<StoreModel> {
     return r;
   }
   // Records usage that happened, without checking (tokens >= 0).
-  virtual Status record(std::int64_t tokens, const char* operation) = 0;
+  virtual Status record(TokenEstimate tokens, const char* operation) = 0;
   // Settles one granted entry. ok also when the entry has left the window (nothing changes);
   // not_found for an entry never issued; invalid_argument when already settled; closed after
   // the store closed. `*released` says whether capacity grew (waiters should look again).
@@ -113,6 +115,17 @@ class StoreModel : public std::enable_shared_from_this<StoreModel> {
   virtual std::string format_id(EntryRef entry) const = 0;
   // Counts the limiter's own outcome for this model (see the counting contract).
   virtual void count(RequestOutcome outcome) = 0;
+  // Adds what a provider said (RateLimiter::observe): a later cooldown replaces an earlier one
+  // only when it ends later; each ceiling given (left >= 0) replaces the one held. `*changed`
+  // says whether anything changed (waiters then look again: a ceiling may have been lifted).
+  virtual Status learn(const Learned& learned, const char* operation, bool* changed) = 0;
+
+  // The limiter's resolution cache for the name this handle was made for, in one word so that
+  // a reader never pairs one resolution's target with another's epoch: the low 32 bits of the
+  // store's config_epoch() when it was resolved, then the index of the handle whose quota and
+  // usage the name uses (Store::at_index).
+  std::atomic<std::uint64_t> resolution{~std::uint64_t{0}};
+  std::atomic<bool> unknown_reported{false};  // the limiter warned that it has no quota
 
   const std::string name;
   const std::size_t hash;     // ModelTable's
@@ -134,7 +147,10 @@ class Store {
   virtual StoreModel* find(std::string_view name) = 0;
   // The decision for a model without a handle (unknown_model or invalid_tokens for the
   // in-process store; a shared store reads the model's rows).
-  virtual Decision decide_unseen(std::string_view name, std::int64_t estimated_tokens) = 0;
+  // The unknown-model policy applies; a shared store also applies its learned limits.
+  virtual Decision decide_unseen(std::string_view name, TokenEstimate estimate) = 0;
+  // The handle with this index (StoreModel::index); null for one never made.
+  virtual StoreModel* at_index(std::uint32_t index) = 0;
   // Every handle made so far (for waking every waiter).
   virtual std::vector<std::shared_ptr<StoreModel>> handles() = 0;
 
@@ -145,6 +161,22 @@ class Store {
     EntryRef entry;
   };
   virtual Result<Found> find_entry(std::string_view id, const char* operation) = 0;
+
+  // Bumped by every change to quotas, aliases or the unknown-model policy, by any process
+  // sharing the store (SQLite: read from the database). Cheap: the limiter calls it on the hot
+  // path to validate its resolution cache.
+  virtual std::uint64_t config_epoch() = 0;
+
+  // Model-name aliases (name → target). Shared stores own them.
+  virtual Result<AliasMap> aliases() = 0;
+  virtual Result<std::optional<std::string>> alias(std::string_view name) = 0;
+  // Sets every alias in `aliases` in one step (validated by the limiter).
+  virtual Status set_aliases(const AliasMap& aliases, const char* operation) = 0;
+  // not_found when `name` has no alias.
+  virtual Status remove_alias(std::string_view name) = 0;
+  // The unknown-model policy. Shared stores own it.
+  virtual Result<UnknownModels> unknown_models() = 0;
+  virtual Status set_unknown_models(const UnknownModels& policy) = 0;
 
   // Stats of one model (all zeros for an unknown one; creates no state).
   virtual Result<ModelStats> stats(std::string_view name) = 0;

@@ -43,29 +43,42 @@ class alignas(64) MemoryModel final : public StoreModel {
       r.error = closed_error(request.operation);
     } else {
       const std::int64_t now = now_ns();
-      window_.advance(now);
-      window_.evaluate_into(limits_, request.estimated_tokens, now, decision);
+      advance(now);
+      window_.evaluate_into(limits_, request.estimate, now, decision);
       if (decision.allowed && request.record) {
-        r.entry.seq = window_.append(now, request.estimated_tokens, EntryKind::reserved);
+        r.entry.seq = window_.append(now, request.estimate, EntryKind::reserved);
         r.entry.generation = window_.generation();
+        if (limits_.learned.any()) [[unlikely]] {
+          limits_.learned.spend(request.estimate.input, request.estimate.output);
+        }
       }
     }
     if (request.count && (decision.allowed || request.count_denials || r.error)) {
-      counters.decided(decision, request.estimated_tokens);
+      counters.decided(decision, saturating_add(request.estimate.input, request.estimate.output));
     }
     return r;
   }
 
-  Status record(std::int64_t tokens, const char* operation) override RL_EXCLUDES(mu_) {
+  Status learn(const Learned& learned, const char* operation, bool* changed) override
+      RL_EXCLUDES(mu_) {
+    *changed = false;
+    MutexLock lock(mu_);
+    if (closed_) return tl::unexpected(closed_error(operation));
+    advance(now_ns());
+    *changed = merge_learned(limits_.learned, learned);
+    return {};
+  }
+
+  Status record(TokenEstimate tokens, const char* operation) override RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
     if (closed_) {
       counters.request(RequestOutcome::store_unavailable);
       return tl::unexpected(closed_error(operation));
     }
     const std::int64_t now = now_ns();
-    window_.advance(now);
+    advance(now);
     window_.append(now, tokens, EntryKind::recorded);
-    counters.recorded(tokens);
+    counters.recorded(saturating_add(tokens.input, tokens.output));
     return {};
   }
 
@@ -79,7 +92,7 @@ class alignas(64) MemoryModel final : public StoreModel {
                             ": the limiter that granted this reservation is closed or gone; "
                             "nothing was changed");
     }
-    window_.advance(now_ns());  // an entry that left the window is gone
+    advance(now_ns());  // an entry that left the window is gone
     SettleOutcome outcome;
     if (request.kind == SettleKind::commit) {
       outcome = window_.commit(entry.seq, request.tokens, released);
@@ -91,7 +104,7 @@ class alignas(64) MemoryModel final : public StoreModel {
       case SettleOutcome::ok:
       case SettleOutcome::gone:
         if (request.kind == SettleKind::commit) {
-          counters.committed(request.tokens);
+          counters.committed(saturating_add(request.tokens.input, request.tokens.output));
         } else {
           counters.cancelled();
         }
@@ -137,28 +150,34 @@ class alignas(64) MemoryModel final : public StoreModel {
 
   ModelStats stats() RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    window_.advance(now_ns());
+    advance(now_ns());
     return stats_of(limits_, window_.usage());
   }
-  // Stats when the model has a quota or usage; nullopt otherwise.
+  // Stats when the model has a quota, usage or learned limits; nullopt otherwise.
   std::optional<ModelStats> stats_if_shown() RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    window_.advance(now_ns());
-    if (!limits_.known && window_.idle()) return std::nullopt;
+    advance(now_ns());
+    if (!quota_ && window_.idle() && !limits_.learned.any()) return std::nullopt;
     return stats_of(limits_, window_.usage());
   }
   std::optional<ModelQuota> quota() RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    if (!limits_.known) return std::nullopt;
-    return limits_.quota;
+    return quota_;
   }
   void set_quota(std::optional<ModelQuota> quota) RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    limits_ = quota ? Limits{true, *quota} : Limits{};
+    quota_ = quota;
+    update_limits();
+  }
+  void set_unknown_models(const UnknownModels& policy) RL_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    unknown_ = policy;
+    update_limits();
   }
   void clear() RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
     window_.clear();
+    limits_.learned = Learned{};
   }
   void close() RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
@@ -167,9 +186,10 @@ class alignas(64) MemoryModel final : public StoreModel {
   // Adds this model's quota and state to `snapshot`.
   void export_to(Snapshot& snapshot) RL_EXCLUDES(mu_) {
     MutexLock lock(mu_);
-    window_.advance(now_ns());
-    if (limits_.known) snapshot.quotas.emplace(name, limits_.quota);
+    advance(now_ns());
+    if (quota_) snapshot.quotas.emplace(name, *quota_);
     if (!window_.idle()) snapshot.state.emplace(name, window_.export_state());
+    if (limits_.learned.any()) snapshot.learned.emplace(name, limits_.learned);
   }
   // Replaces the quota (when `replace_quota`) and the state with the snapshot's.
   void import_from(const Snapshot& snapshot, bool replace_quota) RL_EXCLUDES(mu_) {
@@ -177,24 +197,52 @@ class alignas(64) MemoryModel final : public StoreModel {
     const std::int64_t now = now_ns();
     if (replace_quota) {
       auto q = snapshot.quotas.find(name);
-      limits_ = q != snapshot.quotas.end() ? Limits{true, q->second} : Limits{};
+      quota_ = q != snapshot.quotas.end() ? std::optional<ModelQuota>(q->second) : std::nullopt;
     }
+    if (snapshot.unknown_models) unknown_ = *snapshot.unknown_models;
+    update_limits();
     auto s = snapshot.state.find(name);
     if (s != snapshot.state.end()) {
-      window_.import_state(s->second, now);
+      window_.import_state(s->second, now, limits_.quota.day_start);
     } else {
       window_.clear();
     }
+    auto l = snapshot.learned.find(name);
+    limits_.learned = l != snapshot.learned.end() ? l->second : Learned{};
+    limits_.learned.expire(now);
   }
 
  private:
   std::int64_t now_ns() const { return to_ns(clock_->now()); }
+  void advance(std::int64_t now) RL_REQUIRES(mu_) {
+    window_.advance(now, limits_.quota.day_start);
+    if (limits_.learned.any()) [[unlikely]] {
+      limits_.learned.expire(now);
+    }
+  }
+  // The limits that apply: the quota, else what the unknown-model policy gives.
+  void update_limits() RL_REQUIRES(mu_) {
+    Learned learned = limits_.learned;
+    limits_ = Limits{};
+    if (quota_) {
+      limits_.known = true;
+      limits_.quota = *quota_;
+    } else if (unknown_.policy == UnknownModelPolicy::default_quota) {
+      limits_.known = true;
+      limits_.quota = unknown_.quota;
+    } else {
+      limits_.deny_unknown = unknown_.policy == UnknownModelPolicy::deny;
+    }
+    limits_.learned = learned;
+  }
 
   const std::uint64_t nonce_;
   const std::shared_ptr<Clock> clock_;
   Mutex mu_;
   bool closed_ RL_GUARDED_BY(mu_) = false;
-  Limits limits_ RL_GUARDED_BY(mu_);
+  std::optional<ModelQuota> quota_ RL_GUARDED_BY(mu_);
+  UnknownModels unknown_ RL_GUARDED_BY(mu_);
+  Limits limits_ RL_GUARDED_BY(mu_);  // what applies (quota_ or unknown_) and what was learned
   Window window_ RL_GUARDED_BY(mu_);
 };
 
@@ -207,6 +255,8 @@ class MemoryStore final : public Store {
         recover_corrupt_(config.recover_corrupt) {
     std::random_device rd;
     nonce_ = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+    unknown_ = config.unknown_models;
+    aliases_ = merged_aliases(config);
     for (const auto& [model, q] : merged_quotas(config)) slot(model)->set_quota(q);
   }
 
@@ -216,13 +266,24 @@ class MemoryStore final : public Store {
     return slot(name)->shared_from_this();
   }
   StoreModel* find(std::string_view name) override { return table_.find(name); }
-  Decision decide_unseen(std::string_view name, std::int64_t estimated_tokens) override {
+  Decision decide_unseen(std::string_view name, TokenEstimate estimate) override {
     (void)name;
-    Decision d;
-    d.allowed = estimated_tokens >= 0;
-    d.code = d.allowed ? DecisionCode::unknown_model : DecisionCode::invalid_tokens;
-    return d;
+    Limits limits;
+    {
+      MutexLock lock(config_mu_);
+      if (unknown_.policy == UnknownModelPolicy::default_quota) {
+        limits.known = true;
+        limits.quota = unknown_.quota;
+      } else {
+        limits.deny_unknown = unknown_.policy == UnknownModelPolicy::deny;
+      }
+    }
+    // No handle: no usage and nothing learned. The probe is never asked (the window is empty).
+    Window empty;
+    return empty.evaluate(limits, estimate, to_ns(clock_->now()));
   }
+  StoreModel* at_index(std::uint32_t index) override { return table_.at_index(index); }
+
   std::vector<std::shared_ptr<StoreModel>> handles() override {
     auto all = table_.all();
     return {all.begin(), all.end()};
@@ -279,6 +340,56 @@ class MemoryStore final : public Store {
   Status set_quotas(const QuotaMap& quotas, const char* operation) override {
     (void)operation;
     for (const auto& [model, q] : quotas) slot(model)->set_quota(q);
+    bump_epoch();
+    return {};
+  }
+
+  std::uint64_t config_epoch() override { return epoch_.load(std::memory_order_acquire); }
+
+  Result<AliasMap> aliases() override {
+    MutexLock lock(config_mu_);
+    return aliases_;
+  }
+  Result<std::optional<std::string>> alias(std::string_view name) override {
+    MutexLock lock(config_mu_);
+    auto it = aliases_.find(name);
+    if (it == aliases_.end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+  Status set_aliases(const AliasMap& aliases, const char* operation) override {
+    (void)operation;
+    {
+      MutexLock lock(config_mu_);
+      for (const auto& [name, target] : aliases) aliases_[name] = target;
+    }
+    bump_epoch();
+    return {};
+  }
+  Status remove_alias(std::string_view name) override {
+    {
+      MutexLock lock(config_mu_);
+      auto it = aliases_.find(name);
+      if (it == aliases_.end()) {
+        return make_error(ErrorCode::not_found,
+                          "ratelimit.remove_alias: " + quoted(name) + " has no alias");
+      }
+      aliases_.erase(it);
+    }
+    bump_epoch();
+    return {};
+  }
+  Result<UnknownModels> unknown_models() override {
+    MutexLock lock(config_mu_);
+    return unknown_;
+  }
+  Status set_unknown_models(const UnknownModels& policy) override {
+    {
+      MutexLock lock(config_mu_);
+      unknown_ = policy;
+      // Under config_mu_, so that a model made meanwhile cannot miss the new policy.
+      for (const auto& slot : table_.all()) slot->set_unknown_models(policy);
+    }
+    bump_epoch();
     return {};
   }
   Status remove_quota(std::string_view name) override {
@@ -288,6 +399,7 @@ class MemoryStore final : public Store {
                         "ratelimit.remove_quota: " + quoted(name) + " has no quota");
     }
     slot->set_quota(std::nullopt);
+    bump_epoch();
     return {};
   }
 
@@ -306,6 +418,11 @@ class MemoryStore final : public Store {
     if (snapshots_ == nullptr) return {};
     Snapshot snapshot;
     for (const auto& slot : table_.all()) slot->export_to(snapshot);
+    {
+      MutexLock config_lock(config_mu_);
+      snapshot.aliases = aliases_;
+      if (unknown_ != UnknownModels{}) snapshot.unknown_models = unknown_;
+    }
     return snapshots_->save(snapshot);
   }
 
@@ -335,9 +452,16 @@ class MemoryStore final : public Store {
     // Every model in the file gets a slot first, so the swap below cannot fail half-way.
     for (const auto& [model, q] : snapshot.quotas) slot(model);
     for (const auto& [model, state] : snapshot.state) slot(model);
-    for (const auto& slot : table_.all()) {
-      slot->import_from(snapshot, /*replace_quota=*/!snapshot.quotas.empty());
+    for (const auto& [model, learned] : snapshot.learned) slot(model);
+    {
+      MutexLock config_lock(config_mu_);
+      for (const auto& [name, target] : snapshot.aliases) aliases_[name] = target;
+      if (snapshot.unknown_models) unknown_ = *snapshot.unknown_models;
+      for (const auto& slot : table_.all()) {
+        slot->import_from(snapshot, /*replace_quota=*/!snapshot.quotas.empty());
+      }
     }
+    bump_epoch();
     return {};
   }
 
@@ -364,10 +488,16 @@ class MemoryStore final : public Store {
 
  private:
   MemoryModel* slot(std::string_view name) {
-    return table_.find_or_add(name, [this](std::string n, std::size_t h, std::uint32_t i) {
-      return std::make_shared<MemoryModel>(std::move(n), h, i, nonce_, clock_);
+    if (MemoryModel* found = table_.find(name)) return found;
+    MutexLock lock(config_mu_);  // a new model starts with the policy in force
+    const UnknownModels policy = unknown_;
+    return table_.find_or_add(name, [&](std::string n, std::size_t h, std::uint32_t i) {
+      auto m = std::make_shared<MemoryModel>(std::move(n), h, i, nonce_, clock_);
+      m->set_unknown_models(policy);
+      return m;
     });
   }
+  void bump_epoch() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
 
   void close_all() {
     for (const auto& slot : table_.all()) slot->close();
@@ -407,6 +537,10 @@ class MemoryStore final : public Store {
   std::shared_ptr<Clock> clock_;
   std::uint64_t nonce_ = 0;
   ModelTable<MemoryModel> table_;
+  Mutex config_mu_;  // aliases and the unknown-model policy
+  AliasMap aliases_ RL_GUARDED_BY(config_mu_);
+  UnknownModels unknown_ RL_GUARDED_BY(config_mu_);
+  std::atomic<std::uint64_t> epoch_{0};
   Mutex store_mu_;  // serialises persist, load and close
   bool closed_ RL_GUARDED_BY(store_mu_) = false;
   std::unique_ptr<SnapshotStore> snapshots_;

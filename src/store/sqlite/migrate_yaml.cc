@@ -53,7 +53,7 @@ Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path
       return make_error(ErrorCode::corrupt_state, *why + " (in " + yaml_path + ")");
     }
   }
-  auto opened = open_database(sqlite_path, QuotaMap{}, false, options, op);
+  auto opened = open_database(sqlite_path, Seeds{}, false, options, op);
   if (!opened) return tl::unexpected(opened.error());
   Connection& c = *opened->conn;
   const std::string where = std::string(op) + ": sqlite " + sqlite_path + ": ";

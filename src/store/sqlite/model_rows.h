@@ -26,7 +26,8 @@ struct RowState {
   bool has_quota = false;
   ModelQuota quota;
   std::int64_t requests = 0;
-  Int128 tokens = 0;
+  Int128 tokens = 0;                 // input + output
+  Int128 output = 0;                 // of which output
   std::int64_t horizon = INT64_MIN;  // rows with ts > horizon are in the totals
   std::int64_t newest = INT64_MIN;
   std::int64_t oldest = kNone;  // no row with ts > horizon is older than this
@@ -40,9 +41,37 @@ struct RowState {
   std::int64_t day_count = 0;
   bool day_row = false;  // a daily row exists in the database
   std::int64_t now = 0;
+  Learned learned;           // in force (expired ones dropped by advance)
+  bool learned_row = false;  // an rl_learned row exists in the database
+  bool learned_dirty = false;
+  UnknownModels unknown;  // the database's unknown-model policy
 
-  Limits limits() const { return Limits{has_quota, quota}; }
-  Usage usage() const { return Usage{requests, tokens, has_day, day_start, day_count}; }
+  // The quota, else what the unknown-model policy gives; and what was learned.
+  Limits limits() const {
+    Limits l;
+    if (has_quota) {
+      l.known = true;
+      l.quota = quota;
+    } else if (unknown.policy == UnknownModelPolicy::default_quota) {
+      l.known = true;
+      l.quota = unknown.quota;
+    } else {
+      l.deny_unknown = unknown.policy == UnknownModelPolicy::deny;
+    }
+    l.learned = learned;
+    return l;
+  }
+  DayStart day_rule() const { return limits().quota.day_start; }
+  Usage usage() const {
+    return Usage{requests,
+                 tokens,
+                 tokens - output,
+                 output,
+                 has_day,
+                 day_start,
+                 has_day ? day_end_ns(day_start, day_rule()) : 0,
+                 day_count};
+  }
   ModelStats stats() const { return stats_of(limits(), usage()); }
   // No usage in the window or today.
   bool idle() const { return requests == 0 && tokens == 0 && (!has_day || day_count == 0); }
@@ -72,11 +101,12 @@ class ModelRows {
   // Writes the totals and the day of `s`. REQUIRES: a write transaction.
   void save(std::string_view model, RowState& s);
   // The rules of core/rules.h on `s` (advanced to s.now), with the rows as the probe.
-  Decision evaluate(std::string_view model, const RowState& s, std::int64_t estimated_tokens);
+  Decision evaluate(std::string_view model, const RowState& s, TokenEstimate estimate);
   // Appends a request and its tokens at max(now, newest). REQUIRES: a write transaction.
-  void record(std::string_view model, RowState& s, std::int64_t tokens);
-  // Appends a reserved request and its reservation row. REQUIRES: a write transaction.
-  EntryRef reserve(std::string_view model, RowState& s, std::int64_t tokens);
+  void record(std::string_view model, RowState& s, TokenEstimate tokens);
+  // Appends a reserved request and its reservation row, and spends the learned ceilings.
+  // REQUIRES: a write transaction.
+  EntryRef reserve(std::string_view model, RowState& s, TokenEstimate tokens);
   // Settles reservation `entry.seq` of model `model_no` (loads and saves the model).
   // REQUIRES: a write transaction.
   void settle(std::string_view model, std::int64_t model_no, EntryRef entry,
@@ -94,7 +124,7 @@ class ModelRows {
   // Subtracts the rows in (s.horizon, h] from the totals and moves the horizon to h. A read
   // gives up (false) when that means walking many rows.
   bool move_horizon(std::string_view model, RowState& s, std::int64_t h, bool write);
-  std::int64_t append(std::string_view model, RowState& s, std::int64_t tokens);
+  std::int64_t append(std::string_view model, RowState& s, TokenEstimate tokens);
   void set_reservation(std::int64_t model_no, std::int64_t seq, std::int64_t state,
                        std::int64_t token_rowid);
 

@@ -164,7 +164,7 @@ Result<std::string> move_aside(const std::string& path, const char* op) {
   return target;
 }
 
-tl::expected<Opened, OpenFailure> try_open(const std::string& path, const QuotaMap& seed_quotas,
+tl::expected<Opened, OpenFailure> try_open(const std::string& path, const Seeds& seeds,
                                            const SqliteOptions& options, const char* op) {
   bool suspicious = false;
   if (auto checked = check_file(path, op, &suspicious); !checked) {
@@ -207,7 +207,7 @@ tl::expected<Opened, OpenFailure> try_open(const std::string& path, const QuotaM
       }
     }
     c.exec("BEGIN IMMEDIATE");
-    out.store_id = prepare_schema(c, seed_quotas, op);
+    out.store_id = prepare_schema(c, seeds, op);
     c.exec("COMMIT");
   } catch (const DbFailure& e) {
     c.rollback();
@@ -233,14 +233,14 @@ tl::expected<Opened, OpenFailure> try_open(const std::string& path, const QuotaM
 
 }  // namespace
 
-Result<Opened> open_database(const std::string& path, const QuotaMap& seed_quotas,
-                             bool recover_corrupt, const SqliteOptions& options, const char* op) {
-  auto opened = try_open(path, seed_quotas, options, op);
+Result<Opened> open_database(const std::string& path, const Seeds& seeds, bool recover_corrupt,
+                             const SqliteOptions& options, const char* op) {
+  auto opened = try_open(path, seeds, options, op);
   if (opened) return std::move(*opened);
   if (!recover_corrupt || !opened.error().damaged) return tl::unexpected(opened.error().error);
   auto moved = move_aside(path, op);
   if (!moved) return tl::unexpected(moved.error());
-  opened = try_open(path, seed_quotas, options, op);
+  opened = try_open(path, seeds, options, op);
   if (opened) return std::move(*opened);
   return tl::unexpected(opened.error().error);
 }

@@ -9,6 +9,7 @@
 #include "ratelimit/quota.h"
 #include "ratelimit/status.h"
 #include "store/sqlite/connection.h"
+#include "store/sqlite/schema.h"
 
 namespace ratelimit::detail {
 
@@ -18,9 +19,9 @@ struct Opened {
 };
 
 // Opens (creating when missing) the database at `path` in WAL mode, creates or checks the
-// schema and writes `seed_quotas` for models without a quota row. Errors name `op`: io_error,
+// schema and writes `seeds` where the database has nothing yet. Errors name `op`: io_error,
 // unavailable, corrupt_state (with recover_corrupt, a damaged file is moved aside first).
-Result<Opened> open_database(const std::string& path, const QuotaMap& seed_quotas,
-                             bool recover_corrupt, const SqliteOptions& options, const char* op);
+Result<Opened> open_database(const std::string& path, const Seeds& seeds, bool recover_corrupt,
+                             const SqliteOptions& options, const char* op);
 
 }  // namespace ratelimit::detail

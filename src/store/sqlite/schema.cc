@@ -13,7 +13,8 @@ namespace ratelimit::detail {
 namespace {
 
 constexpr std::int64_t kAppId = 0x524c4d54;  // "RLMT", in the database header
-constexpr std::string_view kSchemaVersion = "1";
+constexpr std::string_view kSchemaVersion = "2";
+constexpr std::string_view kOlderSchemaVersion = "1";  // upgraded in place at open
 
 constexpr std::string_view kSeedSchema[] = {
     "CREATE TABLE IF NOT EXISTS quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL "
@@ -38,6 +39,27 @@ constexpr std::string_view kOwnSchema[] = {
     "tokens_hi INTEGER NOT NULL, tokens_lo INTEGER NOT NULL, horizon INTEGER NOT NULL, "
     "newest_ts INTEGER NOT NULL, oldest_ts INTEGER NOT NULL, pending INTEGER NOT NULL, "
     "day_gen INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS rl_aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL) "
+    "WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS rl_learned (model TEXT PRIMARY KEY, cooldown_until INTEGER NOT "
+    "NULL, req_left INTEGER NOT NULL, req_until INTEGER NOT NULL, tok_left INTEGER NOT NULL, "
+    "tok_until INTEGER NOT NULL, in_left INTEGER NOT NULL, in_until INTEGER NOT NULL, "
+    "out_left INTEGER NOT NULL, out_until INTEGER NOT NULL) WITHOUT ROWID",
+};
+// Columns of ours added to existing tables (version 1 databases and go-ratelimit's tables).
+struct AddedColumn {
+  const char* table;
+  const char* column;
+  const char* declaration;
+};
+constexpr AddedColumn kAddedColumns[] = {
+    {"quotas", "max_input_tpm", "INTEGER NOT NULL DEFAULT 0"},
+    {"quotas", "max_output_tpm", "INTEGER NOT NULL DEFAULT 0"},
+    {"quotas", "day_start", "INTEGER NOT NULL DEFAULT 0"},
+    {"tokens", "output", "INTEGER NOT NULL DEFAULT 0"},
+    {"rl_totals", "output_hi", "INTEGER NOT NULL DEFAULT 0"},
+    {"rl_totals", "output_lo", "INTEGER NOT NULL DEFAULT 0"},
+    {"rl_reservations", "est_output", "INTEGER NOT NULL DEFAULT 0"},
 };
 // Objects a go-ratelimit database may hold (it is adopted: our tables are added beside them).
 const std::set<std::string, std::less<>> kSeedObjects = {"quotas",
@@ -94,13 +116,15 @@ void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
       "UNION SELECT model FROM rl_totals");
   sqlite3_stmt* reqs =
       c.prepare("SELECT COUNT(*), min(ts), max(ts) FROM requests WHERE model = ?1 AND ts > ?2");
-  sqlite3_stmt* toks = c.prepare("SELECT ts, count FROM tokens WHERE model = ?1 AND ts > ?2");
+  sqlite3_stmt* toks =
+      c.prepare("SELECT ts, count, output FROM tokens WHERE model = ?1 AND ts > ?2");
   sqlite3_stmt* upsert = c.prepare(
       "INSERT INTO rl_totals (model, model_no, next_seq, requests, tokens_hi, tokens_lo, "
-      "horizon, newest_ts, oldest_ts, pending, day_gen) VALUES (?1, (SELECT coalesce("
-      "max(model_no), 0) + 1 FROM rl_totals), 1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8) ON "
-      "CONFLICT(model) DO UPDATE SET requests = excluded.requests, tokens_hi = "
+      "horizon, newest_ts, oldest_ts, pending, day_gen, output_hi, output_lo) VALUES (?1, "
+      "(SELECT coalesce(max(model_no), 0) + 1 FROM rl_totals), 1, ?2, ?3, ?4, ?5, ?6, ?7, 1, "
+      "?8, ?9, ?10) ON CONFLICT(model) DO UPDATE SET requests = excluded.requests, tokens_hi = "
       "excluded.tokens_hi, tokens_lo = excluded.tokens_lo, horizon = excluded.horizon, "
+      "output_hi = excluded.output_hi, output_lo = excluded.output_lo, "
       "newest_ts = excluded.newest_ts, oldest_ts = excluded.oldest_ts, pending = 1, "
       "day_gen = excluded.day_gen");
   std::vector<std::string> names;
@@ -119,7 +143,7 @@ void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
         newest = r.i64(2);
       }
     }
-    Int128 tokens = 0;
+    Int128 tokens = 0, output = 0;
     {
       Query t(c, toks);
       t.bind(1, model).bind(2, INT64_MIN);
@@ -130,6 +154,7 @@ void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
                                ": tokens.count is negative (" + std::to_string(t.i64(1)) + ")"}};
         }
         tokens += t.i64(1);
+        output += std::clamp<std::int64_t>(t.i64(2), 0, t.i64(1));
         oldest = std::min(oldest, t.i64(0));
         newest = std::max(newest, t.i64(0));
       }
@@ -137,6 +162,7 @@ void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
     Query ins(c, upsert);
     ins.bind(1, model).bind(2, requests).bind(3, hi_of(tokens)).bind(4, lo_of(tokens));
     ins.bind(5, INT64_MIN).bind(6, newest).bind(7, oldest).bind(8, day_gen);
+    ins.bind(9, hi_of(output)).bind(10, lo_of(output));
     ins.run();
   }
 }
@@ -171,7 +197,7 @@ bool check_existing_schema(Connection& c, const std::string& where) {
   if (has_meta) {
     Query u(c, c.prepare("SELECT value FROM rl_meta WHERE key = 'schema_version'"));
     const std::string version = u.row() ? u.text(0) : std::string();
-    if (version != kSchemaVersion) {
+    if (version != kSchemaVersion && version != kOlderSchemaVersion) {
       throw OpFailure{{ErrorCode::corrupt_state, where + "schema version \"" + version +
                                                      "\", this build reads version " +
                                                      std::string(kSchemaVersion) +
@@ -220,19 +246,86 @@ void create_meta(Connection& c, const char* op) {
 
 // Creates or checks the schema, writes `seed_quotas` for models without a row, and returns the
 // store id. REQUIRES: a write transaction. Throws DbFailure / OpFailure.
-std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const char* op) {
+std::string encode_quota(const ModelQuota& q) {
+  return std::to_string(q.max_rpm) + " " + std::to_string(q.max_tpm) + " " +
+         std::to_string(q.max_rpd) + " " + std::to_string(q.max_input_tpm) + " " +
+         std::to_string(q.max_output_tpm) + " " + std::to_string(static_cast<int>(q.day_start));
+}
+
+std::optional<ModelQuota> decode_quota(const std::string& text) {
+  std::int64_t v[6];
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  for (int i = 0; i < 6; ++i) {
+    if (i > 0) {
+      if (p == end || *p != ' ') return std::nullopt;
+      ++p;
+    }
+    auto r = std::from_chars(p, end, v[i]);
+    if (r.ec != std::errc() || v[i] < 0) return std::nullopt;
+    p = r.ptr;
+  }
+  if (p != end || v[5] > 1) return std::nullopt;
+  return ModelQuota{v[0], v[1], v[2], v[3], v[4], static_cast<DayStart>(v[5])};
+}
+
+namespace {
+
+// Adds our columns where they are missing (a version 1 database, go-ratelimit's tables).
+void add_missing_columns(Connection& c) {
+  for (const AddedColumn& a : kAddedColumns) {
+    bool present = false;
+    {
+      Query u(c, c.prepare(std::string("PRAGMA table_info(") + a.table + ")"));
+      while (u.row()) present = present || u.text(1) == a.column;
+    }
+    if (!present) {
+      c.exec(std::string("ALTER TABLE ") + a.table + " ADD COLUMN " + a.column + " " +
+             a.declaration);
+    }
+  }
+}
+
+}  // namespace
+
+std::uint64_t prepare_schema(Connection& c, const Seeds& seeds, const char* op) {
   const std::string where = std::string(op) + ": sqlite " + c.path() + ": ";
   const bool has_meta = check_existing_schema(c, where);
   for (std::string_view sql : kSeedSchema) c.exec(sql);
   for (std::string_view sql : kOwnSchema) c.exec(sql);
+  add_missing_columns(c);
   if (!has_meta) create_meta(c, op);
+  c.exec("INSERT OR REPLACE INTO rl_meta (key, value) VALUES ('schema_version', '" +
+         std::string(kSchemaVersion) + "')");
+  c.exec("INSERT OR IGNORE INTO rl_meta (key, value) VALUES ('config_version', '0')");
   {
     sqlite3_stmt* s = c.prepare(
-        "INSERT OR IGNORE INTO quotas (model, max_rpm, max_tpm, max_rpd) VALUES (?1, ?2, ?3, ?4)");
-    for (const auto& [model, q] : seed_quotas) {
+        "INSERT OR IGNORE INTO quotas (model, max_rpm, max_tpm, max_rpd, max_input_tpm, "
+        "max_output_tpm, day_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    for (const auto& [model, q] : seeds.quotas) {
       Query u(c, s);
-      u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd).run();
+      u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd);
+      u.bind(5, q.max_input_tpm).bind(6, q.max_output_tpm);
+      u.bind(7, static_cast<std::int64_t>(q.day_start)).run();
     }
+  }
+  {
+    sqlite3_stmt* s = c.prepare("INSERT OR IGNORE INTO rl_aliases (name, target) VALUES (?1, ?2)");
+    for (const auto& [name, target] : seeds.aliases) {
+      Query u(c, s);
+      u.bind(1, name).bind(2, target).run();
+    }
+  }
+  if (seeds.unknown) {
+    sqlite3_stmt* s = c.prepare("INSERT OR IGNORE INTO rl_meta (key, value) VALUES (?1, ?2)");
+    {
+      Query u(c, s);
+      u.bind(1, std::string_view("unknown_policy"))
+          .bind(2, std::string(to_string(seeds.unknown->policy)))
+          .run();
+    }
+    Query u(c, s);
+    u.bind(1, std::string_view("unknown_quota")).bind(2, encode_quota(seeds.unknown->quota)).run();
   }
   Query u(c, c.prepare("SELECT value FROM rl_meta WHERE key = 'store_id'"));
   std::uint64_t id = 0;

@@ -11,12 +11,22 @@
 //                    row, whether rows at or below the horizon await deletion, and the day
 //                    generation (bumped when the day starts over, so a cancel refunds the day
 //                    count only within its own day).
+//   rl_aliases       model-name aliases (name → target), owned by the database.
+//   rl_learned       per model, what providers said (observe): a cooldown and ceilings.
+// and columns of ours on the seed's tables (go-ratelimit names the columns it reads, so it
+// still reads them): quotas.max_input_tpm / max_output_tpm / day_start (0: first request,
+// 1: Pacific midnight), tokens.output (of count, the output tokens), plus
+// rl_totals.output_hi/lo and rl_reservations.est_output. rl_meta also holds
+// config_version (bumped by every change to quotas, aliases or the unknown-model policy),
+// unknown_policy and unknown_quota.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/time_util.h"
+#include "ratelimit/config.h"
 #include "ratelimit/quota.h"
 #include "store/sqlite/connection.h"
 
@@ -41,8 +51,20 @@ std::string hex16(std::uint64_t v);
 // OpFailure.
 void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op);
 
-// Creates or checks the schema, writes `seed_quotas` for models without a row, and returns the
-// store id. REQUIRES: a write transaction. Throws DbFailure / OpFailure.
-std::uint64_t prepare_schema(Connection& c, const QuotaMap& seed_quotas, const char* op);
+// What a Config writes into a database where it finds nothing yet.
+struct Seeds {
+  QuotaMap quotas;                       // for models without a quota row
+  AliasMap aliases;                      // for names without an alias
+  std::optional<UnknownModels> unknown;  // when the database has no policy
+};
+
+// The unknown-model policy's quota as stored in rl_meta ("rpm tpm rpd in out day"), and back
+// (nullopt: malformed).
+std::string encode_quota(const ModelQuota& q);
+std::optional<ModelQuota> decode_quota(const std::string& text);
+
+// Creates or checks (and upgrades) the schema, writes `seeds`, and returns the store id.
+// REQUIRES: a write transaction. Throws DbFailure / OpFailure.
+std::uint64_t prepare_schema(Connection& c, const Seeds& seeds, const char* op);
 
 }  // namespace ratelimit::detail

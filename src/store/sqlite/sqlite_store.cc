@@ -137,7 +137,10 @@ class Database {
       while (u.row()) {
         std::string model = u.text(0);
         if (!valid_name(model)) continue;
-        const ModelQuota q{u.i64(1), u.i64(2), u.i64(3)};
+        const ModelQuota q{
+            u.i64(1), u.i64(2),
+            u.i64(3), u.i64(4),
+            u.i64(5), u.i64(6) == 1 ? DayStart::pacific_midnight : DayStart::first_request};
         if (auto why = validate_quota("load", model, q)) {
           throw OpFailure{{ErrorCode::corrupt_state, *why + " (in " + conn_->path() + ")"}};
         }
@@ -150,8 +153,86 @@ class Database {
     return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
       for (const auto& [model, q] : quotas) {
         Query u(*conn_, st_.upsert_quota);
-        u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd).run();
+        u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd);
+        u.bind(5, q.max_input_tpm).bind(6, q.max_output_tpm);
+        u.bind(7, static_cast<std::int64_t>(q.day_start)).run();
       }
+      bump_config();
+    });
+  }
+
+  // rl_meta.config_version: read outside a transaction (one indexed row).
+  std::uint64_t config_version() RL_REQUIRES(mu) {
+    if (!conn_) return 0;
+    try {
+      Query u(*conn_, st_.get_meta);
+      u.bind(1, std::string_view("config_version"));
+      return u.row() ? static_cast<std::uint64_t>(u.i64(0)) : 0;
+    } catch (const DbFailure&) {
+      return 0;  // the operation that follows reports the failure
+    }
+  }
+
+  bool read_aliases(const char* op, Error* error, AliasMap* out) RL_REQUIRES(mu) {
+    return transaction(false, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      out->clear();
+      Query u(*conn_, st_.all_aliases);
+      while (u.row()) {
+        std::string name = u.text(0);
+        std::string target = u.text(1);
+        if (!valid_name(name) || !valid_name(target)) continue;
+        out->emplace(std::move(name), std::move(target));
+      }
+    });
+  }
+  bool read_alias(std::string_view name, const char* op, Error* error,
+                  std::optional<std::string>* out) RL_REQUIRES(mu) {
+    return transaction(false, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      Query u(*conn_, st_.get_alias);
+      u.bind(1, name);
+      if (u.row()) {
+        std::string target = u.text(0);
+        if (valid_name(target)) *out = std::move(target);
+      }
+    });
+  }
+  bool write_aliases(const AliasMap& aliases, const char* op, Error* error) RL_REQUIRES(mu) {
+    return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      for (const auto& [name, target] : aliases) {
+        Query u(*conn_, st_.upsert_alias);
+        u.bind(1, name).bind(2, target).run();
+      }
+      bump_config();
+    });
+  }
+  bool erase_alias(std::string_view name, const char* op, Error* error, bool* removed)
+      RL_REQUIRES(mu) {
+    return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      Query u(*conn_, st_.delete_alias);
+      u.bind(1, name).run();
+      *removed = sqlite3_changes(conn_->db()) > 0;
+      if (*removed) bump_config();
+    });
+  }
+  bool read_unknown(const char* op, Error* error, UnknownModels* out) RL_REQUIRES(mu) {
+    return transaction(false, op, error, [&](ModelRows& rows) RL_REQUIRES(mu) {
+      // Any name: the policy rides along with every model's state.
+      *out = rows.load("").unknown;
+    });
+  }
+  bool write_unknown(const UnknownModels& policy, const char* op, Error* error) RL_REQUIRES(mu) {
+    return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      {
+        Query u(*conn_, st_.set_meta);
+        u.bind(1, std::string_view("unknown_policy"))
+            .bind(2, std::string(to_string(policy.policy)))
+            .run();
+      }
+      {
+        Query u(*conn_, st_.set_meta);
+        u.bind(1, std::string_view("unknown_quota")).bind(2, encode_quota(policy.quota)).run();
+      }
+      bump_config();
     });
   }
 
@@ -161,6 +242,7 @@ class Database {
       Query u(*conn_, st_.delete_quota);
       u.bind(1, model).run();
       *removed = sqlite3_changes(conn_->db()) > 0;
+      if (*removed) bump_config();
     });
   }
 
@@ -212,6 +294,11 @@ class Database {
   void close() RL_REQUIRES(mu) { conn_.reset(); }
 
  private:
+  void bump_config() RL_REQUIRES(mu) {
+    Query u(*conn_, st_.bump_config);
+    u.run();
+  }
+
   std::vector<std::string> model_names() RL_REQUIRES(mu) {
     std::vector<std::string> names;
     Query u(*conn_, st_.all_models);
@@ -278,15 +365,15 @@ class SqliteModel final : public StoreModel {
     bool ok;
     if (!request.record) {
       ok = db.read_model(name, request.operation, &error, [&](ModelRows& rows, RowState& s) {
-        r.decision = rows.evaluate(name, s, request.estimated_tokens);
+        r.decision = rows.evaluate(name, s, request.estimate);
       });
     } else {
       std::int64_t model_no = 0;
       ok = db.transaction(true, request.operation, &error, [&](ModelRows& rows) {
         RowState s = rows.load(name);
         rows.advance(name, s, db.now_ns(), true);
-        r.decision = rows.evaluate(name, s, request.estimated_tokens);
-        if (r.decision.allowed) r.entry = rows.reserve(name, s, request.estimated_tokens);
+        r.decision = rows.evaluate(name, s, request.estimate);
+        if (r.decision.allowed) r.entry = rows.reserve(name, s, request.estimate);
         rows.save(name, s);
         model_no = s.model_no;
       });
@@ -300,13 +387,34 @@ class SqliteModel final : public StoreModel {
       r.error = std::move(error);
     }
     if (request.count && (r.decision.allowed || request.count_denials || r.error)) {
-      counters.decided(r.decision, request.estimated_tokens);
+      counters.decided(r.decision, saturating_add(request.estimate.input, request.estimate.output));
     }
     decision = r.decision;
     return CheckOutcome{r.entry, std::move(r.error)};
   }
 
-  Status record(std::int64_t tokens, const char* operation) override {
+  Status learn(const Learned& learned, const char* operation, bool* changed) override {
+    *changed = false;
+    Database& db = *db_;
+    MutexLock lock(db.mu);
+    Error error;
+    const bool ok = db.transaction(true, operation, &error, [&](ModelRows& rows) {
+      RowState s = rows.load(name);
+      rows.advance(name, s, db.now_ns(), true);
+      if (merge_learned(s.learned, learned)) {
+        s.learned_dirty = true;
+        *changed = true;
+      }
+      rows.save(name, s);
+    });
+    if (!ok) {
+      *changed = false;
+      return tl::unexpected(std::move(error));
+    }
+    return {};
+  }
+
+  Status record(TokenEstimate tokens, const char* operation) override {
     Database& db = *db_;
     MutexLock lock(db.mu);
     Error error;
@@ -320,7 +428,7 @@ class SqliteModel final : public StoreModel {
       counters.request(RequestOutcome::store_unavailable);
       return tl::unexpected(std::move(error));
     }
-    counters.recorded(tokens);
+    counters.recorded(saturating_add(tokens.input, tokens.output));
     return {};
   }
 
@@ -347,7 +455,7 @@ class SqliteModel final : public StoreModel {
     // An entry that had left the window settles with nothing to change: still a successful
     // commit/cancel for the caller.
     if (request.kind == SettleKind::commit) {
-      counters.committed(request.tokens);
+      counters.committed(saturating_add(request.tokens.input, request.tokens.output));
     } else {
       counters.cancelled();
     }
@@ -396,12 +504,74 @@ class SqliteStore final : public Store {
   }
   StoreModel* find(std::string_view name) override { return table_.find(name); }
 
-  Decision decide_unseen(std::string_view name, std::int64_t estimated_tokens) override {
+  Decision decide_unseen(std::string_view name, TokenEstimate estimate) override {
     // The database may hold this model's quota and usage (another process): look.
     CheckRequest request;
     request.operation = "ratelimit.decide";
-    request.estimated_tokens = estimated_tokens;
+    request.estimate = estimate;
     return handle(name)->check(request).decision;
+  }
+
+  StoreModel* at_index(std::uint32_t index) override { return table_.at_index(index); }
+
+  std::uint64_t config_epoch() override {
+    MutexLock lock(db_->mu);
+    return db_->config_version();
+  }
+
+  Result<AliasMap> aliases() override {
+    MutexLock lock(db_->mu);
+    AliasMap out;
+    Error error;
+    if (!db_->read_aliases("ratelimit.aliases", &error, &out)) {
+      return tl::unexpected(std::move(error));
+    }
+    return out;
+  }
+  Result<std::optional<std::string>> alias(std::string_view name) override {
+    MutexLock lock(db_->mu);
+    std::optional<std::string> out;
+    Error error;
+    if (!db_->read_alias(name, "ratelimit.resolve", &error, &out)) {
+      return tl::unexpected(std::move(error));
+    }
+    return out;
+  }
+  Status set_aliases(const AliasMap& aliases, const char* operation) override {
+    MutexLock lock(db_->mu);
+    Error error;
+    if (!db_->write_aliases(aliases, operation, &error)) return tl::unexpected(std::move(error));
+    return {};
+  }
+  Status remove_alias(std::string_view name) override {
+    MutexLock lock(db_->mu);
+    Error error;
+    bool removed = false;
+    if (!db_->erase_alias(name, "ratelimit.remove_alias", &error, &removed)) {
+      return tl::unexpected(std::move(error));
+    }
+    if (!removed) {
+      return make_error(ErrorCode::not_found,
+                        "ratelimit.remove_alias: " + quoted(name) + " has no alias");
+    }
+    return {};
+  }
+  Result<UnknownModels> unknown_models() override {
+    MutexLock lock(db_->mu);
+    UnknownModels out;
+    Error error;
+    if (!db_->read_unknown("ratelimit.unknown_models", &error, &out)) {
+      return tl::unexpected(std::move(error));
+    }
+    return out;
+  }
+  Status set_unknown_models(const UnknownModels& policy) override {
+    MutexLock lock(db_->mu);
+    Error error;
+    if (!db_->write_unknown(policy, "ratelimit.set_unknown_models", &error)) {
+      return tl::unexpected(std::move(error));
+    }
+    return {};
   }
 
   std::vector<std::shared_ptr<StoreModel>> handles() override {
@@ -452,7 +622,7 @@ class SqliteStore final : public Store {
     }
     std::map<std::string, ModelStats, std::less<>> out;
     for (const auto& [model, s] : states) {
-      if (s.has_quota || !s.idle()) out.emplace(model, s.stats());
+      if (s.has_quota || !s.idle() || s.learned.any()) out.emplace(model, s.stats());
     }
     return out;
   }
@@ -597,8 +767,12 @@ Result<std::unique_ptr<Store>> make_sqlite_store(const Config& config,
   if (config.file_path.empty()) {
     return make_error(ErrorCode::invalid_argument, std::string(op) + ": empty database path");
   }
-  auto opened =
-      open_database(config.file_path, merged_quotas(config), config.recover_corrupt, options, op);
+  auto opened = open_database(config.file_path,
+                              Seeds{merged_quotas(config), merged_aliases(config),
+                                    config.unknown_models == UnknownModels{}
+                                        ? std::nullopt
+                                        : std::optional<UnknownModels>(config.unknown_models)},
+                              config.recover_corrupt, options, op);
   if (!opened) return tl::unexpected(opened.error());
   try {
     auto db = std::make_shared<Database>(config, std::move(*opened));

@@ -43,6 +43,16 @@ struct Statements {
   sqlite3_stmt* reset_requests;
   sqlite3_stmt* reset_tokens;
   sqlite3_stmt* reset_reservations;
+  sqlite3_stmt* upsert_learned;
+  sqlite3_stmt* delete_learned;
+  sqlite3_stmt* reset_learned;
+  sqlite3_stmt* all_aliases;
+  sqlite3_stmt* get_alias;
+  sqlite3_stmt* upsert_alias;
+  sqlite3_stmt* delete_alias;
+  sqlite3_stmt* get_meta;
+  sqlite3_stmt* set_meta;
+  sqlite3_stmt* bump_config;
 
   // Prepares every statement on `c` (kept until it closes). Throws DbFailure.
   void prepare(Connection& c);

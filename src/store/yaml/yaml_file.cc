@@ -97,6 +97,21 @@ void emit_name(YAML::Emitter& out, const std::string& name) {
 
 void emit_timestamp(YAML::Emitter& out, std::int64_t unix_ns) { out << format_rfc3339(unix_ns); }
 
+// Our quota keys, written only when they differ from the default (go-ratelimit ignores them).
+void emit_quota_extras(YAML::Emitter& out, const ModelQuota& quota) {
+  if (quota.max_input_tpm != 0) {
+    out << YAML::Key << "max_input_tpm" << YAML::Value
+        << static_cast<long long>(quota.max_input_tpm);
+  }
+  if (quota.max_output_tpm != 0) {
+    out << YAML::Key << "max_output_tpm" << YAML::Value
+        << static_cast<long long>(quota.max_output_tpm);
+  }
+  if (quota.day_start != DayStart::first_request) {
+    out << YAML::Key << "day_start" << YAML::Value << std::string(to_string(quota.day_start));
+  }
+}
+
 // Checks what load would reject, so that save never writes a file that cannot be read back.
 Status validate(const Snapshot& snapshot, const std::string& path) {
   const auto invalid = [&](const std::string& model, const std::string& what) {
@@ -112,6 +127,8 @@ Status validate(const Snapshot& snapshot, const std::string& path) {
     if (quota.max_rpm < 0) return invalid(model, "max_rpm is negative");
     if (quota.max_tpm < 0) return invalid(model, "max_tpm is negative");
     if (quota.max_rpd < 0) return invalid(model, "max_rpd is negative");
+    if (quota.max_input_tpm < 0) return invalid(model, "max_input_tpm is negative");
+    if (quota.max_output_tpm < 0) return invalid(model, "max_output_tpm is negative");
   }
   for (const auto& [model, state] : snapshot.state) {
     if (auto status = check_name(model); !status) return status;
@@ -138,6 +155,7 @@ Result<std::string> render(const Snapshot& snapshot, const std::string& path) {
     out << YAML::Key << "max_rpm" << YAML::Value << static_cast<long long>(quota.max_rpm);
     out << YAML::Key << "max_tpm" << YAML::Value << static_cast<long long>(quota.max_tpm);
     out << YAML::Key << "max_rpd" << YAML::Value << static_cast<long long>(quota.max_rpd);
+    emit_quota_extras(out, quota);
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
@@ -157,6 +175,9 @@ Result<std::string> render(const Snapshot& snapshot, const std::string& path) {
       out << YAML::BeginMap << YAML::Key << "time" << YAML::Value;
       emit_timestamp(out, entry.time_ns);
       out << YAML::Key << "count" << YAML::Value << static_cast<long long>(entry.count);
+      if (entry.output != 0) {
+        out << YAML::Key << "output" << YAML::Value << static_cast<long long>(entry.output);
+      }
       out << YAML::EndMap;
     }
     out << YAML::EndSeq;
@@ -170,6 +191,57 @@ Result<std::string> render(const Snapshot& snapshot, const std::string& path) {
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
+
+  // Ours (go-ratelimit ignores keys it does not know): written only when set.
+  if (!snapshot.aliases.empty()) {
+    out << YAML::Key << "aliases" << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, target] : snapshot.aliases) {
+      out << YAML::Key;
+      emit_name(out, name);
+      out << YAML::Value;
+      emit_name(out, target);
+    }
+    out << YAML::EndMap;
+  }
+  if (snapshot.unknown_models) {
+    out << YAML::Key << "unknown_models" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "policy" << YAML::Value
+        << std::string(to_string(snapshot.unknown_models->policy));
+    const ModelQuota& q = snapshot.unknown_models->quota;
+    out << YAML::Key << "quota" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "max_rpm" << YAML::Value << static_cast<long long>(q.max_rpm);
+    out << YAML::Key << "max_tpm" << YAML::Value << static_cast<long long>(q.max_tpm);
+    out << YAML::Key << "max_rpd" << YAML::Value << static_cast<long long>(q.max_rpd);
+    emit_quota_extras(out, q);
+    out << YAML::EndMap << YAML::EndMap;
+  }
+  if (!snapshot.learned.empty()) {
+    out << YAML::Key << "learned" << YAML::Value << YAML::BeginMap;
+    for (const auto& [model, l] : snapshot.learned) {
+      out << YAML::Key;
+      emit_name(out, model);
+      out << YAML::Value << YAML::BeginMap;
+      if (l.cooldown_until_ns != 0) {
+        out << YAML::Key << "cooldown_until" << YAML::Value;
+        emit_timestamp(out, l.cooldown_until_ns);
+      }
+      const std::pair<const char*, const Learned::Ceiling*> ceilings[] = {
+          {"requests", &l.requests},
+          {"tokens", &l.tokens},
+          {"input_tokens", &l.input},
+          {"output_tokens", &l.output}};
+      for (const auto& [key, c] : ceilings) {
+        if (c->left < 0) continue;
+        out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+        out << YAML::Key << "left" << YAML::Value << static_cast<long long>(c->left);
+        out << YAML::Key << "until" << YAML::Value;
+        emit_timestamp(out, c->until_ns);
+        out << YAML::EndMap;
+      }
+      out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+  }
 
   out << YAML::EndMap;
   if (!out.good()) {

@@ -41,6 +41,18 @@ class Reader {
         if (auto status = read_state(entry.second, snapshot.state); !status) {
           return tl::unexpected(status.error());
         }
+      } else if (name == "aliases") {
+        if (auto status = read_aliases(entry.second, snapshot.aliases); !status) {
+          return tl::unexpected(status.error());
+        }
+      } else if (name == "unknown_models") {
+        if (auto status = read_unknown(entry.second, snapshot.unknown_models); !status) {
+          return tl::unexpected(status.error());
+        }
+      } else if (name == "learned") {
+        if (auto status = read_learned(entry.second, snapshot.learned); !status) {
+          return tl::unexpected(status.error());
+        }
       }
     }
     return snapshot;
@@ -113,6 +125,105 @@ class Reader {
         model, field + " is not a timestamp in the years 1677..2262 (" + quote(text) + ")", node);
   }
 
+  Status read_aliases(const YAML::Node& node, AliasMap& aliases) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt("\"aliases\" is not a map", node);
+    for (const auto& entry : node) {
+      const YAML::Node key = entry.first;
+      const YAML::Node value = entry.second;
+      Result<std::string> name = model_name(key, "aliases");
+      if (!name) return tl::unexpected(name.error());
+      if (!value.IsScalar()) return corrupt(*name, "alias target is not a scalar", value);
+      if (!aliases.try_emplace(*name, value.Scalar()).second) {
+        return corrupt(*name, "alias appears twice", key);
+      }
+    }
+    return {};
+  }
+
+  Status read_unknown(const YAML::Node& node, std::optional<UnknownModels>& out) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt("\"unknown_models\" is not a map", node);
+    UnknownModels u;
+    const YAML::Node policy = node["policy"];
+    if (policy.IsDefined()) {
+      auto p = policy.IsScalar() ? unknown_model_policy_from_string(policy.Scalar()) : std::nullopt;
+      if (!p) return corrupt("unknown_models.policy is not allow, deny or default_quota", policy);
+      u.policy = *p;
+    }
+    const YAML::Node quota = node["quota"];
+    if (quota.IsDefined() && !quota.IsNull()) {
+      if (!quota.IsMap()) return corrupt("unknown_models.quota is not a map", quota);
+      if (auto s = read_quota_fields(quota, "(unknown models)", u.quota); !s) return s;
+    }
+    out = u;
+    return {};
+  }
+
+  Status read_learned(const YAML::Node& node, std::map<std::string, Learned, std::less<>>& out) {
+    if (node.IsNull()) return {};
+    if (!node.IsMap()) return corrupt("\"learned\" is not a map", node);
+    for (const auto& entry : node) {
+      const YAML::Node key = entry.first;
+      const YAML::Node fields = entry.second;
+      Result<std::string> model = model_name(key, "learned");
+      if (!model) return tl::unexpected(model.error());
+      Learned l;
+      if (!fields.IsMap()) return corrupt(*model, "learned is not a map", fields);
+      if (const YAML::Node c = fields["cooldown_until"]; c.IsDefined()) {
+        Result<std::int64_t> t = read_timestamp(c, *model, "learned.cooldown_until");
+        if (!t) return tl::unexpected(t.error());
+        l.cooldown_until_ns = *t;
+      }
+      const std::pair<const char*, Learned::Ceiling*> ceilings[] = {{"requests", &l.requests},
+                                                                    {"tokens", &l.tokens},
+                                                                    {"input_tokens", &l.input},
+                                                                    {"output_tokens", &l.output}};
+      for (const auto& [name, c] : ceilings) {
+        const YAML::Node n = fields[name];
+        if (!n.IsDefined() || n.IsNull()) continue;
+        const std::string where = std::string("learned.") + name;
+        if (!n.IsMap()) return corrupt(*model, where + " is not a map", n);
+        Result<std::int64_t> left = read_count(n["left"], *model, where + ".left");
+        if (!left) return tl::unexpected(left.error());
+        Result<std::int64_t> until = read_timestamp(n["until"], *model, where + ".until");
+        if (!until) return tl::unexpected(until.error());
+        *c = Learned::Ceiling{*left, *until};
+      }
+      out[*model] = l;
+    }
+    return {};
+  }
+
+  Status read_quota_fields(const YAML::Node& fields, const std::string& model, ModelQuota& quota) {
+    std::set<std::string, std::less<>> seen;
+    for (const auto& field_entry : fields) {
+      const YAML::Node field_key = field_entry.first;
+      if (!field_key.IsScalar()) continue;
+      const std::string field = field_key.Scalar();
+      if (field == "day_start") {
+        if (!seen.insert(field).second) return corrupt(model, field + " appears twice", field_key);
+        const YAML::Node v = field_entry.second;
+        auto d = v.IsScalar() ? day_start_from_string(v.Scalar()) : std::nullopt;
+        if (!d) return corrupt(model, "day_start is not first_request or pacific_midnight", v);
+        quota.day_start = *d;
+        continue;
+      }
+      std::int64_t* target = field == "max_rpm"          ? &quota.max_rpm
+                             : field == "max_tpm"        ? &quota.max_tpm
+                             : field == "max_rpd"        ? &quota.max_rpd
+                             : field == "max_input_tpm"  ? &quota.max_input_tpm
+                             : field == "max_output_tpm" ? &quota.max_output_tpm
+                                                         : nullptr;
+      if (target == nullptr) continue;  // unknown key
+      if (!seen.insert(field).second) return corrupt(model, field + " appears twice", field_key);
+      Result<std::int64_t> value = read_count(field_entry.second, model, field);
+      if (!value) return tl::unexpected(value.error());
+      *target = *value;
+    }
+    return {};
+  }
+
   Status read_quotas(const YAML::Node& node, QuotaMap& quotas) {
     if (node.IsNull()) return {};
     if (!node.IsMap()) return corrupt("\"quotas\" is not a map", node);
@@ -126,21 +237,7 @@ class Reader {
       ModelQuota& quota = slot->second;
       if (fields.IsNull()) continue;
       if (!fields.IsMap()) return corrupt(*model, "quota is not a map", fields);
-      std::set<std::string, std::less<>> seen;
-      for (const auto& field_entry : fields) {
-        const YAML::Node field_key = field_entry.first;
-        if (!field_key.IsScalar()) continue;
-        const std::string field = field_key.Scalar();
-        std::int64_t* target = field == "max_rpm"   ? &quota.max_rpm
-                               : field == "max_tpm" ? &quota.max_tpm
-                               : field == "max_rpd" ? &quota.max_rpd
-                                                    : nullptr;
-        if (target == nullptr) continue;  // unknown key
-        if (!seen.insert(field).second) return corrupt(*model, field + " appears twice", field_key);
-        Result<std::int64_t> value = read_count(field_entry.second, *model, field);
-        if (!value) return tl::unexpected(value.error());
-        *target = *value;
-      }
+      if (auto s = read_quota_fields(fields, *model, quota); !s) return s;
     }
     return {};
   }
@@ -224,6 +321,7 @@ class Reader {
     TokenEntry entry;
     bool has_time = false;
     bool has_count = false;
+    bool has_output = false;
     for (const auto& field_entry : node) {
       const YAML::Node key = field_entry.first;
       if (!key.IsScalar()) continue;
@@ -240,9 +338,18 @@ class Reader {
         Result<std::int64_t> count = read_count(field_entry.second, model, where + ".count");
         if (!count) return tl::unexpected(count.error());
         entry.count = *count;
+      } else if (field == "output") {
+        if (has_output) return corrupt(model, where + ".output appears twice", key);
+        has_output = true;
+        Result<std::int64_t> output = read_count(field_entry.second, model, where + ".output");
+        if (!output) return tl::unexpected(output.error());
+        entry.output = *output;
       }
     }
     if (!has_time) return corrupt(model, where + " has no time", node);
+    if (entry.output > entry.count) {
+      return corrupt(model, where + ".output is more than its count", node);
+    }
     return entry;
   }
 
