@@ -149,7 +149,8 @@ Result<StoreModel*> LimiterCore::target_of(std::string_view name, StoreModel* ow
     target = store->model(**resolved).get();
     if (own == nullptr) own = store->model(name).get();  // the cache entry (a handle)
   } else {
-    if (own == nullptr && !create) return nullptr;  // unseen and unknown: nothing is made
+    // Unseen and unknown: nothing is made (a name with a quota gets its handle).
+    if (own == nullptr && !create && !resolved->has_value()) return nullptr;
     if (own == nullptr) own = store->model(name).get();
     target = own;
     if (!resolved->has_value() && !own->unknown_reported.exchange(true)) {

@@ -65,10 +65,11 @@ std::set<std::string> keys(const json& j) {
   return out;
 }
 
-const std::set<std::string> kStatsKeys = {"rpm", "max_rpm", "tpm",      "max_tpm",
-                                          "rpd", "max_rpd", "day_start"};
-const std::set<std::string> kDecisionKeys = {"allowed", "code", "reason", "retry_after_ms",
-                                             "stats"};
+const std::set<std::string> kStatsKeys = {
+    "rpm",       "max_rpm",       "tpm",        "max_tpm",        "rpd",    "max_rpd", "day_start",
+    "input_tpm", "max_input_tpm", "output_tpm", "max_output_tpm", "day_end"};
+const std::set<std::string> kDecisionKeys = {"allowed",        "code",  "reason",
+                                             "retry_after_ms", "stats", "resolved_model"};
 
 void expect_stats_shape(const json& s) {
   EXPECT_EQ(keys(s), kStatsKeys) << s.dump();
@@ -304,7 +305,12 @@ TEST_F(Cli, Profiles) {
   ASSERT_EQ(all.code, 0) << all.err;
   json p = all.parsed()["profiles"];
   EXPECT_EQ(keys(p), (std::set<std::string>{"gemini", "openai", "anthropic", "local"}));
-  EXPECT_EQ(p["openai"]["gpt-4o"], (json{{"max_rpm", 500}, {"max_tpm", 30000}, {"max_rpd", 0}}));
+  EXPECT_EQ(p["openai"]["gpt-4o"], (json{{"max_rpm", 500},
+                                         {"max_tpm", 30000},
+                                         {"max_rpd", 0},
+                                         {"max_input_tpm", 0},
+                                         {"max_output_tpm", 0},
+                                         {"day_start", "first_request"}}));
   Output one = rl({"profiles", "anthropic"});
   EXPECT_EQ(one.code, 0);
   EXPECT_NE(one.out.find("claude-sonnet-4"), std::string::npos);
@@ -471,13 +477,24 @@ TEST_P(CliStore, AcquireGrantedAndDenied) {
 TEST_P(CliStore, QuotaCommands) {
   Output set = rl({"--json", "quota", "set", "m", "--rpm", "5", "--tpm", "100", "--rpd", "9"});
   ASSERT_EQ(set.code, 0) << set.err;
-  EXPECT_EQ(set.parsed(),
-            (json{{"model", "m"}, {"quota", {{"max_rpm", 5}, {"max_tpm", 100}, {"max_rpd", 9}}}}));
+  EXPECT_EQ(set.parsed(), (json{{"model", "m"},
+                                {"quota",
+                                 {{"max_rpm", 5},
+                                  {"max_tpm", 100},
+                                  {"max_rpd", 9},
+                                  {"max_input_tpm", 0},
+                                  {"max_output_tpm", 0},
+                                  {"day_start", "first_request"}}}}));
   // Omitted limits keep their value.
   ASSERT_EQ(rl({"quota", "set", "m", "--tpm", "200"}).code, 0);
   Output list = rl({"--json", "quota", "list"});
   ASSERT_EQ(list.code, 0);
-  EXPECT_EQ(list.parsed()["quotas"]["m"], (json{{"max_rpm", 5}, {"max_tpm", 200}, {"max_rpd", 9}}));
+  EXPECT_EQ(list.parsed()["quotas"]["m"], (json{{"max_rpm", 5},
+                                                {"max_tpm", 200},
+                                                {"max_rpd", 9},
+                                                {"max_input_tpm", 0},
+                                                {"max_output_tpm", 0},
+                                                {"day_start", "first_request"}}));
   Output table = rl({"quota", "list"});
   EXPECT_NE(table.out.find("MODEL"), std::string::npos);
   EXPECT_NE(table.out.find("200"), std::string::npos);

@@ -214,7 +214,8 @@ class Shutdown : public ServerProcess {
     ASSERT_EQ(q.status, 200) << q.raw;
     EXPECT_EQ(
         q.body,
-        json::parse(R"({"model":"gpt-4o","quota":{"max_rpm":3,"max_tpm":10000,"max_rpd":100}})"));
+        json::parse(
+            R"({"model":"gpt-4o","quota":{"max_rpm":3,"max_tpm":10000,"max_rpd":100,"max_input_tpm":0,"max_output_tpm":0,"day_start":"first_request"}})"));
 
     Reply rec = http("POST", "/v1/record",
                      json{{"model", "gpt-4o"}, {"prompt_tokens", 100}, {"output_tokens", 50}});
@@ -343,8 +344,12 @@ TEST_F(Shutdown, SigintAnswersWaitersAndSavesSqliteState) {
     EXPECT_EQ(m["decision"]["code"], "rpm_exceeded") << s.out;
     Finished q = rl({"--state", path, "--json", "quota", "list"});
     ASSERT_EQ(q.code, 0) << q.err;
-    EXPECT_EQ(json::parse(q.out)["quotas"]["gpt-4o"],
-              (json{{"max_rpm", 3}, {"max_tpm", 10000}, {"max_rpd", 100}}))
+    EXPECT_EQ(json::parse(q.out)["quotas"]["gpt-4o"], (json{{"max_rpm", 3},
+                                                            {"max_tpm", 10000},
+                                                            {"max_rpd", 100},
+                                                            {"max_input_tpm", 0},
+                                                            {"max_output_tpm", 0},
+                                                            {"day_start", "first_request"}}))
         << q.out;
   }
 }

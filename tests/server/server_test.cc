@@ -144,10 +144,11 @@ std::set<std::string> keys(const json& j) {
   return out;
 }
 
-const std::set<std::string> kStatsKeys = {"rpm", "max_rpm", "tpm",      "max_tpm",
-                                          "rpd", "max_rpd", "day_start"};
-const std::set<std::string> kDecisionKeys = {"allowed", "code", "reason", "retry_after_ms",
-                                             "stats"};
+const std::set<std::string> kStatsKeys = {
+    "rpm",       "max_rpm",       "tpm",        "max_tpm",        "rpd",    "max_rpd", "day_start",
+    "input_tpm", "max_input_tpm", "output_tpm", "max_output_tpm", "day_end"};
+const std::set<std::string> kDecisionKeys = {"allowed",        "code",  "reason",
+                                             "retry_after_ms", "stats", "resolved_model"};
 
 void expect_error(const Reply& r, int status, const std::string& code) {
   EXPECT_EQ(r.status, status) << r.text;
@@ -404,7 +405,10 @@ TEST_F(ServerTest, RecordStatsAndQuotas) {
   EXPECT_EQ(r.status, 200) << r.text;
   EXPECT_EQ(r.text, fmt::model_quota("team/a b", ModelQuota{5, 500, 0}));
   r = put(c, enc, R"({"max_rpd": 7})");  // omitted fields keep their value
-  EXPECT_EQ(r.body["quota"], json::parse(R"({"max_rpm":5,"max_tpm":500,"max_rpd":7})"));
+  EXPECT_EQ(
+      r.body["quota"],
+      json::parse(
+          R"({"max_rpm":5,"max_tpm":500,"max_rpd":7,"max_input_tpm":0,"max_output_tpm":0,"day_start":"first_request"})"));
   EXPECT_EQ(limiter_->quota("team/a b"), (ModelQuota{5, 500, 7}));
   r = get(c, enc);
   EXPECT_EQ(r.status, 200);

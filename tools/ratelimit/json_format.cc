@@ -35,6 +35,22 @@ std::string rfc3339(TimePoint t) {
   return out + "Z";
 }
 
+json time_or_null(TimePoint t) { return t == TimePoint{} ? json(nullptr) : json(rfc3339(t)); }
+
+json learned_json(const LearnedLimits& l) {
+  json j = json::object();
+  j["cooldown_until"] = time_or_null(l.cooldown_until);
+  const std::pair<const char*, const LearnedLimits::Ceiling*> ceilings[] = {
+      {"requests", &l.requests},
+      {"tokens", &l.tokens},
+      {"input_tokens", &l.input_tokens},
+      {"output_tokens", &l.output_tokens}};
+  for (const auto& [name, c] : ceilings) {
+    j[name] = c->left < 0 ? json(nullptr) : json{{"left", c->left}, {"until", rfc3339(c->until)}};
+  }
+  return j;
+}
+
 json stats_json(const ModelStats& s) {
   json j = json::object();
   j["rpm"] = s.rpm;
@@ -44,6 +60,12 @@ json stats_json(const ModelStats& s) {
   j["rpd"] = s.rpd;
   j["max_rpd"] = s.max_rpd;
   j["day_start"] = s.day_start == TimePoint{} ? json(nullptr) : json(rfc3339(s.day_start));
+  j["input_tpm"] = s.input_tpm;
+  j["max_input_tpm"] = s.max_input_tpm;
+  j["output_tpm"] = s.output_tpm;
+  j["max_output_tpm"] = s.max_output_tpm;
+  j["day_end"] = s.day_end == TimePoint{} ? json(nullptr) : json(rfc3339(s.day_end));
+  if (s.learned.any()) j["learned"] = learned_json(s.learned);
   return j;
 }
 
@@ -59,11 +81,18 @@ json decision_json(const Decision& d) {
     j["retry_after_ms"] = ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0);
   }
   j["stats"] = stats_json(d.stats);
+  j["resolved_model"] =
+      d.resolved_model.empty() ? json(nullptr) : json(std::string(d.resolved_model));
   return j;
 }
 
 json quota_json(const ModelQuota& q) {
-  return json{{"max_rpm", q.max_rpm}, {"max_tpm", q.max_tpm}, {"max_rpd", q.max_rpd}};
+  return json{{"max_rpm", q.max_rpm},
+              {"max_tpm", q.max_tpm},
+              {"max_rpd", q.max_rpd},
+              {"max_input_tpm", q.max_input_tpm},
+              {"max_output_tpm", q.max_output_tpm},
+              {"day_start", std::string(to_string(q.day_start))}};
 }
 
 json quota_map_json(const QuotaMap& quotas) {
@@ -110,6 +139,30 @@ std::string profiles(const std::vector<ProviderProfile>& profiles) {
   json j = json::object();
   for (const auto& p : profiles) j[std::string(to_string(p.provider))] = quota_map_json(p.models);
   return dump(json{{"profiles", std::move(j)}});
+}
+
+std::string aliases(const AliasMap& aliases) {
+  json j = json::object();
+  for (const auto& [name, target] : aliases) j[name] = target;
+  return dump(json{{"aliases", std::move(j)}});
+}
+
+std::string unknown_models(const UnknownModels& policy) {
+  json j{{"policy", std::string(to_string(policy.policy))}};
+  j["quota"] =
+      policy.policy == UnknownModelPolicy::default_quota ? quota_json(policy.quota) : json(nullptr);
+  return dump(json{{"unknown_models", std::move(j)}});
+}
+
+std::string observation(const Observation& o) {
+  json ignored = json::array();
+  for (const auto& line : o.ignored) ignored.push_back(line);
+  json j{{"resolved_model", o.resolved_model},
+         {"format", std::string(to_string(o.format))},
+         {"learned", learned_json(o.learned)},
+         {"quota_learned", o.quota_learned ? quota_json(*o.quota_learned) : json(nullptr)},
+         {"ignored", std::move(ignored)}};
+  return dump(j);
 }
 
 std::string model_stats(std::string_view model, const ModelStats& s) {

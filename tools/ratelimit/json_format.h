@@ -11,19 +11,24 @@
 #include <string_view>
 #include <vector>
 
+#include "ratelimit/config.h"
 #include "ratelimit/decision.h"
+#include "ratelimit/provider.h"
 #include "ratelimit/quota.h"
 
 namespace ratelimit::json {
 
-// {"rpm", "max_rpm", "tpm", "max_tpm", "rpd", "max_rpd", "day_start"}: day_start is RFC 3339
-// UTC ("2026-02-19T09:00:00Z", fractional seconds when not whole), null when unset.
+// {"rpm", "max_rpm", "tpm", "max_tpm", "rpd", "max_rpd", "day_start", "input_tpm",
+// "max_input_tpm", "output_tpm", "max_output_tpm", "day_end"} and, when the provider said
+// something, "learned": {"cooldown_until", "requests", "tokens", "input_tokens",
+// "output_tokens"} (each ceiling {"left", "until"} or null). Times are RFC 3339 UTC
+// ("2026-02-19T09:00:00Z", fractional seconds when not whole), null when unset.
 std::string stats(const ModelStats& stats);
 
-// {"allowed", "code", "reason", "retry_after_ms", "stats"}: retry_after_ms is an integer in
-// milliseconds rounded up, null when the request can never pass (Duration::max()). The second
-// form (a granted acquire) adds "reservation_id": the id, or null for a store whose ids do not
-// outlive the process (YAML).
+// {"allowed", "code", "reason", "retry_after_ms", "stats", "resolved_model"}: retry_after_ms is an
+// integer in milliseconds rounded up, null when the request can never pass (Duration::max()). The
+// second form (a granted acquire) adds "reservation_id": the id, or null for a store whose ids do
+// not outlive the process (YAML).
 std::string decision(const Decision& decision);
 std::string decision(const Decision& decision, const std::optional<std::string>& reservation_id);
 
@@ -35,7 +40,7 @@ struct StatusRow {
 // {"models": {"<name>": {<stats fields>, "decision": <decision>}}}.
 std::string status(const std::vector<StatusRow>& rows);
 
-// {"max_rpm", "max_tpm", "max_rpd"}.
+// {"max_rpm", "max_tpm", "max_rpd", "max_input_tpm", "max_output_tpm", "day_start"}.
 std::string quota(const ModelQuota& quota);
 // {"quotas": {"<model>": <quota>}}.
 std::string quotas(const QuotaMap& quotas);
@@ -45,6 +50,13 @@ std::string model_quota(std::string_view model, const ModelQuota& quota);
 std::string provider_quotas(std::string_view provider, const QuotaMap& quotas);
 // {"profiles": {"<provider>": {"<model>": <quota>}}}.
 std::string profiles(const std::vector<ProviderProfile>& profiles);
+
+// {"aliases": {"<name>": "<target>"}}.
+std::string aliases(const AliasMap& aliases);
+// {"unknown_models": {"policy": "allow|deny|default_quota", "quota": <quota> or null}}.
+std::string unknown_models(const UnknownModels& policy);
+// {"resolved_model", "format", "learned", "quota_learned", "ignored": [...]} (observe).
+std::string observation(const Observation& observation);
 
 // {"model": "<model>", "stats": <stats>} (after `record`).
 std::string model_stats(std::string_view model, const ModelStats& stats);
