@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -12,6 +13,7 @@
 #include <stop_token>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "args.h"
@@ -63,6 +65,16 @@ Outcome<Provider> check_provider(std::string_view name) {
   return tl::unexpected(usage_error("unknown provider " + quote_name(name) +
                                     "; choose one of gemini, openai, anthropic, local "
                                     "(see `ratelimit profiles`)"));
+}
+
+// A tiered profile name ("openai:tier3"): the library's list of known profiles on error.
+Outcome<void> check_profile(std::string_view name) {
+  auto p = find_profile(name);
+  if (!p) {
+    return tl::unexpected(usage_error("unknown provider profile " + quote_name(name) +
+                                      " (see `ratelimit profiles`): " + p.error().message));
+  }
+  return {};
 }
 
 std::string limit_text(std::int64_t limit) { return limit == 0 ? "-" : std::to_string(limit); }
@@ -128,14 +140,61 @@ struct Table {
   }
 };
 
+// "rpm 500, tpm 30000, rpd -" plus the input/output limits and the day rule when set.
+std::string quota_text(const ModelQuota& q) {
+  std::string out = "rpm " + limit_text(q.max_rpm) + ", tpm " + limit_text(q.max_tpm) + ", rpd " +
+                    limit_text(q.max_rpd);
+  if (q.max_input_tpm != 0) out += ", input tpm " + limit_text(q.max_input_tpm);
+  if (q.max_output_tpm != 0) out += ", output tpm " + limit_text(q.max_output_tpm);
+  if (q.day_start != DayStart::first_request) {
+    out += ", day starts at " + std::string(to_string(q.day_start));
+  }
+  return out;
+}
+
 std::string quota_table(const QuotaMap& quotas) {
+  bool io = false;
+  for (const auto& [model, q] : quotas) io |= q.max_input_tpm != 0 || q.max_output_tpm != 0;
   Table t;
-  t.rows.push_back({"MODEL", "RPM", "TPM", "RPD"});
+  if (io) {
+    t.rows.push_back({"MODEL", "RPM", "TPM", "RPD", "INPUT TPM", "OUTPUT TPM"});
+  } else {
+    t.rows.push_back({"MODEL", "RPM", "TPM", "RPD"});
+  }
   for (const auto& [model, q] : quotas) {
     t.rows.push_back(
         {printable(model), limit_text(q.max_rpm), limit_text(q.max_tpm), limit_text(q.max_rpd)});
+    if (io) {
+      t.rows.back().push_back(limit_text(q.max_input_tpm));
+      t.rows.back().push_back(limit_text(q.max_output_tpm));
+    }
   }
   return t.render();
+}
+
+// The quota flags over `q`.
+Outcome<ModelQuota> apply_quota_flags(ModelQuota q, const QuotaFlags& f) {
+  const std::tuple<const char*, const std::optional<std::string>*, std::int64_t*, const char*>
+      counts[] = {{"--rpm", &f.rpm, &q.max_rpm, "500"},
+                  {"--tpm", &f.tpm, &q.max_tpm, "30000"},
+                  {"--rpd", &f.rpd, &q.max_rpd, "1000"},
+                  {"--input-tpm", &f.input_tpm, &q.max_input_tpm, "400000"},
+                  {"--output-tpm", &f.output_tpm, &q.max_output_tpm, "80000"}};
+  for (const auto& [flag, text, field, example] : counts) {
+    if (!*text) continue;
+    auto v = check_count(flag, **text, example);
+    if (!v) return tl::unexpected(v.error());
+    *field = *v;
+  }
+  if (f.day_start) {
+    auto d = day_start_from_string(*f.day_start);
+    if (!d) {
+      return tl::unexpected(usage_error("--day-start " + quote_name(*f.day_start) +
+                                        " is not first_request or pacific_midnight"));
+    }
+    q.day_start = *d;
+  }
+  return q;
 }
 
 }  // namespace
@@ -175,6 +234,11 @@ Outcome<StoreOptions> Commands::store_options() const {
   out.backend = options_.backend;
   out.recover = options_.recover;
   for (const auto& name : options_.providers) {
+    if (name.find(':') != std::string::npos) {  // a tier: "openai:tier3"
+      if (auto ok = check_profile(name); !ok) return tl::unexpected(ok.error());
+      out.profiles.push_back(name);
+      continue;
+    }
     auto p = check_provider(name);
     if (!p) return tl::unexpected(p.error());
     if (std::find(out.providers.begin(), out.providers.end(), *p) == out.providers.end()) {
@@ -566,29 +630,12 @@ int Commands::reset(const std::optional<std::string>& model, bool all, bool yes)
 
 // --- quota -----------------------------------------------------------------------------------
 
-int Commands::quota_set(const std::string& model, const std::optional<std::string>& rpm,
-                        const std::optional<std::string>& tpm,
-                        const std::optional<std::string>& rpd) {
+int Commands::quota_set(const std::string& model, const QuotaFlags& flags) {
   if (auto ok = check_model(model); !ok) return fail("quota set", ok.error());
-  if (!rpm && !tpm && !rpd) {
-    return fail("quota set", usage_error("give at least one of --rpm, --tpm, --rpd (0 means "
-                                         "unlimited), e.g. --rpm 500 --tpm 30000"));
-  }
-  std::optional<std::int64_t> r, t, d;
-  if (rpm) {
-    auto v = check_count("--rpm", *rpm, "500");
-    if (!v) return fail("quota set", v.error());
-    r = *v;
-  }
-  if (tpm) {
-    auto v = check_count("--tpm", *tpm, "30000");
-    if (!v) return fail("quota set", v.error());
-    t = *v;
-  }
-  if (rpd) {
-    auto v = check_count("--rpd", *rpd, "1000");
-    if (!v) return fail("quota set", v.error());
-    d = *v;
+  if (!flags.any()) {
+    return fail("quota set",
+                usage_error("give at least one of --rpm, --tpm, --rpd, --input-tpm, --output-tpm, "
+                            "--day-start (0 means unlimited), e.g. --rpm 500 --tpm 30000"));
   }
   auto session = open_store();
   if (!session) return fail("quota set", session.error());
@@ -597,19 +644,15 @@ int Commands::quota_set(const std::string& model, const std::optional<std::strin
   if (!current) {
     return fail("quota set", store_error("cannot read the quota: " + current.error().to_string()));
   }
-  ModelQuota q = current->value_or(ModelQuota{});  // omitted flags keep their value
-  if (r) q.max_rpm = *r;
-  if (t) q.max_tpm = *t;
-  if (d) q.max_rpd = *d;
-  if (auto s = limiter.set_quota(model, q); !s) {
+  auto q = apply_quota_flags(current->value_or(ModelQuota{}), flags);  // omitted flags keep theirs
+  if (!q) return fail("quota set", q.error());
+  if (auto s = limiter.set_quota(model, *q); !s) {
     return fail("quota set", store_error("cannot set the quota: " + s.error().to_string()));
   }
   (*session)->mark_changed();
   if (auto done = (*session)->finish(); !done) return fail("quota set", done.error());
-  print(options_.json
-            ? json::model_quota(model, q)
-            : "quota " + printable(model) + ": rpm " + limit_text(q.max_rpm) + ", tpm " +
-                  limit_text(q.max_tpm) + ", rpd " + limit_text(q.max_rpd) + " (- is unlimited)");
+  print(options_.json ? json::model_quota(model, *q)
+                      : "quota " + printable(model) + ": " + quota_text(*q) + " (- is unlimited)");
   return kOk;
 }
 
@@ -672,6 +715,204 @@ int Commands::quota_apply(const std::string& provider) {
   } else {
     print("applied the " + provider + " profile:\n" + quota_table(models));
   }
+  return kOk;
+}
+
+int Commands::quota_alias(const std::string& name, const std::string& target) {
+  for (const std::string* n : {&name, &target}) {
+    if (auto ok = check_model(*n); !ok) return fail("quota alias", ok.error());
+  }
+  if (name == target) {
+    return fail("quota alias",
+                usage_error("an alias cannot name itself; `ratelimit quota unalias " +
+                            printable(name) + "` removes an alias"));
+  }
+  auto session = open_store();
+  if (!session) return fail("quota alias", session.error());
+  if (auto s = (*session)->limiter().set_alias(name, target); !s) {
+    return fail("quota alias", store_error("cannot set the alias: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("quota alias", done.error());
+  print(options_.json ? json::aliases(AliasMap{{name, target}})
+                      : printable(name) + " now uses the quota and usage of " + printable(target));
+  return kOk;
+}
+
+int Commands::quota_unalias(const std::string& name) {
+  if (auto ok = check_model(name); !ok) return fail("quota unalias", ok.error());
+  auto session = open_store();
+  if (!session) return fail("quota unalias", session.error());
+  if (auto s = (*session)->limiter().remove_alias(name); !s) {
+    if (s.error().code == ErrorCode::not_found) {
+      return fail("quota unalias",
+                  usage_error(quote_name(name) + " has no alias; see `ratelimit quota aliases`"));
+    }
+    return fail("quota unalias", store_error("cannot remove the alias: " + s.error().to_string()));
+  }
+  (*session)->mark_changed();
+  auto left = (*session)->limiter().aliases();
+  if (!left) {
+    return fail("quota unalias",
+                store_error("cannot read the aliases: " + left.error().to_string()));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("quota unalias", done.error());
+  print(options_.json ? json::aliases(*left) : "removed the alias " + printable(name));
+  return kOk;
+}
+
+int Commands::quota_aliases() {
+  auto session = open_store();
+  if (!session) return fail("quota aliases", session.error());
+  auto read = (*session)->limiter().aliases();
+  if (!read) {
+    return fail("quota aliases",
+                store_error("cannot read the aliases: " + read.error().to_string()));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("quota aliases", done.error());
+  if (options_.json) {
+    print(json::aliases(*read));
+  } else if (read->empty()) {
+    print("no aliases: `ratelimit quota alias NAME TARGET` adds one");
+  } else {
+    Table t;
+    t.rows.push_back({"NAME", "USES"});
+    for (const auto& [name, target] : *read) t.rows.push_back({printable(name), printable(target)});
+    print(t.render());
+  }
+  return kOk;
+}
+
+int Commands::quota_unknown(const std::optional<std::string>& policy, const QuotaFlags& flags) {
+  std::optional<UnknownModels> next;
+  if (policy) {
+    auto p = unknown_model_policy_from_string(*policy);
+    if (!p) {
+      return fail("quota unknown", usage_error("policy " + quote_name(*policy) +
+                                               " is not allow, deny or default_quota"));
+    }
+    next = UnknownModels{*p, {}};
+    if (*p == UnknownModelPolicy::default_quota) {
+      if (!flags.any()) {
+        return fail("quota unknown", usage_error("default_quota needs the quota: give --rpm, "
+                                                 "--tpm, --rpd, --input-tpm or --output-tpm"));
+      }
+      auto q = apply_quota_flags(ModelQuota{}, flags);
+      if (!q) return fail("quota unknown", q.error());
+      next->quota = *q;
+    } else if (flags.any()) {
+      return fail("quota unknown", usage_error("limits apply only to the default_quota policy"));
+    }
+  } else if (flags.any()) {
+    return fail("quota unknown", usage_error("give the policy: allow, deny or default_quota"));
+  }
+  auto session = open_store();
+  if (!session) return fail("quota unknown", session.error());
+  RateLimiter& limiter = (*session)->limiter();
+  if (next) {
+    if (auto s = limiter.set_unknown_models(*next); !s) {
+      return fail("quota unknown", store_error("cannot set the policy: " + s.error().to_string()));
+    }
+    (*session)->mark_changed();
+  }
+  auto now = limiter.unknown_models();
+  if (!now) {
+    return fail("quota unknown", store_error("cannot read the policy: " + now.error().to_string()));
+  }
+  if (auto done = (*session)->finish(); !done) return fail("quota unknown", done.error());
+  if (options_.json) {
+    print(json::unknown_models(*now));
+  } else {
+    std::string text = "models with no quota: " + std::string(to_string(now->policy));
+    if (now->policy == UnknownModelPolicy::default_quota)
+      text += " (" + quota_text(now->quota) + ")";
+    print(text);
+  }
+  return kOk;
+}
+
+int Commands::observe(const ObserveArgs& args) {
+  if (auto ok = check_model(args.model); !ok) return fail("observe", ok.error());
+  ProviderResponse response;
+  auto format = response_format_from_string(args.format);
+  if (!format) {
+    return fail("observe", usage_error("--format " + quote_name(args.format) +
+                                       " is not auto, openai, azure_openai, groq, anthropic, "
+                                       "mistral or gemini"));
+  }
+  response.format = *format;
+  auto status = check_count("--status", args.status, "429");
+  if (!status || *status < 100 || *status > 599) {
+    return fail("observe", usage_error("--status " + quote_name(args.status) +
+                                       " is not an HTTP status code (100..599)"));
+  }
+  response.status = static_cast<int>(*status);
+  for (const std::string& h : args.headers) {
+    const std::size_t colon = h.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return fail("observe", usage_error("--header " + quote_name(h) +
+                                         " is not \"name: value\", e.g. --header "
+                                         "'retry-after: 30'"));
+    }
+    std::string value = h.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+    response.headers.emplace_back(h.substr(0, colon), std::move(value));
+  }
+  if (args.body_file) {
+    std::FILE* f = std::fopen(args.body_file->c_str(), "rb");
+    if (f == nullptr) {
+      return fail("observe", usage_error("cannot read --body-file " + quote_name(*args.body_file) +
+                                         ": " + std::strerror(errno)));
+    }
+    constexpr std::size_t kMaxBody = 1 << 20;
+    char buf[65536];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && response.body.size() <= kMaxBody) {
+      response.body.append(buf, n);
+    }
+    std::fclose(f);
+    if (response.body.size() > kMaxBody) {
+      return fail("observe", usage_error("--body-file is larger than 1 MiB; give the response "
+                                         "body only"));
+    }
+  }
+  auto session = open_store();
+  if (!session) return fail("observe", session.error());
+  auto learned = (*session)->limiter().observe(args.model, response);
+  if (!learned) {
+    return fail("observe", store_error("cannot record what the provider said: " +
+                                       learned.error().to_string()));
+  }
+  (*session)->mark_changed();
+  if (auto done = (*session)->finish(); !done) return fail("observe", done.error());
+  if (options_.json) {
+    print(json::observation(*learned));
+    return kOk;
+  }
+  const LearnedLimits& l = learned->learned;
+  std::string text =
+      printable(learned->resolved_model) + " (" + std::string(to_string(learned->format)) + "): ";
+  std::vector<std::string> parts;
+  const TimePoint now = (*session)->limiter().config().clock->now();
+  if (l.cooldown_until != TimePoint{}) {
+    parts.push_back("blocked for " + format_duration(l.cooldown_until - now));
+  }
+  const std::pair<const char*, const LearnedLimits::Ceiling*> ceilings[] = {
+      {"requests", &l.requests},
+      {"tokens", &l.tokens},
+      {"input tokens", &l.input_tokens},
+      {"output tokens", &l.output_tokens}};
+  for (const auto& [what, c] : ceilings) {
+    if (c->left < 0) continue;
+    parts.push_back(std::to_string(c->left) + " more " + what + " for " +
+                    format_duration(c->until - now));
+  }
+  if (learned->quota_learned)
+    parts.push_back("quota learned: " + quota_text(*learned->quota_learned));
+  if (parts.empty()) parts.push_back("nothing to learn");
+  for (std::size_t i = 0; i < parts.size(); ++i) text += (i ? "; " : "") + parts[i];
+  for (const auto& line : learned->ignored) text += "\n  ignored: " + printable(line);
+  print(text);
   return kOk;
 }
 

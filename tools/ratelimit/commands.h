@@ -46,6 +46,21 @@ struct ServeArgs {
   std::string max_waiters = "32";
 };
 
+// `quota set` and `quota unknown` flags as given (checked by the command).
+struct QuotaFlags {
+  std::optional<std::string> rpm, tpm, rpd, input_tpm, output_tpm, day_start;
+  bool any() const { return rpm || tpm || rpd || input_tpm || output_tpm || day_start; }
+};
+
+// `observe`: a provider response as given on the command line.
+struct ObserveArgs {
+  std::string model;
+  std::string status = "200";
+  std::vector<std::string> headers;  // "name: value"
+  std::optional<std::string> body_file;
+  std::string format = "auto";
+};
+
 class Commands {
  public:
   Commands(GlobalOptions options, Terminal terminal);
@@ -58,8 +73,12 @@ class Commands {
   int commit(const std::string& id, const std::string& prompt, const std::string& output);
   int cancel(const std::string& id);
   int reset(const std::optional<std::string>& model, bool all, bool yes);
-  int quota_set(const std::string& model, const std::optional<std::string>& rpm,
-                const std::optional<std::string>& tpm, const std::optional<std::string>& rpd);
+  int quota_set(const std::string& model, const QuotaFlags& flags);
+  int quota_alias(const std::string& name, const std::string& target);
+  int quota_unalias(const std::string& name);
+  int quota_aliases();
+  int quota_unknown(const std::optional<std::string>& policy, const QuotaFlags& flags);
+  int observe(const ObserveArgs& args);
   int quota_rm(const std::string& model);
   int quota_list();
   int quota_apply(const std::string& provider);

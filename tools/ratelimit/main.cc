@@ -50,8 +50,10 @@ int main(int argc, char** argv) {
   app.add_option("--backend", global.backend,
                  "State store: sqlite (default) or yaml; `serve` also takes memory");
   app.add_option("--provider", global.providers,
-                 "Write this provider's quotas (gemini, openai, anthropic, local) for models "
-                 "with no quota yet; repeatable; never overwrites `quota set`");
+                 "Write this provider profile's quotas and aliases (gemini, openai, anthropic, "
+                 "local, or a tier such as openai:tier3, anthropic:tier2, gemini:free; see "
+                 "`ratelimit profiles`) for models with none yet; repeatable; never overwrites "
+                 "`quota set`");
   app.add_flag("--json", global.json, "Machine-readable output (one JSON object)");
   app.add_flag("--recover", global.recover,
                "Move a damaged state file aside and start fresh (only a file that really is a "
@@ -120,15 +122,55 @@ int main(int argc, char** argv) {
   quota->footer(
       "Example:\n  ratelimit quota set gpt-4o --rpm 500 --tpm 30000\n"
       "  ratelimit quota list");
-  std::string qset_model, qset_rpm, qset_tpm, qset_rpd;
+  // The limit flags of `quota set` and `quota unknown`.
+  struct LimitFlags {
+    std::string rpm, tpm, rpd, input_tpm, output_tpm, day_start;
+    CLI::Option *rpm_opt, *tpm_opt, *rpd_opt, *input_opt, *output_opt, *day_opt;
+    void add(CLI::App* cmd) {
+      rpm_opt = cmd->add_option("--rpm", rpm, "Requests per minute");
+      tpm_opt = cmd->add_option("--tpm", tpm, "Tokens (input + output) per minute");
+      rpd_opt = cmd->add_option("--rpd", rpd, "Requests per day");
+      input_opt = cmd->add_option("--input-tpm", input_tpm, "Input tokens per minute");
+      output_opt = cmd->add_option("--output-tpm", output_tpm, "Output tokens per minute");
+      day_opt = cmd->add_option("--day-start", day_start,
+                                "Where the day starts: first_request (24 h from the first "
+                                "request) or pacific_midnight (the provider's calendar day)");
+    }
+    ratelimit::cli::QuotaFlags given_flags() const {
+      return {given(rpm_opt, rpm),           given(tpm_opt, tpm),
+              given(rpd_opt, rpd),           given(input_opt, input_tpm),
+              given(output_opt, output_tpm), given(day_opt, day_start)};
+    }
+  };
+  std::string qset_model;
+  LimitFlags qset_flags;
   auto* qset = quota->add_subcommand("set", "Set a model's limits (0 = unlimited)");
   qset->add_option("model", qset_model, "Model name")->required();
-  auto* rpm_opt = qset->add_option("--rpm", qset_rpm, "Requests per minute");
-  auto* tpm_opt = qset->add_option("--tpm", qset_tpm, "Tokens per minute");
-  auto* rpd_opt = qset->add_option("--rpd", qset_rpd, "Requests per day");
+  qset_flags.add(qset);
   qset->footer(
       "Omitted limits keep their current value (0 for a new model).\nExample:\n"
-      "  ratelimit quota set gpt-4o --rpm 500 --tpm 30000 --rpd 0");
+      "  ratelimit quota set gpt-4o --rpm 500 --tpm 30000 --rpd 0\n"
+      "  ratelimit quota set claude-sonnet-4 --rpm 50 --input-tpm 30000 --output-tpm 8000");
+  std::string qalias_name, qalias_target;
+  auto* qalias =
+      quota->add_subcommand("alias", "Let a model name use another's quota and usage (one pool)");
+  qalias->add_option("name", qalias_name, "The name callers send")->required();
+  qalias->add_option("target", qalias_target, "The model whose quota it uses")->required();
+  qalias->footer("Example:\n  ratelimit quota alias my-gpt gpt-4o");
+  std::string qunalias_name;
+  auto* qunalias = quota->add_subcommand("unalias", "Remove an alias");
+  qunalias->add_option("name", qunalias_name, "The alias")->required();
+  auto* qaliases = quota->add_subcommand("aliases", "List the aliases in the store");
+  std::string qunknown_policy;
+  LimitFlags qunknown_flags;
+  auto* qunknown = quota->add_subcommand(
+      "unknown", "Show or set what models with no quota get: allow, deny or default_quota");
+  auto* qunknown_opt =
+      qunknown->add_option("policy", qunknown_policy, "allow, deny, default_quota");
+  qunknown_flags.add(qunknown);
+  qunknown->footer(
+      "Example:\n  ratelimit quota unknown deny\n"
+      "  ratelimit quota unknown default_quota --rpm 60 --tpm 100000");
   std::string qrm_model;
   auto* qrm = quota->add_subcommand("rm", "Remove a model's quota");
   qrm->add_option("model", qrm_model, "Model name")->required();
@@ -140,6 +182,24 @@ int main(int argc, char** argv) {
       quota->add_subcommand("apply", "Overwrite quotas with a provider profile's values");
   qapply->add_option("provider", qapply_provider, "gemini, openai, anthropic or local")->required();
   qapply->footer("Example:\n  ratelimit quota apply anthropic");
+
+  // observe
+  ratelimit::cli::ObserveArgs observe_args;
+  std::string observe_body;
+  auto* observe = app.add_subcommand(
+      "observe", "Learn from a provider's response: cooldowns (429) and remaining budgets");
+  observe->add_option("model", observe_args.model, "Model name")->required();
+  observe->add_option("--status", observe_args.status, "HTTP status code (default 200)");
+  observe->add_option("--header", observe_args.headers, "'name: value'; repeatable");
+  auto* observe_body_opt =
+      observe->add_option("--body-file", observe_body, "The response body (Gemini's 429 details)");
+  observe->add_option("--format", observe_args.format,
+                      "auto (default), openai, azure_openai, groq, anthropic, mistral, gemini");
+  observe->footer(
+      "Example:\n  ratelimit observe gpt-4o --status 429 --header 'retry-after: 20'\n"
+      "  ratelimit observe claude-sonnet-4 --header "
+      "'anthropic-ratelimit-requests-remaining: 0' --header "
+      "'anthropic-ratelimit-requests-reset: 2026-12-02T10:00:30Z'");
 
   // profiles
   std::string profiles_provider;
@@ -232,9 +292,16 @@ int main(int argc, char** argv) {
   if (commit->parsed()) return run.commit(commit_id, commit_prompt, commit_output);
   if (cancel->parsed()) return run.cancel(cancel_id);
   if (reset->parsed()) return run.reset(given(reset_model_opt, reset_model), reset_all, reset_yes);
-  if (qset->parsed()) {
-    return run.quota_set(qset_model, given(rpm_opt, qset_rpm), given(tpm_opt, qset_tpm),
-                         given(rpd_opt, qset_rpd));
+  if (qset->parsed()) return run.quota_set(qset_model, qset_flags.given_flags());
+  if (qalias->parsed()) return run.quota_alias(qalias_name, qalias_target);
+  if (qunalias->parsed()) return run.quota_unalias(qunalias_name);
+  if (qaliases->parsed()) return run.quota_aliases();
+  if (qunknown->parsed()) {
+    return run.quota_unknown(given(qunknown_opt, qunknown_policy), qunknown_flags.given_flags());
+  }
+  if (observe->parsed()) {
+    observe_args.body_file = given(observe_body_opt, observe_body);
+    return run.observe(observe_args);
   }
   if (qrm->parsed()) return run.quota_rm(qrm_model);
   if (qlist->parsed()) return run.quota_list();

@@ -161,6 +161,7 @@ Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
 
   if (location.backend == Backend::sqlite) {
     if (!options.providers.empty()) config.providers = options.providers;
+    config.profiles = options.profiles;
     auto limiter = RateLimiter::open_sqlite(location.path, std::move(config));
     if (!limiter) {
       return tl::unexpected(store_error("cannot open the state database " + location.path + " (" +
@@ -184,10 +185,28 @@ Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
   if (auto loaded = session->load(options.recover); !loaded) {
     return tl::unexpected(loaded.error());
   }
-  // --provider: the profile's quotas for models that have none yet (never over `quota set`).
-  const auto profiles = default_profiles();
-  for (Provider p : options.providers) {
-    for (const auto& [model, quota] : profiles.at(p).models) {
+  // --provider: the profile's quotas for models that have none yet (never over `quota set`),
+  // and its aliases for names that have none.
+  std::vector<ProviderProfile> chosen;
+  const auto bare = default_profiles();
+  for (Provider p : options.providers) chosen.push_back(bare.at(p));
+  for (const auto& name : options.profiles) {
+    if (auto profile = find_profile(name)) chosen.push_back(std::move(*profile));
+  }
+  for (const ProviderProfile& profile : chosen) {
+    auto held = session->limiter().aliases();
+    if (!held) {
+      return tl::unexpected(store_error("cannot read the aliases: " + held.error().to_string()));
+    }
+    for (const auto& [name, target] : profile.aliases) {
+      if (held->count(name) != 0) continue;
+      if (auto s = session->limiter().set_alias(name, target); !s) {
+        return tl::unexpected(store_error("cannot write the " + profile.name() +
+                                          " aliases: " + s.error().to_string()));
+      }
+      session->mark_changed();
+    }
+    for (const auto& [model, quota] : profile.models) {
       auto existing = session->limiter().quota(model);
       if (!existing) {
         return tl::unexpected(
@@ -195,7 +214,7 @@ Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
       }
       if (*existing) continue;
       if (auto s = session->limiter().set_quota(model, quota); !s) {
-        return tl::unexpected(store_error("cannot write the " + std::string(to_string(p)) +
+        return tl::unexpected(store_error("cannot write the " + profile.name() +
                                           " quotas: " + s.error().to_string()));
       }
       session->mark_changed();

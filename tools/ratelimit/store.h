@@ -31,10 +31,11 @@ Failure store_error(std::string message);
 
 // The global options that choose the store.
 struct StoreOptions {
-  std::string state;                // --state (or $RATELIMIT_STATE); empty: the default path
-  std::string backend;              // --backend: "", "yaml" or "sqlite"
-  std::vector<Provider> providers;  // --provider, in order
-  bool recover = false;             // --recover
+  std::string state;                  // --state (or $RATELIMIT_STATE); empty: the default path
+  std::string backend;                // --backend: "", "yaml" or "sqlite"
+  std::vector<Provider> providers;    // --provider, in order
+  std::vector<std::string> profiles;  // --provider with a tier ("openai:tier3"), in order
+  bool recover = false;               // --recover
 };
 
 struct StoreLocation {
