@@ -28,6 +28,7 @@
 #include "child_env.h"
 #include "gtest/gtest.h"
 #include "ratelimit/model_name.h"
+#include "ratelimit/quota.h"
 
 extern char** environ;
 
@@ -303,15 +304,40 @@ TEST_F(Cli, Profiles) {
   Output all = rl({"--json", "profiles"});
   ASSERT_EQ(all.code, 0) << all.err;
   json p = all.parsed()["profiles"];
-  EXPECT_EQ(keys(p), (std::set<std::string>{"gemini", "openai", "anthropic", "local"}));
-  EXPECT_EQ(p["openai"]["gpt-4o"], (json{{"max_rpm", 500}, {"max_tpm", 30000}, {"max_rpd", 0}}));
+  std::set<std::string> names;
+  for (const auto& profile : ratelimit::all_profiles()) names.insert(profile.name());
+  EXPECT_EQ(keys(p), names);
+  EXPECT_TRUE(names.contains("openai:tier5"));
+  EXPECT_EQ(p["openai"]["provider"], "openai");
+  EXPECT_EQ(p["openai"]["tier"], "");
+  EXPECT_EQ(p["openai"]["models"]["gpt-4o"], (json{{"max_rpm", 500},
+                                                   {"max_tpm", 30000},
+                                                   {"max_rpd", 0},
+                                                   {"max_input_tpm", 0},
+                                                   {"max_output_tpm", 0},
+                                                   {"day_start", "first_request"}}));
+  EXPECT_EQ(p["anthropic"]["aliases"]["claude-3-5-haiku-20241022"], "claude-haiku-3.5");
+  EXPECT_EQ(p["anthropic:tier1"]["models"]["claude-sonnet-4"]["max_output_tpm"], 8000);
+  EXPECT_EQ(p["gemini:free"]["models"]["gemini-2.5-flash"]["day_start"], "pacific_midnight");
+  EXPECT_EQ(p["local"]["models"], json::object());
   Output one = rl({"profiles", "anthropic"});
   EXPECT_EQ(one.code, 0);
   EXPECT_NE(one.out.find("claude-sonnet-4"), std::string::npos);
+  EXPECT_NE(one.out.find("anthropic:tier4"), std::string::npos);
+  EXPECT_NE(one.out.find("claude-3-5-haiku-20241022"), std::string::npos);  // the alias table
   EXPECT_EQ(one.out.find("gpt-4o"), std::string::npos);
-  Output bad = rl({"profiles", "nope"});
-  EXPECT_EQ(bad.code, 2);
-  EXPECT_NE(bad.err.find("unknown provider"), std::string::npos) << bad.err;
+  Output tier = rl({"--json", "profiles", "gemini:tier2"});
+  ASSERT_EQ(tier.code, 0) << tier.err;
+  EXPECT_EQ(keys(tier.parsed()["profiles"]), (std::set<std::string>{"gemini:tier2"}));
+  Output text = rl({"profiles", "gemini:free"});
+  EXPECT_NE(text.out.find("midnight Pacific"), std::string::npos) << text.out;
+  Output local = rl({"profiles", "local"});
+  EXPECT_NE(local.out.find("(no models)"), std::string::npos) << local.out;
+  for (const char* bad : {"nope", "openai:tier9"}) {
+    Output b = rl({"profiles", bad});
+    EXPECT_EQ(b.code, 2);
+    EXPECT_NE(b.err.find("unknown provider"), std::string::npos) << b.err;
+  }
 }
 
 TEST_F(Cli, UsageErrorsFromTheCommandLine) {

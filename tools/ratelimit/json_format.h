@@ -43,7 +43,9 @@ std::string quotas(const QuotaMap& quotas);
 std::string model_quota(std::string_view model, const ModelQuota& quota);
 // {"provider": "<name>", "quotas": {"<model>": <quota>}}.
 std::string provider_quotas(std::string_view provider, const QuotaMap& quotas);
-// {"profiles": {"<provider>": {"<model>": <quota>}}}.
+// {"profiles": {"<profile name>": {"provider": "openai", "tier": "tier1", "models": {"<model>":
+// {"max_rpm", "max_tpm", "max_rpd", "max_input_tpm", "max_output_tpm", "day_start"}},
+// "aliases": {"<provider id>": "<model>"}}}}; "tier" is "" for a bare profile.
 std::string profiles(const std::vector<ProviderProfile>& profiles);
 
 // {"model": "<model>", "stats": <stats>} (after `record`).

@@ -143,9 +143,12 @@ int main(int argc, char** argv) {
 
   // profiles
   std::string profiles_provider;
-  auto* profiles = app.add_subcommand("profiles", "The built-in provider profiles");
-  auto* profiles_opt = profiles->add_option("provider", profiles_provider, "Only this provider");
-  profiles->footer("Example:\n  ratelimit profiles openai");
+  auto* profiles =
+      app.add_subcommand("profiles", "The built-in provider profiles, their tiers and aliases");
+  auto* profiles_opt = profiles->add_option(
+      "name", profiles_provider, "Only this provider (with its tiers) or profile (openai:tier2)");
+  profiles->footer(
+      "Example:\n  ratelimit profiles openai\n  ratelimit profiles anthropic:tier2 --json");
 
   // migrate
   std::string migrate_yaml, migrate_db;
