@@ -290,6 +290,7 @@ TEST_F(Cli, VersionAndHelp) {
                                        {"quota", "list"},
                                        {"quota", "apply"},
                                        {"profiles"},
+                                       {"count-tokens"},
                                        {"migrate"},
                                        {"version"}}) {
     cmd.push_back("--help");
@@ -338,6 +339,41 @@ TEST_F(Cli, Profiles) {
     EXPECT_EQ(b.code, 2);
     EXPECT_NE(b.err.find("unknown provider"), std::string::npos) << b.err;
   }
+}
+
+TEST_F(Cli, CountTokens) {
+  // Never the real API: no key from the environment, and a closed loopback port.
+  extra_env_["GEMINI_API_KEY"] = "";
+  extra_env_["GOOGLE_API_KEY"] = "";
+  Output est = rl({"count-tokens", "gpt-4o", "--text", "Why is the sky blue?", "--estimate"});
+  ASSERT_EQ(est.code, 0) << est.err;
+  EXPECT_EQ(est.out, "gpt-4o: 5 tokens (estimated: 1 per 4 bytes, rounded up)\n");
+  Output j = rl({"--json", "count-tokens", "gpt-4o", "--file", "-", "--estimate"}, "abcdefgh");
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(j.parsed(), (json{{"model", "gpt-4o"}, {"tokens", 2}, {"source", "estimate"}}));
+  write_file(home_ / "prompt.txt", "abcde");
+  Output f =
+      rl({"--json", "count-tokens", "m", "--file", (home_ / "prompt.txt").string(), "--estimate"});
+  EXPECT_EQ(f.parsed()["tokens"], 2);
+  Output no_key = rl({"count-tokens", "gemini-2.0-flash", "--text", "hi"});
+  EXPECT_EQ(no_key.code, 2);
+  EXPECT_NE(no_key.err.find("GEMINI_API_KEY"), std::string::npos) << no_key.err;
+  extra_env_["GEMINI_API_KEY"] = "test-key";
+  Output down = rl({"--json", "count-tokens", "gemini-2.0-flash", "--text", "hi", "--base-url",
+                    "http://127.0.0.1:1"});
+  EXPECT_EQ(down.code, 3) << down.err;
+  EXPECT_NE(down.err.find("cannot reach http://127.0.0.1:1"), std::string::npos) << down.err;
+  EXPECT_EQ(down.err.find("test-key"), std::string::npos);
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"count-tokens", "m"},
+        {"count-tokens", "m", "--text", "a", "--file", "b"},
+        {"count-tokens", "m", "--file", (home_ / "missing.txt").string(), "--estimate"},
+        {"count-tokens", "bad/model", "--text", "a"}}) {
+    Output bad = rl(args);
+    EXPECT_EQ(bad.code, 2) << testing::PrintToString(args) << bad.err;
+    EXPECT_EQ(bad.err.rfind("ratelimit count-tokens: ", 0), 0u) << bad.err;
+  }
+  EXPECT_FALSE(fs::exists(home_ / ".core")) << "count-tokens touches no store";
 }
 
 TEST_F(Cli, UsageErrorsFromTheCommandLine) {

@@ -149,6 +149,11 @@ std::string migrated(std::string_view yaml_path, std::string_view db_path) {
 
 std::string version(std::string_view v) { return dump(json{{"version", std::string(v)}}); }
 
+std::string token_count(std::string_view model, std::int64_t tokens, std::string_view source) {
+  return dump(
+      json{{"model", std::string(model)}, {"tokens", tokens}, {"source", std::string(source)}});
+}
+
 std::string http_error(std::string_view code, std::string_view message) {
   return dump(json{{"error", {{"code", std::string(code)}, {"message", std::string(message)}}}});
 }
