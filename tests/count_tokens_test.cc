@@ -265,6 +265,17 @@ TEST(CountTokens, TheKeyNeverAppearsInAnError) {
   EXPECT_NE(n.error().message.find("bad key <api key>"), std::string::npos) << n.error().message;
 }
 
+TEST(CountTokens, LongErrorsAreCut) {
+  const std::string message(1000, 'm');
+  LoopbackServer server([&](const Request&) {
+    return reply(500, R"({"error": {"message": ")" + message + R"(", "status": "INTERNAL"}})");
+  });
+  auto n = count_tokens("gemini-2.0-flash", "hello", with(server));
+  ASSERT_FALSE(n);
+  EXPECT_LT(n.error().message.size(), 300u) << n.error().message;
+  EXPECT_NE(n.error().message.find("mmm..."), std::string::npos) << n.error().message;
+}
+
 TEST(CountTokens, RepliesWithoutACount) {
   for (const char* body : {"not json", R"({"totalTokens": -5})", R"({"totalTokens": "12"})",
                            R"({"other": 1})", "[1]"}) {

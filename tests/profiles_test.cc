@@ -154,5 +154,15 @@ TEST(Profiles, AliasesLeadToTheProfilesOwnModels) {
   EXPECT_TRUE(bare.at(Provider::local).models.empty());
 }
 
+TEST(DayStartNames, RoundTrip) {
+  for (DayStart d : {DayStart::first_request, DayStart::pacific_midnight}) {
+    EXPECT_EQ(day_start_from_string(to_string(d)), d);
+  }
+  EXPECT_EQ(to_string(DayStart::pacific_midnight), "pacific_midnight");
+  EXPECT_EQ(to_string(static_cast<DayStart>(9)), "unknown");
+  EXPECT_EQ(day_start_from_string("Pacific_Midnight"), std::nullopt);
+  EXPECT_EQ(day_start_from_string(""), std::nullopt);
+}
+
 }  // namespace
 }  // namespace ratelimit
