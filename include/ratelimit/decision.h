@@ -40,6 +40,11 @@ std::string_view reason(DecisionCode code);
 struct TokenEstimate {
   std::int64_t input = 0;
   std::int64_t output = 0;
+  // input + output, saturating at INT64_MAX (negative parts count as given).
+  std::int64_t total() const {
+    if (input > 0 && output > INT64_MAX - input) return INT64_MAX;
+    return input + output;
+  }
   friend bool operator==(const TokenEstimate&, const TokenEstimate&) = default;
 };
 

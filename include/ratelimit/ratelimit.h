@@ -10,3 +10,4 @@
 #include "ratelimit/provider.h"    // IWYU pragma: export
 #include "ratelimit/quota.h"       // IWYU pragma: export
 #include "ratelimit/status.h"      // IWYU pragma: export
+#include "ratelimit/tokens.h"      // IWYU pragma: export

@@ -28,6 +28,7 @@
 #include "child_env.h"
 #include "gtest/gtest.h"
 #include "ratelimit/model_name.h"
+#include "ratelimit/quota.h"
 
 extern char** environ;
 
@@ -290,6 +291,7 @@ TEST_F(Cli, VersionAndHelp) {
                                        {"quota", "list"},
                                        {"quota", "apply"},
                                        {"profiles"},
+                                       {"count-tokens"},
                                        {"migrate"},
                                        {"version"}}) {
     cmd.push_back("--help");
@@ -304,20 +306,75 @@ TEST_F(Cli, Profiles) {
   Output all = rl({"--json", "profiles"});
   ASSERT_EQ(all.code, 0) << all.err;
   json p = all.parsed()["profiles"];
-  EXPECT_EQ(keys(p), (std::set<std::string>{"gemini", "openai", "anthropic", "local"}));
-  EXPECT_EQ(p["openai"]["gpt-4o"], (json{{"max_rpm", 500},
-                                         {"max_tpm", 30000},
-                                         {"max_rpd", 0},
-                                         {"max_input_tpm", 0},
-                                         {"max_output_tpm", 0},
-                                         {"day_start", "first_request"}}));
+  std::set<std::string> names;
+  for (const auto& profile : ratelimit::all_profiles()) names.insert(profile.name());
+  EXPECT_EQ(keys(p), names);
+  EXPECT_TRUE(names.contains("openai:tier5"));
+  EXPECT_EQ(p["openai"]["provider"], "openai");
+  EXPECT_EQ(p["openai"]["tier"], "");
+  EXPECT_EQ(p["openai"]["models"]["gpt-4o"], (json{{"max_rpm", 500},
+                                                   {"max_tpm", 30000},
+                                                   {"max_rpd", 0},
+                                                   {"max_input_tpm", 0},
+                                                   {"max_output_tpm", 0},
+                                                   {"day_start", "first_request"}}));
+  EXPECT_EQ(p["anthropic"]["aliases"]["claude-3-5-haiku-20241022"], "claude-haiku-3.5");
+  EXPECT_EQ(p["anthropic:tier1"]["models"]["claude-sonnet-4"]["max_output_tpm"], 8000);
+  EXPECT_EQ(p["gemini:free"]["models"]["gemini-2.5-flash"]["day_start"], "pacific_midnight");
+  EXPECT_EQ(p["local"]["models"], json::object());
   Output one = rl({"profiles", "anthropic"});
   EXPECT_EQ(one.code, 0);
   EXPECT_NE(one.out.find("claude-sonnet-4"), std::string::npos);
+  EXPECT_NE(one.out.find("anthropic:tier4"), std::string::npos);
+  EXPECT_NE(one.out.find("claude-3-5-haiku-20241022"), std::string::npos);  // the alias table
   EXPECT_EQ(one.out.find("gpt-4o"), std::string::npos);
-  Output bad = rl({"profiles", "nope"});
-  EXPECT_EQ(bad.code, 2);
-  EXPECT_NE(bad.err.find("unknown provider"), std::string::npos) << bad.err;
+  Output tier = rl({"--json", "profiles", "gemini:tier2"});
+  ASSERT_EQ(tier.code, 0) << tier.err;
+  EXPECT_EQ(keys(tier.parsed()["profiles"]), (std::set<std::string>{"gemini:tier2"}));
+  Output text = rl({"profiles", "gemini:free"});
+  EXPECT_NE(text.out.find("midnight Pacific"), std::string::npos) << text.out;
+  Output local = rl({"profiles", "local"});
+  EXPECT_NE(local.out.find("(no models)"), std::string::npos) << local.out;
+  for (const char* bad : {"nope", "openai:tier9"}) {
+    Output b = rl({"profiles", bad});
+    EXPECT_EQ(b.code, 2);
+    EXPECT_NE(b.err.find("unknown provider"), std::string::npos) << b.err;
+  }
+}
+
+TEST_F(Cli, CountTokens) {
+  // Never the real API: no key from the environment, and a closed loopback port.
+  extra_env_["GEMINI_API_KEY"] = "";
+  extra_env_["GOOGLE_API_KEY"] = "";
+  Output est = rl({"count-tokens", "gpt-4o", "--text", "Why is the sky blue?", "--estimate"});
+  ASSERT_EQ(est.code, 0) << est.err;
+  EXPECT_EQ(est.out, "gpt-4o: 5 tokens (estimated: 1 per 4 bytes, rounded up)\n");
+  Output j = rl({"--json", "count-tokens", "gpt-4o", "--file", "-", "--estimate"}, "abcdefgh");
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(j.parsed(), (json{{"model", "gpt-4o"}, {"tokens", 2}, {"source", "estimate"}}));
+  write_file(home_ / "prompt.txt", "abcde");
+  Output f =
+      rl({"--json", "count-tokens", "m", "--file", (home_ / "prompt.txt").string(), "--estimate"});
+  EXPECT_EQ(f.parsed()["tokens"], 2);
+  Output no_key = rl({"count-tokens", "gemini-2.0-flash", "--text", "hi"});
+  EXPECT_EQ(no_key.code, 2);
+  EXPECT_NE(no_key.err.find("GEMINI_API_KEY"), std::string::npos) << no_key.err;
+  extra_env_["GEMINI_API_KEY"] = "test-key";
+  Output down = rl({"--json", "count-tokens", "gemini-2.0-flash", "--text", "hi", "--base-url",
+                    "http://127.0.0.1:1"});
+  EXPECT_EQ(down.code, 3) << down.err;
+  EXPECT_NE(down.err.find("cannot reach http://127.0.0.1:1"), std::string::npos) << down.err;
+  EXPECT_EQ(down.err.find("test-key"), std::string::npos);
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"count-tokens", "m"},
+        {"count-tokens", "m", "--text", "a", "--file", "b"},
+        {"count-tokens", "m", "--file", (home_ / "missing.txt").string(), "--estimate"},
+        {"count-tokens", "bad/model", "--text", "a"}}) {
+    Output bad = rl(args);
+    EXPECT_EQ(bad.code, 2) << testing::PrintToString(args) << bad.err;
+    EXPECT_EQ(bad.err.rfind("ratelimit count-tokens: ", 0), 0u) << bad.err;
+  }
+  EXPECT_FALSE(fs::exists(home_ / ".core")) << "count-tokens touches no store";
 }
 
 TEST_F(Cli, UsageErrorsFromTheCommandLine) {

@@ -13,5 +13,10 @@ int main() {
   const bool second = (*limiter)->try_acquire("gpt-4o", 10).granted();
   const bool third = (*limiter)->try_acquire("gpt-4o", 10).granted();
   std::printf("granted: %d %d %d\n", first, second, third);
-  return first && second && !third ? 0 : 1;
+  // Links count_tokens (libcurl) without touching the network: a bad model name fails first.
+  const auto count = ratelimit::count_tokens("bad name", "hello");
+  const bool counted = !count && count.error().code == ratelimit::ErrorCode::invalid_argument;
+  std::printf("estimate: %lld, count_tokens refused a bad name: %d\n",
+              static_cast<long long>(ratelimit::estimate_text_tokens("hello")), counted);
+  return first && second && !third && counted ? 0 : 1;
 }

@@ -919,31 +919,43 @@ int Commands::observe(const ObserveArgs& args) {
 // --- profiles, migrate, version ----------------------------------------------------------
 
 int Commands::profiles(const std::optional<std::string>& provider) {
+  // NAME is a provider (its bare profile and every tier) or one profile ("openai:tier2").
   std::vector<ProviderProfile> chosen;
-  const auto all = default_profiles();
-  if (provider) {
-    auto p = check_provider(*provider);
-    if (!p) return fail("profiles", p.error());
-    chosen.push_back(all.at(*p));
-  } else {
-    for (const auto& [p, profile] : all) chosen.push_back(profile);
+  for (auto& profile : all_profiles()) {
+    if (!provider || *provider == to_string(profile.provider) || *provider == profile.name()) {
+      chosen.push_back(std::move(profile));
+    }
+  }
+  if (chosen.empty()) {
+    return fail("profiles", usage_error("unknown provider or profile " + quote_name(*provider) +
+                                        "; choose a provider (gemini, openai, anthropic, local) "
+                                        "or a profile such as openai:tier2 (see `ratelimit "
+                                        "profiles`)"));
   }
   if (options_.json) {
     print(json::profiles(chosen));
     return kOk;
   }
   Table t;
-  t.rows.push_back({"PROVIDER", "MODEL", "RPM", "TPM", "RPD"});
+  t.rows.push_back({"PROFILE", "MODEL", "RPM", "TPM", "RPD", "ITPM", "OTPM", "DAY STARTS"});
+  Table aliases;
+  aliases.rows.push_back({"PROFILE", "ALIAS", "MODEL"});
   for (const auto& profile : chosen) {
     if (profile.models.empty()) {
-      t.rows.push_back({std::string(to_string(profile.provider)), "(no models)", "", "", ""});
+      t.rows.push_back({profile.name(), "(no models)", "", "", "", "", "", ""});
     }
     for (const auto& [model, q] : profile.models) {
-      t.rows.push_back({std::string(to_string(profile.provider)), model, limit_text(q.max_rpm),
-                        limit_text(q.max_tpm), limit_text(q.max_rpd)});
+      t.rows.push_back(
+          {profile.name(), model, limit_text(q.max_rpm), limit_text(q.max_tpm),
+           limit_text(q.max_rpd), limit_text(q.max_input_tpm), limit_text(q.max_output_tpm),
+           q.day_start == DayStart::pacific_midnight ? "midnight Pacific" : "first request"});
     }
+    for (const auto& [from, to] : profile.aliases)
+      aliases.rows.push_back({profile.name(), from, to});
   }
-  print(t.render());
+  std::string out = t.render();
+  if (aliases.rows.size() > 1) out += "\n" + aliases.render();
+  print(out);
   return kOk;
 }
 

@@ -61,6 +61,15 @@ struct ObserveArgs {
   std::string format = "auto";
 };
 
+// The options of `ratelimit count-tokens` as given on the command line.
+struct CountTokensArgs {
+  std::string model;
+  std::optional<std::string> text;      // --text
+  std::optional<std::string> file;      // --file ("-": standard input)
+  std::optional<std::string> base_url;  // --base-url
+  bool estimate = false;                // --estimate: the local rule, no request
+};
+
 class Commands {
  public:
   Commands(GlobalOptions options, Terminal terminal);
@@ -85,6 +94,8 @@ class Commands {
   int profiles(const std::optional<std::string>& provider);
   int migrate(const std::string& yaml_path, const std::optional<std::string>& db_path);
   int version();
+  // Counts tokens with Gemini's countTokens, or estimates them (count_tokens_cmd.cc).
+  int count_tokens(const CountTokensArgs& args);
   // Runs the HTTP server until SIGTERM/SIGINT (serve.cc).
   int serve(const ServeArgs& args);
 

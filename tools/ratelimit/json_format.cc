@@ -137,7 +137,23 @@ std::string provider_quotas(std::string_view provider, const QuotaMap& q) {
 
 std::string profiles(const std::vector<ProviderProfile>& profiles) {
   json j = json::object();
-  for (const auto& p : profiles) j[std::string(to_string(p.provider))] = quota_map_json(p.models);
+  for (const auto& p : profiles) {
+    json models = json::object();
+    for (const auto& [model, q] : p.models) {
+      models[model] = json{{"max_rpm", q.max_rpm},
+                           {"max_tpm", q.max_tpm},
+                           {"max_rpd", q.max_rpd},
+                           {"max_input_tpm", q.max_input_tpm},
+                           {"max_output_tpm", q.max_output_tpm},
+                           {"day_start", std::string(to_string(q.day_start))}};
+    }
+    json aliases = json::object();
+    for (const auto& [from, to] : p.aliases) aliases[from] = to;
+    j[p.name()] = json{{"provider", std::string(to_string(p.provider))},
+                       {"tier", p.tier},
+                       {"models", std::move(models)},
+                       {"aliases", std::move(aliases)}};
+  }
   return dump(json{{"profiles", std::move(j)}});
 }
 
@@ -185,6 +201,11 @@ std::string migrated(std::string_view yaml_path, std::string_view db_path) {
 }
 
 std::string version(std::string_view v) { return dump(json{{"version", std::string(v)}}); }
+
+std::string token_count(std::string_view model, std::int64_t tokens, std::string_view source) {
+  return dump(
+      json{{"model", std::string(model)}, {"tokens", tokens}, {"source", std::string(source)}});
+}
 
 std::string http_error(std::string_view code, std::string_view message) {
   return dump(json{{"error", {{"code", std::string(code)}, {"message", std::string(message)}}}});

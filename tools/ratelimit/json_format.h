@@ -6,6 +6,7 @@
 // output is always valid UTF-8.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,7 +49,9 @@ std::string quotas(const QuotaMap& quotas);
 std::string model_quota(std::string_view model, const ModelQuota& quota);
 // {"provider": "<name>", "quotas": {"<model>": <quota>}}.
 std::string provider_quotas(std::string_view provider, const QuotaMap& quotas);
-// {"profiles": {"<provider>": {"<model>": <quota>}}}.
+// {"profiles": {"<profile name>": {"provider": "openai", "tier": "tier1", "models": {"<model>":
+// {"max_rpm", "max_tpm", "max_rpd", "max_input_tpm", "max_output_tpm", "day_start"}},
+// "aliases": {"<provider id>": "<model>"}}}}; "tier" is "" for a bare profile.
 std::string profiles(const std::vector<ProviderProfile>& profiles);
 
 // {"aliases": {"<name>": "<target>"}}.
@@ -68,6 +71,9 @@ std::string reset(const std::vector<std::string>& models);
 std::string migrated(std::string_view yaml_path, std::string_view db_path);
 // {"version": "<version>"}.
 std::string version(std::string_view version);
+
+// {"model": "...", "tokens": N, "source": "gemini" | "estimate"} (ratelimit count-tokens).
+std::string token_count(std::string_view model, std::int64_t tokens, std::string_view source);
 // {"error": {"code": "<code>", "message": "<message>"}} (the server's error body).
 std::string http_error(std::string_view code, std::string_view message);
 // {"status": "<ok|stopping>", "backend": "<backend>"} (GET /healthz).

@@ -203,9 +203,12 @@ int main(int argc, char** argv) {
 
   // profiles
   std::string profiles_provider;
-  auto* profiles = app.add_subcommand("profiles", "The built-in provider profiles");
-  auto* profiles_opt = profiles->add_option("provider", profiles_provider, "Only this provider");
-  profiles->footer("Example:\n  ratelimit profiles openai");
+  auto* profiles =
+      app.add_subcommand("profiles", "The built-in provider profiles, their tiers and aliases");
+  auto* profiles_opt = profiles->add_option(
+      "name", profiles_provider, "Only this provider (with its tiers) or profile (openai:tier2)");
+  profiles->footer(
+      "Example:\n  ratelimit profiles openai\n  ratelimit profiles anthropic:tier2 --json");
 
   // migrate
   std::string migrate_yaml, migrate_db;
@@ -248,6 +251,28 @@ int main(int argc, char** argv) {
       "--provider).\nStops on SIGTERM/SIGINT: finishes in-flight requests, saves the state, "
       "exits 0.\nExample:\n  ratelimit --provider openai serve --listen 127.0.0.1:8787\n"
       "  curl -s localhost:8787/v1/acquire -d '{\"model\": \"gpt-4o\", \"tokens\": 1500}'");
+
+  // count-tokens
+  ratelimit::cli::CountTokensArgs ct_args;
+  std::string ct_text, ct_file, ct_base_url;
+  auto* count_tokens = app.add_subcommand(
+      "count-tokens", "Count a text's tokens with Gemini's countTokens, or estimate them");
+  count_tokens->add_option("model", ct_args.model, "The Gemini model, e.g. gemini-2.0-flash")
+      ->required();
+  auto* ct_text_opt = count_tokens->add_option("--text", ct_text, "The text to count");
+  auto* ct_file_opt =
+      count_tokens->add_option("--file", ct_file, "A file holding the text (- for stdin)");
+  ct_text_opt->excludes(ct_file_opt);
+  auto* ct_base_opt = count_tokens->add_option(
+      "--base-url", ct_base_url,
+      "The API root (default https://generativelanguage.googleapis.com/v1beta)");
+  count_tokens->add_flag("--estimate", ct_args.estimate,
+                         "No request: estimate 1 token per 4 bytes, rounded up (any provider)");
+  count_tokens->footer(
+      "The API key comes from GEMINI_API_KEY (or GOOGLE_API_KEY). Exit code 3 when the API "
+      "cannot be reached or fails.\nExample:\n  ratelimit count-tokens gemini-2.0-flash "
+      "--text 'Why is the sky blue?'\n  ratelimit count-tokens gpt-4o --file prompt.txt "
+      "--estimate --json");
 
   auto* version = app.add_subcommand("version", "Print the version");
   version->footer("Example:\n  ratelimit version");
@@ -309,6 +334,12 @@ int main(int argc, char** argv) {
   if (profiles->parsed()) return run.profiles(given(profiles_opt, profiles_provider));
   if (migrate->parsed()) return run.migrate(migrate_yaml, given(migrate_db_opt, migrate_db));
   if (version->parsed()) return run.version();
+  if (count_tokens->parsed()) {
+    if (ct_text_opt->count() > 0) ct_args.text = ct_text;
+    if (ct_file_opt->count() > 0) ct_args.file = ct_file;
+    if (ct_base_opt->count() > 0) ct_args.base_url = ct_base_url;
+    return run.count_tokens(ct_args);
+  }
   if (serve->parsed()) {
     if (token_opt->count() > 0) serve_args.token_file = serve_token_file;
     return run.serve(serve_args);
