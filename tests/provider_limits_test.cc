@@ -308,6 +308,140 @@ TEST_P(ProviderLimits, AFirstRequestDayIsTwentyFourHours) {
   EXPECT_EQ(d.stats.day_end, utc(2026, 3, 9, 6, 0));
 }
 
+// --- learned from responses ---
+
+ProviderResponse response(int status, std::vector<std::pair<std::string, std::string>> headers,
+                          ResponseFormat format = ResponseFormat::auto_detect) {
+  ProviderResponse r;
+  r.format = format;
+  r.status = status;
+  r.headers = std::move(headers);
+  return r;
+}
+
+TEST_P(ProviderLimits, A429CoolsTheModelDownUntilExactlyItsRetryAfter) {
+  auto f = make({{"gpt-4o", {100, 0, 0}}});
+  RateLimiter& l = *f->limiter;
+  auto o = l.observe("gpt-4o-2024-08-06", response(429, {{"Retry-After", "30"}}));
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->resolved_model, "gpt-4o");
+  EXPECT_EQ(o->learned.cooldown_until, testing::start_time() + 30s);
+  Decision d = l.decide("gpt-4o", 0);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, DecisionCode::provider_cooldown);
+  EXPECT_EQ(d.retry_after, 30s);
+  EXPECT_EQ(d.stats.learned.cooldown_until, testing::start_time() + 30s);
+  EXPECT_FALSE(l.try_acquire("gpt-4o", 0));
+  // A shorter cooldown never shortens the one held; a longer one extends it.
+  ASSERT_TRUE(l.observe("gpt-4o", response(429, {{"retry-after-ms", "5000"}})));
+  EXPECT_EQ(l.decide("gpt-4o", 0).retry_after, 30s);
+  f->clock->advance(30s - 1ns);
+  EXPECT_EQ(l.decide("gpt-4o", 0).code, DecisionCode::provider_cooldown);
+  f->clock->advance(1ns);
+  d = l.decide("gpt-4o", 0);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.stats.learned, LearnedLimits{});
+  EXPECT_TRUE(l.try_acquire("gpt-4o", 0));
+  const ModelMetrics m = l.metrics()->at("gpt-4o");
+  EXPECT_EQ(m.responses_observed, 2u);
+  EXPECT_EQ(m.cooldowns_learned, 2u);
+  EXPECT_EQ(m.count(RequestOutcome::provider_cooldown), 1u);
+}
+
+TEST_P(ProviderLimits, ACooldownAppliesToModelsWithoutAQuotaAndAcquireWaitsItOut) {
+  auto f = make({});
+  RateLimiter& l = *f->limiter;
+  ASSERT_TRUE(l.observe("local-model", response(429, {{"retry-after", "2"}})));
+  EXPECT_EQ(l.decide("local-model", 0).code, DecisionCode::provider_cooldown);
+  auto r = l.acquire("local-model", 0);  // the manual clock jumps to the end of the cooldown
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(f->clock->now(), testing::start_time() + 2s);
+  EXPECT_EQ(r->decision().code, DecisionCode::unknown_model);
+}
+
+TEST_P(ProviderLimits, ARemainingBudgetIsACeilingUntilItsReset) {
+  auto f = make({{"claude-sonnet-4", io_quota(0, 0, 0)}});
+  RateLimiter& l = *f->limiter;
+  ASSERT_TRUE(l.set_quota("claude-sonnet-4", {50, 0, 0}));
+  // Anthropic: 2 requests left until 20 s from now; plenty of tokens.
+  auto o =
+      l.observe("claude-sonnet-4-20250514",
+                response(200, {{"anthropic-ratelimit-requests-limit", "50"},
+                               {"anthropic-ratelimit-requests-remaining", "2"},
+                               {"anthropic-ratelimit-requests-reset", "2026-02-19T10:00:20Z"}}));
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->format, ResponseFormat::anthropic);
+  EXPECT_EQ(o->learned.requests.left, 2);
+  EXPECT_EQ(o->learned.cooldown_until, TimePoint{});
+  ASSERT_TRUE(l.try_acquire("claude-sonnet-4", 0));
+  ASSERT_TRUE(l.try_acquire("claude-sonnet-4", 0));
+  Decision d = l.decide("claude-sonnet-4", 0);
+  EXPECT_EQ(d.code, DecisionCode::provider_limit);
+  EXPECT_EQ(d.retry_after, 20s);
+  EXPECT_EQ(d.stats.learned.requests.left, 0);
+  f->clock->advance(20s);
+  EXPECT_TRUE(l.decide("claude-sonnet-4", 0).allowed);  // the ceiling expired; the quota rules
+  // A remaining of 0 with a reset is a cooldown until the reset.
+  o = l.observe("claude-sonnet-4",
+                response(200, {{"anthropic-ratelimit-tokens-remaining", "0"},
+                               {"anthropic-ratelimit-tokens-reset", "2026-02-19T10:00:50Z"}}));
+  ASSERT_TRUE(o);
+  d = l.decide("claude-sonnet-4", 0);
+  EXPECT_EQ(d.code, DecisionCode::provider_cooldown);
+  EXPECT_EQ(d.retry_after, 30s);
+  // reset() clears what was learned.
+  ASSERT_TRUE(l.reset("claude-sonnet-4"));
+  EXPECT_TRUE(l.decide("claude-sonnet-4", 0).allowed);
+}
+
+TEST_P(ProviderLimits, GarbageHeadersAreIgnoredAndCountedNeverAWildCooldown) {
+  auto f = make({{"gpt-4o", {10, 0, 0}}});
+  RateLimiter& l = *f->limiter;
+  auto o = l.observe("gpt-4o", response(200,
+                                        {{"x-ratelimit-remaining-requests", "lots"},
+                                         {"x-ratelimit-reset-requests", "-5s"},
+                                         {"x-ratelimit-remaining-tokens", "-1"},
+                                         {"x-ratelimit-reset-tokens", "99999999h"}},
+                                        ResponseFormat::openai));
+  ASSERT_TRUE(o);
+  EXPECT_FALSE(o->ignored.empty());
+  EXPECT_EQ(o->learned, LearnedLimits{});
+  EXPECT_GE(l.limiter_metrics().provider_values_ignored, 3u);
+  EXPECT_TRUE(l.decide("gpt-4o", 0).allowed);
+  // A retry-after of days is capped at 25 h.
+  ASSERT_TRUE(l.observe("gpt-4o", response(429, {{"retry-after", "864000"}})));
+  const Duration retry = l.decide("gpt-4o", 0).retry_after;
+  EXPECT_LE(retry, 25h);
+  EXPECT_EQ(l.observe("bad\xc0\x80", response(429, {})).error().code, ErrorCode::invalid_argument);
+}
+
+TEST_P(ProviderLimits, LearnedQuotasFillOnlyModelsWithoutOne) {
+  auto f = make({{"gpt-4o", {7, 0, 0}}});
+  Config config = f->limiter->config();
+  config.learn_quotas = true;
+  config.quotas = {{"gpt-4o", {7, 0, 0}}};
+  config.providers = {Provider::local};
+  auto opened = RateLimiter::open(config);
+  if (GetParam() == StoreKind::sqlite) opened = RateLimiter::open_sqlite(config.file_path, config);
+  ASSERT_TRUE(opened);
+  RateLimiter& l = **opened;
+  const auto headers = std::vector<std::pair<std::string, std::string>>{
+      {"x-ratelimit-limit-requests", "500"},     {"x-ratelimit-limit-tokens", "30000"},
+      {"x-ratelimit-remaining-requests", "499"}, {"x-ratelimit-remaining-tokens", "29000"},
+      {"x-ratelimit-reset-requests", "120ms"},   {"x-ratelimit-reset-tokens", "2s"}};
+  auto o = l.observe("gpt-4o-mini", response(200, headers, ResponseFormat::openai));
+  ASSERT_TRUE(o) << o.error().message;
+  ASSERT_TRUE(o->quota_learned.has_value());
+  EXPECT_EQ(o->quota_learned->max_rpm, 500);
+  EXPECT_EQ(o->quota_learned->max_tpm, 30000);
+  EXPECT_EQ(l.quota("gpt-4o-mini")->value().max_rpm, 500);
+  o = l.observe("gpt-4o", response(200, headers, ResponseFormat::openai));
+  ASSERT_TRUE(o);
+  EXPECT_FALSE(o->quota_learned.has_value());  // never over a configured quota
+  EXPECT_EQ(l.quota("gpt-4o")->value().max_rpm, 7);
+  EXPECT_EQ(o->learned.requests.left, 499);
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, ProviderLimits, ::testing::ValuesIn(testing::all_store_kinds()),
                          [](const ::testing::TestParamInfo<StoreKind>& info) {
                            return testing::store_name(info.param);

@@ -161,6 +161,33 @@ TEST(SqliteProcessTest, FourProcessesShareOneRpmQuotaExactly) {
   EXPECT_EQ(limiter->stats("m")->rpd, 1000);
 }
 
+// What a provider said in one process holds in every other, to the nanosecond.
+TEST(SqliteProcessTest, ACooldownLearnedInOneProcessHoldsInAnother) {
+  testing::TempDir dir;
+  const std::string path = dir.file("cooldown.db");
+  create_db(path, {{"gpt-4o", {100, 0, 0}}});
+  const pid_t child = spawn([&] {
+    auto limiter = child_open(path);
+    if (!limiter) return 10;
+    ProviderResponse r;
+    r.status = 429;
+    r.headers = {{"retry-after", "45"}};
+    auto o = limiter->observe("gpt-4o-2024-08-06", r);
+    return o && o->resolved_model == "gpt-4o" ? 0 : 11;
+  });
+  ASSERT_EQ(wait_exit(child), 0);
+  auto clock = std::make_shared<ManualClock>(start_time());
+  auto limiter = open_db(path, {}, clock);
+  Decision d = limiter->decide("gpt-4o", 0);
+  EXPECT_EQ(d.code, DecisionCode::provider_cooldown);
+  EXPECT_EQ(d.retry_after, 45s);
+  clock->advance(45s - 1ns);
+  EXPECT_FALSE(limiter->try_acquire("gpt-4o", 0));
+  clock->advance(1ns);
+  EXPECT_TRUE(limiter->try_acquire("gpt-4o", 0));
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM rl_learned"), 0);  // expired: deleted
+}
+
 TEST(SqliteProcessTest, FourProcessesShareOneTpmQuotaExactly) {
   testing::TempDir dir;
   const std::string path = dir.file("tpm.db");
