@@ -199,7 +199,10 @@ class RateLimiter {
   Status set_quota(std::string_view model, ModelQuota quota);  // negative limit → invalid_argument
   Status remove_quota(std::string_view model);
   Status add_provider(Provider provider);  // overwrites that provider's models (seed rule)
-  Status reset(std::string_view model);    // "" → all models' usage
+  // Overwrites the quotas of the profile's models and its aliases (e.g. find_profile
+  // ("openai:tier3")).
+  Status apply_profile(const ProviderProfile& profile);
+  Status reset(std::string_view model);  // "" → all models' usage
 
   Status persist();  // memory: nothing to do; sqlite: a WAL checkpoint (state is durable)
   Status load();     // memory: nothing to do; a missing file is not an error; sqlite: re-reads

@@ -584,9 +584,31 @@ Status RateLimiter::add_provider(Provider provider) {
   const auto profiles = default_profiles();
   auto it = profiles.find(provider);
   if (it == profiles.end()) return {};  // unknown provider: a no-op (seed rule)
-  return set_quotas(*core_, it->second.models, "ratelimit.add_provider");
+  return apply_profile(it->second);
 }
 
+Status RateLimiter::apply_profile(const ProviderProfile& profile) {
+  constexpr const char* kOp = "ratelimit.apply_profile";
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error(kOp));
+  for (const auto& [model, q] : profile.models) {
+    if (auto error = detail::check_model_name("apply_profile", model)) {
+      return tl::unexpected(std::move(*error));
+    }
+    if (auto why = detail::validate_quota("apply_profile", model, q)) {
+      return make_error(ErrorCode::invalid_argument, *why);
+    }
+  }
+  for (const auto& [name, target] : profile.aliases) {
+    for (std::string_view n : {std::string_view(name), std::string_view(target)}) {
+      if (auto error = detail::check_model_name("apply_profile", n)) {
+        return tl::unexpected(std::move(*error));
+      }
+    }
+  }
+  if (auto s = core_->store->set_profile(profile.models, profile.aliases, kOp); !s) return s;
+  core_->wake_everyone();
+  return {};
+}
 Status RateLimiter::reset(std::string_view model) {
   if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.reset"));
   if (!model.empty()) {

@@ -190,6 +190,9 @@ class Store {
   virtual Status set_quotas(const QuotaMap& quotas, const char* operation) = 0;
   // not_found when the model has no quota.
   virtual Status remove_quota(std::string_view name) = 0;
+  // Sets `quotas` and `aliases` in one step (a provider profile): all or nothing.
+  virtual Status set_profile(const QuotaMap& quotas, const AliasMap& aliases,
+                             const char* operation) = 0;
 
   // Clears the usage of one model ("" : every model).
   virtual Status reset(std::string_view name) = 0;

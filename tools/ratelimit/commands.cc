@@ -94,23 +94,36 @@ std::string bar(std::int64_t used, std::int64_t limit) {
 }
 
 std::string stats_line(const ModelStats& s) {
-  return "rpm " + used_text(s.rpm, s.max_rpm) + ", tpm " + used_text(s.tpm, s.max_tpm) + ", rpd " +
-         used_text(s.rpd, s.max_rpd);
+  std::string out = "rpm " + used_text(s.rpm, s.max_rpm) + ", tpm " + used_text(s.tpm, s.max_tpm) +
+                    ", rpd " + used_text(s.rpd, s.max_rpd);
+  if (s.max_input_tpm > 0 || s.max_output_tpm > 0 || s.output_tpm > 0) {
+    out += ", input tpm " + used_text(s.input_tpm, s.max_input_tpm) + ", output tpm " +
+           used_text(s.output_tpm, s.max_output_tpm);
+  }
+  return out;
 }
 
 std::string decision_line(std::string_view model, const Decision& d) {
   std::string out = printable(model) + ": " + (d.allowed ? "allowed" : "denied") + " (" +
                     std::string(to_string(d.code)) + ": " + std::string(d.reason()) + ")";
   if (!d.allowed && d.retry_after > Duration::zero()) {
-    out += d.retry_after == Duration::max() ? "; can never pass (the estimate exceeds max_tpm)"
-                                            : "; retry in " + format_duration(d.retry_after);
+    const char* never = d.code == DecisionCode::input_tpm_exceeded
+                            ? "; can never pass (the estimate exceeds max_input_tpm)"
+                        : d.code == DecisionCode::output_tpm_exceeded
+                            ? "; can never pass (the estimate exceeds max_output_tpm)"
+                            : "; can never pass (the estimate exceeds max_tpm)";
+    out +=
+        d.retry_after == Duration::max() ? never : "; retry in " + format_duration(d.retry_after);
   }
   return out + "; " + stats_line(d.stats);
 }
 
+// A denial that passes by waiting (acquire --wait keeps trying).
 bool is_limit_denial(DecisionCode code) {
   return code == DecisionCode::rpm_exceeded || code == DecisionCode::tpm_exceeded ||
-         code == DecisionCode::rpd_exceeded;
+         code == DecisionCode::rpd_exceeded || code == DecisionCode::input_tpm_exceeded ||
+         code == DecisionCode::output_tpm_exceeded || code == DecisionCode::provider_cooldown ||
+         code == DecisionCode::provider_limit;
 }
 
 // Left-aligned text columns separated by two spaces. A cell may have a suffix (a usage bar)
@@ -299,8 +312,20 @@ int Commands::status(const std::optional<std::string>& model) {
         "`ratelimit quota set MODEL --rpm N`");
     return kOk;
   }
+  // Input/output columns only when some model has such a limit or usage.
+  bool io = false;
+  for (const auto& row : rows) {
+    const ModelStats& s = row.decision.stats;
+    io |= s.max_input_tpm > 0 || s.max_output_tpm > 0 || s.output_tpm > 0;
+  }
   Table t;
-  t.rows.push_back({"MODEL", "RPM", "TPM", "RPD", "FREES IN", "NEXT REQUEST"});
+  t.rows.push_back({"MODEL", "RPM", "TPM", "RPD"});
+  if (io) {
+    t.rows.back().push_back("INPUT TPM");
+    t.rows.back().push_back("OUTPUT TPM");
+  }
+  t.rows.back().push_back("FREES IN");
+  t.rows.back().push_back("NEXT REQUEST");
   // On a terminal: a usage bar after each used/limit cell, except in a column that is unlimited
   // for every model.
   bool limited[3] = {false, false, false};
@@ -314,10 +339,15 @@ int Commands::status(const std::optional<std::string>& model) {
     const ModelStats& s = row.decision.stats;
     const Decision& d = row.decision;
     const std::size_t r = t.rows.size();
-    t.rows.push_back(
-        {printable(row.model), used_text(s.rpm, s.max_rpm), used_text(s.tpm, s.max_tpm),
-         used_text(s.rpd, s.max_rpd), d.allowed ? "-" : format_duration(d.retry_after),
-         std::string(d.allowed ? "allowed (" : "denied (") + std::string(to_string(d.code)) + ")"});
+    t.rows.push_back({printable(row.model), used_text(s.rpm, s.max_rpm),
+                      used_text(s.tpm, s.max_tpm), used_text(s.rpd, s.max_rpd)});
+    if (io) {
+      t.rows.back().push_back(used_text(s.input_tpm, s.max_input_tpm));
+      t.rows.back().push_back(used_text(s.output_tpm, s.max_output_tpm));
+    }
+    t.rows.back().push_back(d.allowed ? "-" : format_duration(d.retry_after));
+    t.rows.back().push_back(std::string(d.allowed ? "allowed (" : "denied (") +
+                            std::string(to_string(d.code)) + ")");
     if (!terminal_.out) continue;
     const std::pair<std::int64_t, std::int64_t> dims[3] = {
         {s.rpm, s.max_rpm}, {s.tpm, s.max_tpm}, {s.rpd, s.max_rpd}};
@@ -698,16 +728,23 @@ int Commands::quota_list() {
 }
 
 int Commands::quota_apply(const std::string& provider) {
-  auto p = check_provider(provider);
-  if (!p) return fail("quota apply", p.error());
+  std::optional<ProviderProfile> profile;
+  if (provider.find(':') != std::string::npos) {  // a tier: "openai:tier3"
+    if (auto ok = check_profile(provider); !ok) return fail("quota apply", ok.error());
+    profile = *find_profile(provider);
+  } else {
+    auto p = check_provider(provider);
+    if (!p) return fail("quota apply", p.error());
+    profile = default_profiles().at(*p);
+  }
   auto session = open_store();
   if (!session) return fail("quota apply", session.error());
-  if (auto s = (*session)->limiter().add_provider(*p); !s) {
+  if (auto s = (*session)->limiter().apply_profile(*profile); !s) {
     return fail("quota apply", store_error("cannot apply the profile: " + s.error().to_string()));
   }
   (*session)->mark_changed();
   if (auto done = (*session)->finish(); !done) return fail("quota apply", done.error());
-  const QuotaMap models = default_profiles().at(*p).models;
+  const QuotaMap& models = profile->models;
   if (options_.json) {
     print(json::provider_quotas(provider, models));
   } else if (models.empty()) {

@@ -180,8 +180,13 @@ int main(int argc, char** argv) {
   std::string qapply_provider;
   auto* qapply =
       quota->add_subcommand("apply", "Overwrite quotas with a provider profile's values");
-  qapply->add_option("provider", qapply_provider, "gemini, openai, anthropic or local")->required();
-  qapply->footer("Example:\n  ratelimit quota apply anthropic");
+  qapply
+      ->add_option("provider", qapply_provider,
+                   "gemini, openai, anthropic, local, or a tier such as openai:tier3 (see "
+                   "`ratelimit profiles`)")
+      ->required();
+  qapply->footer(
+      "Example:\n  ratelimit quota apply anthropic\n  ratelimit quota apply openai:tier3");
 
   // observe
   ratelimit::cli::ObserveArgs observe_args;

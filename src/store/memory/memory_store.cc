@@ -344,6 +344,13 @@ class MemoryStore final : public Store {
     return {};
   }
 
+  Status set_profile(const QuotaMap& quotas, const AliasMap& aliases,
+                     const char* operation) override {
+    // Nothing here can fail: the two steps are all or nothing.
+    if (auto s = set_quotas(quotas, operation); !s) return s;
+    return set_aliases(aliases, operation);
+  }
+
   std::uint64_t config_epoch() override { return epoch_.load(std::memory_order_acquire); }
 
   Result<AliasMap> aliases() override {

@@ -149,8 +149,13 @@ class Database {
     });
   }
 
-  bool upsert_quotas(const QuotaMap& quotas, const char* op, Error* error) RL_REQUIRES(mu) {
+  bool upsert_quotas(const QuotaMap& quotas, const char* op, Error* error,
+                     const AliasMap& aliases = {}) RL_REQUIRES(mu) {
     return transaction(true, op, error, [&](ModelRows&) RL_REQUIRES(mu) {
+      for (const auto& [name, target] : aliases) {
+        Query u(*conn_, st_.upsert_alias);
+        u.bind(1, name).bind(2, target).run();
+      }
       for (const auto& [model, q] : quotas) {
         Query u(*conn_, st_.upsert_quota);
         u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd);
@@ -651,6 +656,16 @@ class SqliteStore final : public Store {
     MutexLock lock(db_->mu);
     Error error;
     if (!db_->upsert_quotas(quotas, operation, &error)) return tl::unexpected(std::move(error));
+    return {};
+  }
+
+  Status set_profile(const QuotaMap& quotas, const AliasMap& aliases,
+                     const char* operation) override {
+    MutexLock lock(db_->mu);
+    Error error;
+    if (!db_->upsert_quotas(quotas, operation, &error, aliases)) {
+      return tl::unexpected(std::move(error));
+    }
     return {};
   }
 
