@@ -115,6 +115,28 @@ void BM_Decide_Allowed(benchmark::State& state) {
 }
 BENCHMARK(BM_Decide_Allowed)->ArgName("entries")->Arg(1000)->Arg(100000);
 
+// A dated name the SDKs send ("<model>-2024-08-06"), resolved to its family's pool once and
+// then through the resolution cache: the cost over an exact name.
+void BM_Decide_Allowed_DatedName(benchmark::State& state) {
+  const std::int64_t entries = state.range(0);
+  auto clock = std::make_shared<ManualClock>(kStart);
+  auto limiter = open_limiter(clock, {{std::string(kModel), kRoomy}});
+  seed(*limiter, *clock, kModel, 0, entries, spread(entries));
+  const std::string dated = std::string(kModel) + "-2024-08-06";
+  const Decision first = limiter->decide(dated, kTokens);
+  if (!first.allowed || first.resolved_model != kModel) {
+    return state.SkipWithError("the dated name did not resolve to its family");
+  }
+  AllocCount allocs;
+  for (auto _ : state) {
+    Decision d = limiter->decide(dated, kTokens);
+    benchmark::DoNotOptimize(d);
+  }
+  allocs.report(state);
+  expect_window(state, *limiter, kModel, entries);
+}
+BENCHMARK(BM_Decide_Allowed_DatedName)->ArgName("entries")->Arg(1000);
+
 // The same on the real clock (Config::clock null): adds the cost of reading system time.
 void BM_Decide_Allowed_SystemClock(benchmark::State& state) {
   const std::int64_t entries = state.range(0);
@@ -240,6 +262,28 @@ void BM_TryAcquireCommit_Allowed_Steady(benchmark::State& state) {
   expect_window(state, *limiter, kModel, entries - 1);  // as above
 }
 BENCHMARK(BM_TryAcquireCommit_Allowed_Steady)->ArgName("entries")->Arg(1000);
+
+// As above with input and output limits (Anthropic's ITPM/OTPM) and a split estimate.
+void BM_TryAcquireCommit_InputOutput_Steady(benchmark::State& state) {
+  const std::int64_t entries = state.range(0);
+  auto clock = std::make_shared<ManualClock>(kStart);
+  ModelQuota q = kRoomy;
+  q.max_input_tpm = q.max_tpm;
+  q.max_output_tpm = q.max_tpm;
+  auto limiter = open_limiter(clock, {{std::string(kModel), q}});
+  const Duration step = Duration(60s) / entries;
+  seed(*limiter, *clock, kModel, 0, entries, step);
+  AllocCount allocs;
+  for (auto _ : state) {
+    Reservation r = limiter->try_acquire(kModel, TokenEstimate{kPrompt, kOutput});
+    auto s = r.commit(kPrompt, kOutput - 50);
+    benchmark::DoNotOptimize(s);
+    clock->advance(step);
+  }
+  allocs.report(state);
+  expect_window(state, *limiter, kModel, entries - 1);
+}
+BENCHMARK(BM_TryAcquireCommit_InputOutput_Steady)->ArgName("entries")->Arg(1000);
 
 // The steady loop's own overhead: advancing the ManualClock (an atomic add).
 void BM_Baseline_ManualClockAdvance(benchmark::State& state) {

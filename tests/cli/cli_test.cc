@@ -1054,3 +1054,85 @@ TEST_F(CliTerminal, WaitIsWokenWhenAnotherProcessCancels) {
 }
 
 }  // namespace
+
+namespace {
+
+// Issue 11 from the command line: tiers, input/output limits, dated names, aliases, the
+// unknown-model policy and observe, on the default SQLite store.
+TEST_F(Cli, ProviderTiersNamesAndObserve) {
+  Output o = rl({"--provider", "anthropic:tier1", "--json", "quota", "list"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_GT(o.parsed()["quotas"]["claude-sonnet-4"]["max_output_tpm"].get<std::int64_t>(), 0);
+  o = rl({"--provider", "openai:tier9", "status"});
+  EXPECT_EQ(o.code, 2);
+  EXPECT_NE(o.err.find("openai:tier9"), std::string::npos) << o.err;
+
+  o = rl({"quota", "set", "m", "--rpm", "10", "--input-tpm", "100", "--output-tpm", "50",
+          "--day-start", "pacific_midnight"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.out.find("input tpm 100, output tpm 50, day starts at pacific_midnight"),
+            std::string::npos)
+      << o.out;
+  EXPECT_EQ(rl({"quota", "set", "m", "--day-start", "tuesday"}).code, 2);
+  EXPECT_EQ(rl({"quota", "set", "m", "--input-tpm", "-1"}).code, 2);
+
+  // A dated name resolves to its family; the decision says so.
+  o = rl({"--json", "check", "m-2024-08-06", "--tokens", "101"});
+  EXPECT_EQ(o.code, 1) << o.err;
+  EXPECT_EQ(o.parsed()["resolved_model"], "m");
+  EXPECT_EQ(o.parsed()["code"], "input_tpm_exceeded");
+  EXPECT_TRUE(o.parsed()["retry_after_ms"].is_null());
+
+  // Aliases.
+  ASSERT_EQ(rl({"quota", "alias", "my-model", "m"}).code, 0);
+  o = rl({"--json", "quota", "aliases"});
+  ASSERT_EQ(o.code, 0);
+  EXPECT_EQ(o.parsed()["aliases"]["my-model"], "m");
+  o = rl({"--json", "check", "my-model"});
+  EXPECT_EQ(o.parsed()["resolved_model"], "m");
+  EXPECT_EQ(rl({"quota", "alias", "x", "x"}).code, 2);
+  ASSERT_EQ(rl({"quota", "unalias", "my-model"}).code, 0);
+  EXPECT_EQ(rl({"quota", "unalias", "my-model"}).code, 2);
+
+  // The unknown-model policy.
+  ASSERT_EQ(rl({"quota", "unknown", "deny"}).code, 0);
+  o = rl({"--json", "check", "stranger"});
+  EXPECT_EQ(o.code, 1);
+  EXPECT_EQ(o.parsed()["code"], "model_not_allowed");
+  EXPECT_EQ(rl({"quota", "unknown", "default_quota"}).code, 2);  // needs limits
+  ASSERT_EQ(rl({"quota", "unknown", "default_quota", "--rpm", "1"}).code, 0);
+  o = rl({"--json", "quota", "unknown"});
+  EXPECT_EQ(o.parsed()["unknown_models"]["policy"], "default_quota");
+  EXPECT_EQ(o.parsed()["unknown_models"]["quota"]["max_rpm"], 1);
+  ASSERT_EQ(rl({"acquire", "stranger"}).code, 0);
+  EXPECT_EQ(rl({"acquire", "stranger"}).code, 1);
+  ASSERT_EQ(rl({"quota", "unknown", "allow"}).code, 0);
+
+  // observe: a 429 cools the model down for every process on the store.
+  o = rl({"observe", "m-latest", "--status", "429", "--header", "retry-after: 20"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.out.find("m ("), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("blocked for"), std::string::npos) << o.out;
+  o = rl({"--json", "check", "m"});
+  EXPECT_EQ(o.code, 1);
+  EXPECT_EQ(o.parsed()["code"], "provider_cooldown");
+  EXPECT_FALSE(o.parsed()["stats"]["learned"]["cooldown_until"].is_null());
+  o = rl({"--json", "observe", "m", "--header", "x-ratelimit-remaining-requests: lots", "--format",
+          "openai"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_FALSE(o.parsed()["ignored"].empty());
+  EXPECT_EQ(rl({"observe", "m", "--status", "42"}).code, 2);
+  EXPECT_EQ(rl({"observe", "m", "--header", "no colon"}).code, 2);
+  EXPECT_EQ(rl({"observe", "m", "--format", "aol"}).code, 2);
+  EXPECT_EQ(rl({"observe", "m", "--body-file", (home_ / "missing").string()}).code, 2);
+  write_file(home_ / "body.json",
+             R"({"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":)"
+             R"("type.googleapis.com/google.rpc.RetryInfo","retryDelay":"7s"}]}})");
+  o = rl({"--json", "observe", "gemini-x", "--status", "429", "--body-file",
+          (home_ / "body.json").string()});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.parsed()["format"], "gemini");
+  EXPECT_FALSE(o.parsed()["learned"]["cooldown_until"].is_null());
+}
+
+}  // namespace
