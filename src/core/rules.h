@@ -153,26 +153,31 @@ inline LearnedLimits public_learned(const Learned& l) {
   return out;
 }
 
-// The stats a decision or stats() reports.
-inline ModelStats stats_of(const Limits& limits, const Usage& u) {
-  ModelStats s;
+// The stats a decision or stats() reports, written in place (a decision's stats are written on
+// every call: no temporary).
+inline void fill_stats(const Limits& limits, const Usage& u, ModelStats& s) {
   s.rpm = u.requests;
   s.tpm = clamp_to_int64(u.tokens);
   s.input_tpm = clamp_to_int64(u.input);
   s.output_tpm = clamp_to_int64(u.output);
   s.rpd = u.day_started ? u.day_count : 0;
-  if (limits.known) {
-    s.max_rpm = limits.quota.max_rpm;
-    s.max_tpm = limits.quota.max_tpm;
-    s.max_rpd = limits.quota.max_rpd;
-    s.max_input_tpm = limits.quota.max_input_tpm;
-    s.max_output_tpm = limits.quota.max_output_tpm;
+  const bool known = limits.known;
+  s.max_rpm = known ? limits.quota.max_rpm : 0;
+  s.max_tpm = known ? limits.quota.max_tpm : 0;
+  s.max_rpd = known ? limits.quota.max_rpd : 0;
+  s.max_input_tpm = known ? limits.quota.max_input_tpm : 0;
+  s.max_output_tpm = known ? limits.quota.max_output_tpm : 0;
+  s.day_start = u.day_started ? TimePoint(Duration(u.day_start_ns)) : TimePoint{};
+  s.day_end = u.day_started ? TimePoint(Duration(u.day_end_ns)) : TimePoint{};
+  if (limits.learned.any()) [[unlikely]] {
+    s.learned = public_learned(limits.learned);
+  } else if (s.learned.any()) [[unlikely]] {
+    s.learned = LearnedLimits{};
   }
-  if (u.day_started) {
-    s.day_start = TimePoint(Duration(u.day_start_ns));
-    s.day_end = TimePoint(Duration(u.day_end_ns));
-  }
-  if (limits.learned.any()) s.learned = public_learned(limits.learned);
+}
+inline ModelStats stats_of(const Limits& limits, const Usage& u) {
+  ModelStats s;
+  fill_stats(limits, u, s);
   return s;
 }
 
@@ -189,7 +194,7 @@ void evaluate_into(const Limits& limits, const Usage& usage, TokenEstimate estim
   d.allowed = false;
   d.code = DecisionCode::ok;
   d.retry_after = Duration(0);
-  d.stats = stats_of(limits, usage);
+  fill_stats(limits, usage, d.stats);
   if (estimate.input < 0 || estimate.output < 0) {
     d.code = DecisionCode::invalid_tokens;
     return;

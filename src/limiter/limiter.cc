@@ -131,8 +131,8 @@ Result<std::optional<std::string>> LimiterCore::resolve_name(std::string_view na
   return Found();
 }
 
-Result<StoreModel*> LimiterCore::target_of(std::string_view name, StoreModel* own, bool create,
-                                           const char* operation) {
+Result<StoreModel*> LimiterCore::resolve_target(std::string_view name, StoreModel* own, bool create,
+                                                const char* operation) {
   const std::uint64_t epoch = store->config_epoch();
   if (own != nullptr) {
     const std::uint64_t r = own->resolution.load(std::memory_order_acquire);
@@ -317,22 +317,37 @@ Decision RateLimiter::decide(std::string_view model, std::int64_t estimated_toke
 }
 
 Decision RateLimiter::decide(std::string_view model, TokenEstimate estimate) {
-  if (core_->is_closed()) return unavailable_decision();
+  // One named result on every path, so that the (large) Decision is built in the caller's
+  // storage.
+  Decision d;
+  if (core_->is_closed()) {
+    d.code = DecisionCode::store_unavailable;
+    return d;
+  }
   StoreModel* own = core_->store->find(model);
   if (own == nullptr) {
-    if (estimate.input < 0 || estimate.output < 0) return invalid_tokens_decision();
+    if (estimate.input < 0 || estimate.output < 0) {
+      d.code = DecisionCode::invalid_tokens;
+      return d;
+    }
     if (model_name_problem(model)) {
       core_->invalid_model.fetch_add(1, std::memory_order_relaxed);
-      return invalid_model_decision();
+      d.code = DecisionCode::invalid_model;
+      return d;
     }
   }
   auto target = core_->target_of(model, own, /*create=*/false, "ratelimit.decide");
-  if (!target) return unavailable_decision();
-  if (*target == nullptr) return core_->store->decide_unseen(model, estimate);
+  if (!target) [[unlikely]] {
+    d.code = DecisionCode::store_unavailable;
+    return d;
+  }
+  if (*target == nullptr) {
+    d = core_->store->decide_unseen(model, estimate);
+    return d;
+  }
   CheckRequest request;
   request.operation = "ratelimit.decide";
   request.estimate = estimate;
-  Decision d;
   (void)(*target)->check_into(request, d);  // a store failure is in the decision
   d.resolved_model = (*target)->name;
   return d;

@@ -54,7 +54,20 @@ struct LimiterCore {
   // false and no handle, an unknown name gives null (nothing is made for it). The exact-name
   // path is two atomic loads once resolved (the cache in StoreModel::resolution).
   Result<StoreModel*> target_of(std::string_view name, StoreModel* own, bool create,
-                                const char* operation);
+                                const char* operation) {
+    if (own != nullptr) [[likely]] {
+      // The hot path: a name that resolved to itself under the current epoch.
+      const std::uint64_t r = own->resolution.load(std::memory_order_acquire);
+      if (static_cast<std::uint32_t>(r) == own->index &&
+          (r >> 32) == (store->config_epoch() & 0xffffffffu)) {
+        return own;
+      }
+    }
+    return resolve_target(name, own, create, operation);
+  }
+  // target_of past its hot path: another handle's cache entry, or a resolution.
+  Result<StoreModel*> resolve_target(std::string_view name, StoreModel* own, bool create,
+                                     const char* operation);
   // The name whose quota `name` uses: exact, a configured alias, then the family rule (strip a
   // leading "models/", then one trailing -YYYY-MM-DD, -YYYYMMDD, -latest, -NNN or -vN at a
   // time, trying an exact name or alias after each). nullopt: no quota anywhere.
