@@ -1,16 +1,19 @@
-// The Prometheus text exposition of the library's per-model metrics and the server's own
-// counters (prometheus-cpp stays in metrics_text.cc). Names and labels: docs/server.md.
+// The Prometheus text exposition (format 0.0.4) of the library's per-model metrics and the
+// server's own counters, written piece by piece: a scrape at 10,000 models holds the metrics
+// snapshot and one piece of text (about 32 KiB), never the whole text. Our own writer (label
+// values escaped as the format requires: \\, \" and \n). Names and labels: docs/server.md.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "http.h"
 #include "ratelimit/metrics.h"
 
-namespace ratelimit::cli {
+namespace ratelimit::server {
 
 // Requests the server answered, by route (the pattern, never the raw path) and status code.
 struct HttpSeries {
@@ -31,6 +34,7 @@ struct ServerSnapshot {
   std::size_t leases = 0, max_leases = 0;
   std::size_t waiters = 0, max_waiters = 0;
   std::size_t models = 0, max_models = 0;
+  std::size_t connections = 0, max_connections = 0;
   std::uint64_t leases_expired = 0;
   // Requests refused for their model name: by the server (model_problem, before the limiter)
   // plus the limiter's own count (LimiterMetrics::invalid_model).
@@ -41,9 +45,17 @@ struct ServerSnapshot {
   std::vector<HttpLatency> latency;
 };
 
-// Models whose name the model-name rule refuses get no series: a label value must be valid
-// UTF-8 (the limiter never reports such a name; this keeps /metrics valid whatever it holds).
-std::string prometheus_text(const std::map<std::string, ModelMetrics, std::less<>>& models,
-                            const ServerSnapshot& server);
+using ModelMetricsMap = std::map<std::string, ModelMetrics, std::less<>>;
 
-}  // namespace ratelimit::cli
+// The exposition as a stream of pieces of about `piece_bytes`. Models whose name the
+// model-name rule refuses get no series (a label value must be valid UTF-8).
+std::unique_ptr<BodyStream> prometheus_stream(ModelMetricsMap models, ServerSnapshot server,
+                                              std::size_t piece_bytes = 32 * 1024);
+
+// The whole exposition in one string (tests).
+std::string prometheus_text(ModelMetricsMap models, ServerSnapshot server);
+
+// `value` escaped for a label value: backslash, double quote and newline.
+std::string escape_label_value(std::string_view value);
+
+}  // namespace ratelimit::server
