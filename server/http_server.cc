@@ -10,6 +10,11 @@
 //   -> writing -> idle again (keep-alive, pipelined requests answered in order) or closing.
 //
 // Bounds are checked while reading, before the token and before any body is buffered.
+
+// First, in a block of its own: Boost 1.74's asio/awaitable.hpp uses std::exchange without
+// including <utility> (g++ 12, -std=c++20).
+#include <utility>
+
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -23,7 +28,6 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <utility>  // before Boost: Boost 1.74's asio/awaitable.hpp needs std::exchange
 #include <vector>
 
 #include "args.h"
