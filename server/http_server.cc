@@ -11,9 +11,11 @@
 //
 // Bounds are checked while reading, before the token and before any body is buffered.
 
-// First, in a block of its own: Boost 1.74's asio/awaitable.hpp uses std::exchange without
-// including <utility> (g++ 12, -std=c++20).
+// First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>
+// (g++ 12, -std=c++20). clang-format would sort it among the others.
+// clang-format off
 #include <utility>
+// clang-format on
 
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -28,6 +30,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "args.h"
