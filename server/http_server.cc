@@ -96,15 +96,15 @@ struct Core {
 
   Handlers& handlers;
   const ServerOptions& options;
+  // Before the io_context: connections destroyed with it still unregister here.
+  std::mutex mu;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> live;
   net::io_context ioc;
   tcp::acceptor acceptor;  // and the two timers: on the acceptor's strand
   net::steady_timer accept_timer;
   net::steady_timer grace_timer;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> guard;
   std::atomic<bool> stopping{false};
-
-  std::mutex mu;
-  std::unordered_map<Connection*, std::weak_ptr<Connection>> live;
 
   void accept();
   void on_accept(beast::error_code ec);
@@ -727,7 +727,10 @@ void Server::run() {
   core.ioc.run();
   for (auto& t : io) t.join();
   // Waiting acquires were cancelled by the stop; their callbacks may still be on their way.
+  // Then run what they posted, so that every connection is gone before run() returns.
   impl_->handlers.wait_idle();
+  core.ioc.restart();
+  core.ioc.poll();
 }
 
 void Server::stop() {

@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "process_util.h"
 #include "ratelimit/ratelimit.h"
+#include "raw_client.h"
 #include "test_util.h"
 
 namespace {
@@ -452,6 +453,52 @@ TEST_F(ServerProcess, TokenGuardsEverythingButHealthzAndThePage) {
   EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
   EXPECT_NE(server_->out().find(kStopped), std::string::npos) << server_->out();
   EXPECT_EQ(server_->err(), "") << "mode 600: no warning";
+}
+
+TEST_F(ServerProcess, SigtermWithSlowAndIdleConnectionsExitsWithinTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", dir_.file("rl.db"), "serve", "--listen",
+                                        "127.0.0.1:0", "--shutdown-grace", "2s"}));
+  std::vector<ratelimit::testing::RawConn> conns;
+  for (int i = 0; i < 150; ++i) {
+    conns.emplace_back(port_);  // idle
+    conns.emplace_back(port_);  // slow-loris: a head that never ends
+    conns.back().send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: 1\r\n");
+  }
+  // One in the middle of a body.
+  conns.emplace_back(port_);
+  conns.back().send("POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{");
+  ASSERT_EQ(http("GET", "/healthz").status, 200);
+  const auto start = SteadyClock::now();
+  const int code = stop_server(SIGTERM);
+  EXPECT_EQ(code, 0) << server_->err();
+  EXPECT_LT(SteadyClock::now() - start, std::chrono::seconds(4))
+      << "SIGTERM took longer than the 2 s grace with slow connections open";
+  EXPECT_NE(server_->out().find(kStopped), std::string::npos) << server_->out();
+}
+
+// Two servers on one database stopping at once: each one's checkpoint is best effort (every
+// change is already durable), so both exit 0 and say what happened.
+TEST_F(ServerProcess, TwoServersOnOneDatabaseStopTogether) {
+  const std::string db = dir_.file("rl.db");
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", db, "serve", "--listen", "127.0.0.1:0"}));
+  std::unique_ptr<Process> first = std::move(server_);
+  const int first_port = port_;
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", db, "serve", "--listen", "127.0.0.1:0"}));
+  ASSERT_NE(port_, first_port);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(http("POST", "/v1/record", json{{"model", "m"}, {"prompt_tokens", 1}}).status, 200);
+  }
+  first->signal(SIGTERM);
+  server_->signal(SIGTERM);
+  for (Process* p : {first.get(), server_.get()}) {
+    auto code = p->wait_for(kStopTimeout);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 0) << "stdout: " << p->out() << "\nstderr: " << p->err();
+    EXPECT_NE(p->out().find(kStopped), std::string::npos) << p->out();
+  }
+  Finished status = rl({"--state", db, "--json", "status", "m"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  EXPECT_EQ(json::parse(status.out)["models"]["m"]["rpm"], 20) << status.out;
 }
 
 TEST_F(ServerProcess, BadFlagsExitTwoWithAMessage) {

@@ -367,6 +367,25 @@ TEST_F(ServerTest, LeasesExpireAndKeepTheirEstimate) {
   EXPECT_EQ(counters.leases, 1u);
 }
 
+// docs/server.md: with a lease shorter than the minute window, a commit after the lease
+// ended still finds its entry in the window and changes the usage as a timely commit would.
+TEST_F(ServerTest, ACommitAfterAShortLeaseStillSettlesInTheWindow) {
+  ServerOptions o;
+  o.lease = 10s;
+  start({{"m", {10, 1000, 100}}}, o);
+  auto c = client();
+  Reply a = post(c, "/v1/acquire", acquire_body("m", 300));
+  const std::string id = a.body["reservation_id"];
+  clock_->advance(11s);
+  EXPECT_EQ(running_->server().expire_leases(), 1u);
+  EXPECT_EQ(limiter_->stats("m")->tpm, 300);  // the estimate was kept
+  EXPECT_EQ(
+      post(c, "/v1/reservations/" + id + "/commit", R"({"prompt_tokens": 5, "output_tokens": 5})")
+          .status,
+      200);
+  EXPECT_EQ(limiter_->stats("m")->tpm, 10);  // the actual usage replaced it
+}
+
 TEST_F(ServerTest, LeaseCapRefusesBeforeGranting) {
   ServerOptions o;
   o.max_leases = 2;
