@@ -200,22 +200,19 @@ class Body {
       if (!fallback) error = op_ + ": \"" + key + "\" is required (an integer >= 0)";
       return fallback;
     }
-    const std::string range =
-        "an integer from " + std::to_string(min) + " to " + std::to_string(kMaxCount);
-    const std::string got = it->dump(-1, ' ', false, Json::error_handler_t::replace);
-    if (!it->is_number_integer()) {
-      error = op_ + ": \"" + key + "\" must be " + range + ", got " + got;
+    // The messages are built only on failure: this runs on every acquire.
+    auto fail = [&] {
+      error = op_ + ": \"" + key + "\" must be an integer from " + std::to_string(min) + " to " +
+              std::to_string(kMaxCount) + ", got " +
+              it->dump(-1, ' ', false, Json::error_handler_t::replace);
       return std::nullopt;
-    }
+    };
+    if (!it->is_number_integer()) return fail();
     if (it->is_number_unsigned() && it->get<std::uint64_t>() > std::uint64_t(kMaxCount)) {
-      error = op_ + ": \"" + key + "\" must be " + range + ", got " + got;
-      return std::nullopt;
+      return fail();
     }
     const std::int64_t v = it->get<std::int64_t>();
-    if (v < min || v > kMaxCount) {
-      error = op_ + ": \"" + key + "\" must be " + range + ", got " + got;
-      return std::nullopt;
-    }
+    if (v < min || v > kMaxCount) return fail();
     return v;
   }
 
@@ -1137,34 +1134,35 @@ struct Handlers::Impl {
     return json_response(200, json::health("ok", options.backend));
   }
 
-  void serve(Route route, const Request& req, const std::shared_ptr<Exchange>& ex) {
+  // Every route but acquire (which may answer later).
+  Response serve(Route route, const Request& req) {
     switch (route) {
       case Route::page:
-        return reply(ex, page());
+        return page();
       case Route::healthz:
-        return reply(ex, health());
+        return health();
       case Route::metrics:
-        return reply(ex, metrics());
+        return metrics();
       case Route::decide:
-        return reply(ex, decide(req));
-      case Route::acquire:
-        return acquire(req, ex);
+        return decide(req);
       case Route::commit:
       case Route::cancel:
-        return reply(ex, settle(route == Route::commit, req));
+        return settle(route == Route::commit, req);
       case Route::record:
-        return reply(ex, record(req));
+        return record(req);
       case Route::stats:
-        return reply(ex, stats());
+        return stats();
       case Route::model_stats:
-        return reply(ex, model_stats(req));
+        return model_stats(req);
       case Route::quota:
-        return reply(ex, quota(req));
+        return quota(req);
       case Route::reset:
-        return reply(ex, reset(req));
+        return reset(req);
+      case Route::acquire:
       case Route::unmatched:
         break;
     }
+    return error_response(404, "not_found", "no such endpoint: " + request_name(req));
   }
 };
 
@@ -1197,22 +1195,18 @@ void Handlers::handle(const Request& request, const std::shared_ptr<Exchange>& e
     Impl::finish(r);
     exchange->respond(std::move(r));
   };
-  if (auto refusal = impl_->precheck(route, request)) return respond_finished(std::move(*refusal));
+  if (!request.head_checked) {
+    if (auto refusal = impl_->precheck(route, request)) {
+      return respond_finished(std::move(*refusal));
+    }
+  }
   try {
     if (route == Route::acquire) {
-      // Answered possibly later: wrap the delivery so that the header is set there too.
+      // Answered at once or later, through Impl::reply (which sets Cache-Control too).
       impl_->acquire(request, exchange);
       return;
     }
-    // Synchronous endpoints answer through a local exchange, then finish the response.
-    Response out;
-    bool got = false;
-    auto local = std::make_shared<Exchange>([&](Response r) {
-      out = std::move(r);
-      got = true;
-    });
-    impl_->serve(route, request, local);
-    if (got) respond_finished(std::move(out));
+    respond_finished(impl_->serve(route, request));
   } catch (const std::exception& e) {
     respond_finished(error_response(
         500, "internal",

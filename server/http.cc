@@ -100,6 +100,7 @@ void Exchange::respond(Response response) {
     deliver = std::move(deliver_);
     observer = std::move(observer_);
     on_gone_ = nullptr;
+    if (gone_) deliver = nullptr;  // nobody to send it to
   }
   if (observer) observer(response);
   if (deliver) deliver(std::move(response));

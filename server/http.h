@@ -26,6 +26,8 @@ struct Request {
   int version = 11;    // 10 for HTTP/1.0, 11 for HTTP/1.1
   std::vector<Header> headers;
   std::string body;
+  // Set by the HTTP layer once Handlers::check_head passed (handle() then skips the checks).
+  bool head_checked = false;
 
   // The first header named `name` (any case); nullptr when absent.
   const std::string* header(std::string_view name) const;

@@ -46,6 +46,10 @@ namespace http = beast::http;
 using tcp = net::ip::tcp;
 using Strand = net::strand<net::io_context::executor_type>;
 using SteadyClock = std::chrono::steady_clock;
+// The connection's socket and timer are bound to its strand by type (no polymorphic executor
+// on the hot path).
+using Socket = net::basic_stream_socket<tcp, Strand>;
+using Timer = net::basic_waitable_timer<SteadyClock, net::wait_traits<SteadyClock>, Strand>;
 
 constexpr std::size_t kRequestLineLimit = 8 * 1024;    // beyond: 414
 constexpr std::size_t kHeaderFieldsLimit = 16 * 1024;  // beyond: 431
@@ -110,7 +114,7 @@ struct Core {
   void on_accept(beast::error_code ec);
   // The next connection's strand and socket (accepted into).
   std::optional<Strand> next_strand;
-  std::optional<tcp::socket> next_socket;
+  std::optional<Socket> next_socket;
   void begin_stop();  // on the acceptor's strand
   void end_grace();   // on the acceptor's strand
   std::vector<std::shared_ptr<Connection>> connections() {
@@ -126,7 +130,7 @@ struct Core {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // `refusal`: answer it and close (too many connections); such a connection is not counted.
-  Connection(Core& core, Strand strand, tcp::socket socket,
+  Connection(Core& core, Strand strand, Socket socket,
              std::optional<Response> refusal = std::nullopt)
       : core_(core),
         strand_(std::move(strand)),
@@ -213,7 +217,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_ = State::idle;
     if (buffer_.size() > 0) return read_head();
     arm(core_.options.idle_timeout);
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+    socket_.async_wait(Socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
       if (ec || self->state_ != State::idle) return self->close();
       if (self->core_.stopping) return self->close();
       self->read_head();
@@ -300,6 +304,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (has_body) refusal->close = true;
       return write(std::move(*refusal));
     }
+    request_.head_checked = true;
     bool continue_first = false;
     if (const std::string* expect = request_.header("Expect")) {
       if (!iequals(*expect, "100-continue")) {
@@ -466,8 +471,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_body_.clear();
     out_head_.shrink_to_fit();
     out_body_.shrink_to_fit();
-    disarm();
-    read_next();
+    read_next();  // re-arms the deadline
   }
 
   void write_piece() {
@@ -504,7 +508,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (state_ == State::closed || state_ == State::closing) return;
     state_ = State::closing;
     beast::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    socket_.shutdown(Socket::shutdown_send, ignored);
     arm(kDrainTimeout);
     drain();
   }
@@ -524,7 +528,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_ = State::closed;
     disarm();
     beast::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.shutdown(Socket::shutdown_both, ignored);
     socket_.close(ignored);
     if (exchange_) {
       exchange_->client_gone();
@@ -536,8 +540,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Core& core_;
   Strand strand_;
-  tcp::socket socket_;
-  net::steady_timer timer_;
+  Socket socket_;
+  Timer timer_;
   std::uint64_t timer_gen_ = 0;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
