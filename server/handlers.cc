@@ -866,6 +866,12 @@ struct Handlers::Impl {
                                  " (the server's --max-wait), got " + std::to_string(*wait_ms)));
     }
     if (!admit(op, *model, res)) return reply(ex, std::move(res));
+    if (ex->gone()) {
+      // The client left before its request was handled (a pipelined request on a closed
+      // connection): nobody could settle a grant.
+      return reply(ex,
+                   error_response(499, "client_closed", op + ": the client closed the request"));
+    }
     if (!leases.claim()) {
       res = error_response(503, "too_many_reservations",
                            op + ": the server holds " + std::to_string(leases.cap()) +
