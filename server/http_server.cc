@@ -535,7 +535,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       exchange_.reset();
     }
     stream_.reset();
-    parser_.reset();
+    // parser_ stays: a read in progress still uses it until it completes (aborted); the
+    // connection, which that read's handler holds, owns it until then.
   }
 
   Core& core_;
