@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks that every C++ source (*.h, *.cc, *.cc.in under include/ src/ tools/ tests/ bench/
+# Checks that every C++ source (*.h, *.cc, *.cc.in under include/ src/ server/ tools/ tests/ bench/
 # examples/) is formatted as .clang-format says, with clang-format-14 (CI: .ci/run).
 #
 #   tools/check_format.sh          report the files that differ (exit 1 when any does)
@@ -31,7 +31,7 @@ if ! command -v "$clang_format" > /dev/null; then
 fi
 
 dirs=()
-for d in include src tools tests bench examples; do
+for d in include src server tools tests bench examples; do
   [ -d "$d" ] && dirs+=("$d")
 done
 mapfile -d '' files < <(find "${dirs[@]}" -type f \( -name '*.h' -o -name '*.cc' -o -name '*.cc.in' \) \

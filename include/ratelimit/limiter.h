@@ -188,6 +188,10 @@ class RateLimiter {
   // cancel calls since it was opened; reset() leaves them alone. `stats` is the store now, as
   // stats() gives it. Errors as all_stats (sqlite: `closed` after close()).
   Result<std::map<std::string, ModelMetrics, std::less<>>> metrics();
+  // What metrics() holds, one model at a time and in no particular order, without a map of
+  // them all (a Prometheus scrape at 10,000 models). `visit` must not call back into this
+  // limiter's store-wide operations.
+  Status visit_metrics(const std::function<void(std::string_view, const ModelMetrics&)>& visit);
   // Counters without a model label (requests whose model name was not valid, file or database
   // rows skipped for one). Never fails.
   LimiterMetrics limiter_metrics() const;

@@ -441,25 +441,24 @@ Result<std::map<std::string, ModelStats, std::less<>>> RateLimiter::all_stats() 
 }
 
 Result<std::map<std::string, ModelMetrics, std::less<>>> RateLimiter::metrics() {
-  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.metrics"));
-  auto stats = core_->store->all_stats();
-  if (!stats) return tl::unexpected(stats.error());
   std::map<std::string, ModelMetrics, std::less<>> out;
-  for (const auto& m : core_->store->handles()) {
-    if (m->counters.any()) out.emplace(m->name, m->counters.snapshot());
-  }
-  for (const auto& [model, s] : *stats) out[model].stats = s;
-  for (auto& [model, m] : out) {
-    // A model with counters but no quota or usage: its stats are what stats() gives.
-    if (stats->find(model) == stats->end()) {
-      auto s = core_->store->stats(model);
-      if (!s) return tl::unexpected(s.error());
-      m.stats = *s;
-    }
-  }
+  auto s = visit_metrics(
+      [&](std::string_view model, const ModelMetrics& m) { out.emplace(std::string(model), m); });
+  if (!s) return tl::unexpected(s.error());
   return out;
 }
 
+Status RateLimiter::visit_metrics(
+    const std::function<void(std::string_view, const ModelMetrics&)>& visit) {
+  if (core_->is_closed()) return tl::unexpected(core_->closed_error("ratelimit.metrics"));
+  return core_->store->visit_stats(
+      [&](std::string_view model, const ModelStats& stats, StoreModel* handle) {
+        ModelMetrics m;
+        if (handle != nullptr) m = handle->counters.snapshot();
+        m.stats = stats;
+        visit(model, m);
+      });
+}
 LimiterMetrics RateLimiter::limiter_metrics() const {
   LimiterMetrics m;
   m.invalid_model = core_->invalid_model.load(std::memory_order_relaxed);

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -182,6 +183,11 @@ class Store {
   virtual Result<ModelStats> stats(std::string_view name) = 0;
   // Every model with a quota or usage in the window or today.
   virtual Result<std::map<std::string, ModelStats, std::less<>>> all_stats() = 0;
+  // Calls `visit(name, stats, handle)` for every model all_stats() lists (`handle` null when
+  // this process has none) and for every other handle whose counters counted something (with
+  // what stats() gives), without building a map of them all (a scrape at 10,000 models).
+  using StatsVisitor = std::function<void(std::string_view, const ModelStats&, StoreModel*)>;
+  virtual Status visit_stats(const StatsVisitor& visit) = 0;
 
   // Quotas. Shared stores own them (every process sees a change).
   virtual Result<std::optional<ModelQuota>> quota(std::string_view name) = 0;

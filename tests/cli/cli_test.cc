@@ -582,6 +582,13 @@ TEST_P(CliStore, Reset) {
   EXPECT_EQ(one.parsed(), (json{{"reset", {"a"}}}));
   EXPECT_EQ(stats_of("a")["rpm"], 0);
   EXPECT_EQ(stats_of("b")["rpm"], 1);
+  Output again = rl({"reset", "a", "--yes"});  // nothing left to clear: it says so
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("nothing to clear"), std::string::npos) << again.out;
+  Output some = rl({"reset", "b", "--yes"});
+  ASSERT_EQ(some.code, 0) << some.err;
+  EXPECT_NE(some.out.find("usage cleared"), std::string::npos) << some.out;
+  ASSERT_EQ(rl({"record", "b", "--prompt", "5"}).code, 0);
   Output all = rl({"reset", "--all", "-y"});
   ASSERT_EQ(all.code, 0) << all.err;
   EXPECT_NE(all.out.find("reset all models"), std::string::npos) << all.out;
@@ -600,6 +607,8 @@ TEST_P(CliStore, BadInputLeavesStateUnchanged) {
       {"check", "m", "--tokens=-5"},
       {"check", "m", "--tokens", "abc"},
       {"check", "m", "--tokens", "1e3"},
+      {"check", "m", "--tokens", "9007199254740992"},  // over 2^53 - 1, like the server
+      {"record", "m", "--prompt", "9007199254740992"},
       {"acquire", "m", "--tokens", "-1"},
       {"acquire", "m", "--tokens", "ten"},
       {"acquire", "m", "--wait", "5"},

@@ -54,6 +54,13 @@ Failure invalid_model_failure(std::string_view model) {
 
 Outcome<std::int64_t> check_count(std::string_view flag, std::string_view text,
                                   std::string_view example) {
+  // The largest count: JSON's exact integer range (2^53 - 1), as the server accepts.
+  constexpr std::int64_t kMaxCount = (std::int64_t{1} << 53) - 1;
+  if (auto n = parse_count(text); n && *n > kMaxCount) {
+    return tl::unexpected(usage_error(std::string(flag) + " " + quote_name(text) +
+                                      " is too large; counts go up to " +
+                                      std::to_string(kMaxCount) + " (2^53 - 1)"));
+  }
   if (auto n = parse_count(text)) return *n;
   return tl::unexpected(usage_error(std::string(flag) + " " + quote_name(text) +
                                     " is not a non-negative integer; give a count such as " +
@@ -642,6 +649,13 @@ int Commands::reset(const std::optional<std::string>& model, bool all, bool yes)
     }
     models = std::move(*all_models);
   }
+  // A single model with no usage: say that there was nothing to clear.
+  bool had_usage = true;
+  if (model) {
+    if (auto st = limiter.stats(*model)) {
+      had_usage = st->rpm != 0 || st->tpm != 0 || st->rpd != 0;
+    }
+  }
   if (auto s = limiter.reset(model ? *model : std::string()); !s) {
     return fail("reset", store_error("cannot reset: " + s.error().to_string()));
   }
@@ -649,6 +663,9 @@ int Commands::reset(const std::optional<std::string>& model, bool all, bool yes)
   if (auto done = (*session)->finish(); !done) return fail("reset", done.error());
   if (options_.json) {
     print(json::reset(models));
+  } else if (model && !had_usage) {
+    print("reset " + printable(*model) +
+          ": nothing to clear (no usage in the window or today; its quota is unchanged)");
   } else if (model) {
     print("reset " + printable(*model) + ": usage cleared (its quota is unchanged)");
   } else {

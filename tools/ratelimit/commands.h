@@ -42,8 +42,10 @@ struct ServeArgs {
   std::string max_models = "10000";
   std::string max_leases = "1000000";
   std::string max_body = "65536";
-  std::string threads = "128";
-  std::string max_waiters = "32";
+  std::string threads = "2";
+  std::string max_connections = "10000";
+  std::string max_waiters = "1024";
+  std::string shutdown_grace = "5s";
 };
 
 // `quota set` and `quota unknown` flags as given (checked by the command).

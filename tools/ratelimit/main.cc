@@ -248,13 +248,21 @@ int main(int argc, char** argv) {
   serve->add_option("--max-body", serve_args.max_body,
                     "Largest request body in bytes (default 65536)");
   serve->add_option("--threads", serve_args.threads,
-                    "Worker threads, one per open connection (default 128)");
+                    "io threads; each serves many connections, none blocks while an acquire "
+                    "waits (default 2)");
+  serve->add_option("--max-connections", serve_args.max_connections,
+                    "Open connections at once; beyond, a new one gets 503 and is closed "
+                    "(default 10000)");
   serve->add_option("--max-waiters", serve_args.max_waiters,
-                    "Acquires that may wait (wait_ms) at once (default 32)");
+                    "Acquires that actually wait (wait_ms) at once (default 1024)");
+  serve->add_option("--shutdown-grace", serve_args.shutdown_grace,
+                    "On SIGTERM/SIGINT, how long requests in flight may finish before their "
+                    "connections are cut (default 5s)");
   serve->footer(
       "Store: the same options as every command (--state, --backend sqlite|yaml|memory, "
-      "--provider).\nStops on SIGTERM/SIGINT: finishes in-flight requests, saves the state, "
-      "exits 0.\nExample:\n  ratelimit --provider openai serve --listen 127.0.0.1:8787\n"
+      "--provider).\nStops on SIGTERM/SIGINT: finishes in-flight requests (up to "
+      "--shutdown-grace), saves the state, exits 0.\nExample:\n  ratelimit --provider openai serve "
+      "--listen 127.0.0.1:8787\n"
       "  curl -s localhost:8787/v1/acquire -d '{\"model\": \"gpt-4o\", \"tokens\": 1500}'");
 
   // count-tokens

@@ -9,10 +9,18 @@
 
 #include "args.h"
 #include "commands.h"
-#include "server.h"
+#include "server.h"  // server/: the HTTP server library
 
 namespace ratelimit::cli {
 namespace {
+
+using server::ServerOptions;
+
+// The server library's errors as the CLI's: invalid_argument is a usage error, the rest a
+// store (environment) error.
+Failure from_error(const Error& e) {
+  return e.code == ErrorCode::invalid_argument ? usage_error(e.message) : store_error(e.message);
+}
 
 Outcome<std::size_t> size_option(const char* flag, const std::string& text, std::size_t min,
                                  std::size_t max) {
@@ -38,17 +46,17 @@ Outcome<Duration> duration_option(const char* flag, const std::string& text, Dur
 
 Outcome<ServerOptions> server_options(const ServeArgs& a) {
   ServerOptions o;
-  auto listen = parse_listen(a.listen);
-  if (!listen) return tl::unexpected(listen.error());
+  auto listen = server::parse_listen(a.listen);
+  if (!listen) return tl::unexpected(from_error(listen.error()));
   o.listen = *listen;
   if (a.token_file) {
     std::string warning;
-    auto token = read_token_file(*a.token_file, warning);
-    if (!token) return tl::unexpected(token.error());
+    auto token = server::read_token_file(*a.token_file, warning);
+    if (!token) return tl::unexpected(from_error(token.error()));
     if (!warning.empty()) std::fprintf(stderr, "ratelimit serve: warning: %s\n", warning.c_str());
     o.token = std::move(*token);
   }
-  if (!is_loopback(o.listen.host) && o.token.empty()) {
+  if (!server::is_loopback(o.listen.host) && o.token.empty()) {
     return tl::unexpected(usage_error(
         "refusing to listen on " + a.listen +
         " without a token: anyone who can reach it could spend your quotas; pass --token-file "
@@ -63,6 +71,9 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
   auto persist = duration_option("--persist-every", a.persist_every, std::chrono::seconds(1), "1s");
   if (!persist) return tl::unexpected(persist.error());
   o.persist_every = *persist;
+  auto grace = duration_option("--shutdown-grace", a.shutdown_grace, Duration(0), "0s");
+  if (!grace) return tl::unexpected(grace.error());
+  o.shutdown_grace = *grace;
   struct SizeOpt {
     const char* flag;
     const std::string& text;
@@ -73,18 +84,14 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
       {"--max-models", a.max_models, 1, 10'000'000, &o.max_models},
       {"--max-leases", a.max_leases, 1, 100'000'000, &o.max_leases},
       {"--max-body", a.max_body, 64, 16 * 1024 * 1024, &o.max_body_bytes},
-      {"--threads", a.threads, 2, 4096, &o.threads},
-      {"--max-waiters", a.max_waiters, 0, 4096, &o.max_waiters},
+      {"--threads", a.threads, 1, 64, &o.threads},
+      {"--max-connections", a.max_connections, 1, 1'000'000, &o.max_connections},
+      {"--max-waiters", a.max_waiters, 0, 1'000'000, &o.max_waiters},
   };
   for (const SizeOpt& s : sizes) {
     auto v = size_option(s.flag, s.text, s.min, s.max);
     if (!v) return tl::unexpected(v.error());
     *s.out = *v;
-  }
-  if (o.max_waiters >= o.threads) {
-    return tl::unexpected(usage_error("--max-waiters " + std::to_string(o.max_waiters) +
-                                      " must be below --threads " + std::to_string(o.threads) +
-                                      ", or waiting acquires could take every worker"));
   }
   return o;
 }
@@ -135,13 +142,22 @@ int Commands::serve(const ServeArgs& args) {
   }
 
   const std::string host = options->listen.host;
-  Server server(*limiter, std::move(*options));
+  const bool yaml = session && session->location().backend == Backend::yaml;
+  const std::string persist_every = args.persist_every;
+  server::Server server(*limiter, std::move(*options));
   auto port = server.bind();
-  if (!port) return fail("serve", port.error());
+  if (!port) return fail("serve", from_error(port.error()));
   const bool v6 = host.find(':') != std::string::npos;
   std::printf("ratelimit serve: listening on http://%s%s%s:%d (store: %s)\n", v6 ? "[" : "",
               host.c_str(), v6 ? "]" : "", *port, where.c_str());
   std::fflush(stdout);
+  if (yaml) {
+    std::fprintf(stderr,
+                 "ratelimit serve: warning: the YAML store is written every %s (--persist-every) "
+                 "and at exit; if the server is killed (SIGKILL, power loss) the grants since the "
+                 "last write are lost. Use the SQLite store (the default) to keep every grant\n",
+                 persist_every.c_str());
+  }
 
   std::atomic<bool> signalled{false};
   std::thread signals([&server, &stop_signals, &signalled] {
@@ -155,15 +171,28 @@ int Commands::serve(const ServeArgs& args) {
   if (!signalled) pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
 
-  if (session) {
-    session->mark_changed();
-    if (auto done = session->finish(); !done) return fail("serve", done.error());
-    if (session->location().backend == Backend::sqlite) {
-      if (auto s = limiter->persist(); !s) {
-        return fail("serve",
-                    store_error("cannot checkpoint the database: " + s.error().to_string()));
-      }
+  if (!session) {
+    std::printf("ratelimit serve: stopped; the memory store's state is discarded\n");
+    std::fflush(stdout);
+    return kOk;
+  }
+  session->mark_changed();
+  if (auto done = session->finish(); !done) return fail("serve", done.error());
+  if (session->location().backend == Backend::sqlite) {
+    // Every grant is already durable (each is a transaction); the checkpoint only folds the
+    // WAL into the database file, and another process on the database (a second server, the
+    // CLI) may hold it: then that process or a later one checkpoints.
+    if (auto s = limiter->persist(); !s) {
+      std::printf(
+          "ratelimit serve: stopped; state saved (every change was already in the database; "
+          "the WAL checkpoint was skipped: %s)\n",
+          s.error().message.c_str());
+      std::fflush(stdout);
+      return kOk;
     }
+    std::printf("ratelimit serve: stopped; state saved\n");
+    std::fflush(stdout);
+    return kOk;
   }
   std::printf("ratelimit serve: stopped; state saved\n");
   std::fflush(stdout);

@@ -325,6 +325,17 @@ class MemoryStore final : public Store {
     return out;
   }
 
+  Status visit_stats(const StatsVisitor& visit) override {
+    for (const auto& slot : table_.all()) {
+      if (auto s = slot->stats_if_shown()) {
+        visit(slot->name, *s, slot.get());
+      } else if (slot->counters.any()) {
+        visit(slot->name, slot->stats(), slot.get());
+      }
+    }
+    return {};
+  }
+
   Result<std::optional<ModelQuota>> quota(std::string_view name) override {
     MemoryModel* slot = table_.find(name);
     if (slot == nullptr) return std::optional<ModelQuota>();

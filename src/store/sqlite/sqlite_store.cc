@@ -632,6 +632,30 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Status visit_stats(const StatsVisitor& visit) override {
+    std::vector<std::pair<std::string, RowState>> states;
+    {
+      MutexLock lock(db_->mu);
+      Error error;
+      if (!db_->all_models("ratelimit.metrics", &error, &states)) {
+        return tl::unexpected(std::move(error));
+      }
+    }
+    std::set<std::string, std::less<>> seen;
+    for (const auto& [model, s] : states) {
+      if (!(s.has_quota || !s.idle() || s.learned.any())) continue;
+      visit(model, s.stats(), table_.find(model));
+      seen.insert(model);
+    }
+    for (const auto& handle : table_.all()) {
+      if (seen.count(handle->name) != 0 || !handle->counters.any()) continue;
+      auto s = stats(handle->name);
+      if (!s) return tl::unexpected(s.error());
+      visit(handle->name, *s, handle.get());
+    }
+    return {};
+  }
+
   Result<std::optional<ModelQuota>> quota(std::string_view name) override {
     MutexLock lock(db_->mu);
     std::optional<ModelQuota> out;

@@ -1,6 +1,6 @@
 #include "live_page.h"
 
-namespace ratelimit::cli {
+namespace ratelimit::server {
 namespace {
 
 // Model names are user data: they only ever reach the page through textContent, never HTML.
@@ -130,4 +130,4 @@ constexpr std::string_view kPage = R"html(<!doctype html>
 
 std::string_view live_page_html() { return kPage; }
 
-}  // namespace ratelimit::cli
+}  // namespace ratelimit::server

@@ -5,8 +5,8 @@
 
 #include <string_view>
 
-namespace ratelimit::cli {
+namespace ratelimit::server {
 
 std::string_view live_page_html();
 
-}  // namespace ratelimit::cli
+}  // namespace ratelimit::server
