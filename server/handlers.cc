@@ -51,9 +51,10 @@ enum class Route : std::uint8_t {
   model_stats,
   quota,
   reset,
+  observe,
   unmatched,
 };
-constexpr std::size_t kRouteCount = 13;
+constexpr std::size_t kRouteCount = 14;
 constexpr std::array<const char*, kRouteCount> kRouteNames = {"/",
                                                               "/healthz",
                                                               "/metrics",
@@ -66,6 +67,7 @@ constexpr std::array<const char*, kRouteCount> kRouteNames = {"/",
                                                               "/v1/stats/{model}",
                                                               "/v1/quotas/{model}",
                                                               "/v1/reset",
+                                                              "/v1/observe",
                                                               "unmatched"};
 
 // Every status the server answers (499: the client closed its connection before the answer,
@@ -191,6 +193,12 @@ class Body {
   }
 
   bool has(const char* key) const { return j_.contains(key); }
+  // The field as parsed (null when absent).
+  const Json& raw(const char* key) const {
+    static const Json kNull;
+    auto it = j_.find(key);
+    return it == j_.end() ? kNull : *it;
+  }
 
   // An integer field in [min, kMaxCount]; `fallback` when absent (nullopt: required).
   std::optional<std::int64_t> count(const char* key, std::optional<std::int64_t> fallback,
@@ -600,6 +608,7 @@ struct Handlers::Impl {
     if (path == "/v1/record") return Route::record;
     if (path == "/v1/stats") return Route::stats;
     if (path == "/v1/reset") return Route::reset;
+    if (path == "/v1/observe") return Route::observe;
     if (path.rfind("/v1/stats/", 0) == 0 && path.size() > 10) return Route::model_stats;
     if (path.rfind("/v1/quotas/", 0) == 0 && path.size() > 11) return Route::quota;
     if (path.rfind("/v1/reservations/", 0) == 0) {
@@ -747,19 +756,21 @@ struct Handlers::Impl {
 
   Response decide(const Request& req) {
     Response res;
-    auto b = body(req, res, {"model", "tokens"});
+    auto b = body(req, res, {"model", "tokens", "output_tokens"});
     if (!b) return res;
     std::string error;
     auto model = model_of(*b, error);
     auto tokens = model ? b->count("tokens", 0, -kMaxCount, error) : std::nullopt;
-    if (!tokens) return error_response(400, "invalid_request", error);
-    const Decision d = limiter.decide(*model, *tokens);
+    auto output = tokens ? b->count("output_tokens", 0, -kMaxCount, error) : std::nullopt;
+    if (!output) return error_response(400, "invalid_request", error);
+    const Decision d = limiter.decide(*model, TokenEstimate{*tokens, *output});
     if (d.code == DecisionCode::invalid_model) return invalid_model("POST /v1/decide", *model);
     return json_response(200, json::decision(d));
   }
 
   // The answer to an acquire whose reservation (granted or not) is `r`.
-  Response acquired(const std::string& model, std::int64_t tokens, Reservation r) {
+  Response acquired(const std::string& model, TokenEstimate estimate, Reservation r) {
+    const std::int64_t tokens = estimate.total();
     const std::string op = "POST /v1/acquire";
     const Decision d = r.decision();
     Response res;
@@ -785,7 +796,7 @@ struct Handlers::Impl {
   }
 
   // The end of a waiting acquire (on the calling thread or the limiter's waiter thread).
-  void waited(const std::string& model, std::int64_t tokens, Result<Reservation> got,
+  void waited(const std::string& model, TokenEstimate tokens, Result<Reservation> got,
               const std::shared_ptr<Exchange>& ex) {
     const std::string op = "POST /v1/acquire";
     if (got) {
@@ -813,7 +824,7 @@ struct Handlers::Impl {
         if (d.retry_after != Duration::max()) {
           res.set_header("Retry-After", ceil_seconds(d.retry_after));
         }
-        set_rate_limit_headers(res, d, tokens);
+        set_rate_limit_headers(res, d, tokens.total());
         return reply(ex, std::move(res));
       }
       case ErrorCode::cancelled:
@@ -841,20 +852,23 @@ struct Handlers::Impl {
   void acquire(const Request& req, const std::shared_ptr<Exchange>& ex) {
     const std::string op = "POST /v1/acquire";
     Response res;
-    auto b = body(req, res, {"model", "tokens", "wait_ms"});
+    auto b = body(req, res, {"model", "tokens", "output_tokens", "wait_ms"});
     if (!b) return reply(ex, std::move(res));
     std::string error;
     auto model = model_of(*b, error);
     if (!model) return reply(ex, error_response(400, "invalid_request", error));
-    auto tokens = b->count("tokens", 0, -kMaxCount, error);
-    if (!tokens) return reply(ex, error_response(400, "invalid_request", error));
-    if (*tokens < 0) {
-      return reply(
-          ex,
-          error_response(400, "invalid_tokens",
-                         op + ": \"tokens\" must be >= 0 (the estimated tokens of the call), got " +
-                             std::to_string(*tokens)));
+    auto input = b->count("tokens", 0, -kMaxCount, error);
+    auto output = input ? b->count("output_tokens", 0, -kMaxCount, error) : std::nullopt;
+    if (!output) return reply(ex, error_response(400, "invalid_request", error));
+    if (*input < 0 || *output < 0) {
+      return reply(ex,
+                   error_response(400, "invalid_tokens",
+                                  op +
+                                      ": \"tokens\" and \"output_tokens\" must be >= 0 (the "
+                                      "estimated input and output tokens of the call), got " +
+                                      std::to_string(*input) + " and " + std::to_string(*output)));
     }
+    const std::optional<TokenEstimate> tokens = TokenEstimate{*input, *output};
     const std::int64_t max_wait_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(options.max_wait).count();
     auto wait_ms = b->count("wait_ms", 0, 0, error);
@@ -1029,27 +1043,101 @@ struct Handlers::Impl {
       res.status = 204;
       return res;
     }
-    auto b = body(req, res, {"max_rpm", "max_tpm", "max_rpd"});
+    auto b =
+        body(req, res,
+             {"max_rpm", "max_tpm", "max_rpd", "max_input_tpm", "max_output_tpm", "day_start"});
     if (!b) return res;
-    if (!b->has("max_rpm") && !b->has("max_tpm") && !b->has("max_rpd")) {
+    if (!b->has("max_rpm") && !b->has("max_tpm") && !b->has("max_rpd") &&
+        !b->has("max_input_tpm") && !b->has("max_output_tpm") && !b->has("day_start")) {
       return error_response(400, "invalid_request",
-                            op + ": give at least one of max_rpm, max_tpm, max_rpd (0: unlimited)");
+                            op + ": give at least one of max_rpm, max_tpm, max_rpd, "
+                                 "max_input_tpm, max_output_tpm, day_start (0: unlimited)");
     }
     auto stored = limiter.quota(model);
     if (!stored) return call_failed(op, stored.error());
-    const ModelQuota current = stored->value_or(ModelQuota{});
+    ModelQuota q = stored->value_or(ModelQuota{});
     std::string error;
-    auto rpm = b->count("max_rpm", current.max_rpm, 0, error);
-    auto tpm = rpm ? b->count("max_tpm", current.max_tpm, 0, error) : std::nullopt;
-    auto rpd = tpm ? b->count("max_rpd", current.max_rpd, 0, error) : std::nullopt;
-    if (!rpd) return error_response(400, "invalid_request", error);
+    for (auto [key, field] :
+         {std::pair{"max_rpm", &q.max_rpm}, std::pair{"max_tpm", &q.max_tpm},
+          std::pair{"max_rpd", &q.max_rpd}, std::pair{"max_input_tpm", &q.max_input_tpm},
+          std::pair{"max_output_tpm", &q.max_output_tpm}}) {
+      auto v = b->count(key, *field, 0, error);
+      if (!v) return error_response(400, "invalid_request", error);
+      *field = *v;
+    }
+    if (const Json& day = b->raw("day_start"); !day.is_null()) {
+      auto d = day.is_string() ? day_start_from_string(day.get<std::string>()) : std::nullopt;
+      if (!d) {
+        return error_response(400, "invalid_request",
+                              op + ": \"day_start\" must be \"first_request\" or "
+                                   "\"pacific_midnight\"");
+      }
+      q.day_start = *d;
+    }
     if (!admit(op, model, res)) return res;
-    ModelQuota q = current;
-    q.max_rpm = *rpm;
-    q.max_tpm = *tpm;
-    q.max_rpd = *rpd;
     if (auto s = limiter.set_quota(model, q); !s) return call_failed(op, s.error());
     return json_response(200, json::model_quota(model, q));
+  }
+
+  // {"model", "status", "headers", "body", "format"}: a provider's response, so that any
+  // language can feed what the provider said into the limiter (RateLimiter::observe).
+  Response observe(const Request& req) {
+    const std::string op = "POST /v1/observe";
+    Response res;
+    auto b = body(req, res, {"model", "status", "headers", "body", "format"});
+    if (!b) return res;
+    std::string error;
+    auto model = model_of(*b, error);
+    auto status = model ? b->count("status", 200, 100, error) : std::nullopt;
+    if (!status) return error_response(400, "invalid_request", error);
+    if (*status > 599) {
+      return error_response(400, "invalid_request",
+                            op + ": \"status\" must be an HTTP status code (100..599), got " +
+                                std::to_string(*status));
+    }
+    ProviderResponse response;
+    response.status = static_cast<int>(*status);
+    const Json& format = b->raw("format");
+    if (!format.is_null()) {
+      auto f = format.is_string() ? response_format_from_string(format.get<std::string>())
+                                  : std::nullopt;
+      if (!f) {
+        return error_response(400, "invalid_request",
+                              op + ": \"format\" must be one of auto, openai, azure_openai, "
+                                   "groq, anthropic, mistral, gemini");
+      }
+      response.format = *f;
+    }
+    const Json& headers = b->raw("headers");
+    const std::string shape =
+        op + ": \"headers\" must be an object of strings or a list of [name, value] string pairs";
+    if (headers.is_object()) {
+      for (const auto& [name, value] : headers.items()) {
+        if (!value.is_string()) return error_response(400, "invalid_request", shape);
+        response.headers.emplace_back(name, value.get<std::string>());
+      }
+    } else if (headers.is_array()) {
+      for (const auto& pair : headers) {
+        if (!pair.is_array() || pair.size() != 2 || !pair[0].is_string() || !pair[1].is_string()) {
+          return error_response(400, "invalid_request", shape);
+        }
+        response.headers.emplace_back(pair[0].get<std::string>(), pair[1].get<std::string>());
+      }
+    } else if (!headers.is_null()) {
+      return error_response(400, "invalid_request", shape);
+    }
+    const Json& text = b->raw("body");
+    if (!text.is_null()) {
+      if (!text.is_string()) {
+        return error_response(400, "invalid_request",
+                              op + ": \"body\" must be the response body as a string");
+      }
+      response.body = text.get<std::string>();
+    }
+    if (!admit(op, *model, res)) return res;
+    auto o = limiter.observe(*model, response);
+    if (!o) return call_failed(op, o.error());
+    return json_response(200, json::observation(*o));
   }
 
   Response reset(const Request& req) {
@@ -1178,6 +1266,8 @@ struct Handlers::Impl {
         return quota(req);
       case Route::reset:
         return reset(req);
+      case Route::observe:
+        return observe(req);
       case Route::acquire:
       case Route::unmatched:
         break;

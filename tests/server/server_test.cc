@@ -989,5 +989,74 @@ TEST(ServerSqlite, StoreFailureIs503) {
 INSTANTIATE_TEST_SUITE_P(Stores, ServerStores, ::testing::Values("memory", "sqlite"),
                          [](const auto& info) { return info.param; });
 
+// Issue 11 over HTTP: input/output estimates, resolved names, observe, new quota fields.
+TEST_F(ServerTest, ProviderLimitsOverHttp) {
+  ModelQuota q{10, 0, 0};
+  q.max_input_tpm = 100;
+  q.max_output_tpm = 50;
+  start({{"claude-sonnet-4", q}});
+  auto c = client();
+  Reply r = post(c, "/v1/acquire",
+                 R"({"model": "claude-sonnet-4-20250514", "tokens": 60, "output_tokens": 40})");
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["resolved_model"], "claude-sonnet-4");
+  r = post(c, "/v1/decide", R"({"model": "claude-sonnet-4", "output_tokens": 11})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["code"], "output_tpm_exceeded");
+  EXPECT_EQ(r.body["stats"]["input_tpm"], 60);
+  EXPECT_EQ(r.body["stats"]["output_tpm"], 40);
+  r = post(c, "/v1/acquire", R"({"model": "claude-sonnet-4", "output_tokens": 51})");
+  EXPECT_EQ(r.status, 422) << r.text;
+  expect_error(post(c, "/v1/acquire", R"({"model": "m", "output_tokens": -1})"), 400,
+               "invalid_tokens");
+
+  // observe: headers as an object or as a list of pairs (repeats allowed).
+  r = post(c, "/v1/observe",
+           R"({"model": "claude-sonnet-4-5", "status": 429, "headers": {"retry-after": "30"}})");
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["resolved_model"], "claude-sonnet-4-5");  // no such family: its own name
+  r = post(c, "/v1/observe",
+           R"({"model": "claude-sonnet-4", "status": 429,
+               "headers": [["Retry-After", "20"], ["retry-after", "junk"]]})");
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["resolved_model"], "claude-sonnet-4");
+  EXPECT_FALSE(r.body["learned"]["cooldown_until"].is_null());
+  r = post(c, "/v1/decide", R"({"model": "claude-sonnet-4"})");
+  EXPECT_EQ(r.body["code"], "provider_cooldown");
+  EXPECT_EQ(r.body["retry_after_ms"], 20000);
+  clock_->advance(20s);
+  r = post(c, "/v1/decide", R"({"model": "claude-sonnet-4"})");
+  EXPECT_EQ(r.body["allowed"], true) << r.text;
+  expect_error(post(c, "/v1/observe", R"({"model": "m", "status": 42})"), 400, "invalid_request");
+  expect_error(post(c, "/v1/observe", R"({"model": "m", "headers": "retry-after: 1"})"), 400,
+               "invalid_request");
+  expect_error(post(c, "/v1/observe", R"({"model": "m", "headers": [["a"]]})"), 400,
+               "invalid_request");
+  expect_error(post(c, "/v1/observe", R"({"model": "m", "format": "aol"})"), 400,
+               "invalid_request");
+  expect_error(post(c, "/v1/observe", R"({"model": "m", "body": 5})"), 400, "invalid_request");
+  r = post(
+      c, "/v1/observe",
+      R"({"model": "gemini-2.0-flash", "status": 429, "body": "{\"error\": {\"code\": 429, \"status\": \"RESOURCE_EXHAUSTED\", \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"7s\"}]}}"})");
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["format"], "gemini");
+
+  // Quotas take the new fields.
+  r = put(c, "/v1/quotas/m", R"({"max_input_tpm": 7, "day_start": "pacific_midnight"})");
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["quota"]["max_input_tpm"], 7);
+  EXPECT_EQ(r.body["quota"]["day_start"], "pacific_midnight");
+  expect_error(put(c, "/v1/quotas/m", R"({"day_start": "noon"})"), 400, "invalid_request");
+
+  // The metrics carry the new families.
+  r = get(c, "/metrics");
+  EXPECT_NE(r.text.find("ratelimit_window_output_tokens{model=\"claude-sonnet-4\"} 40"),
+            std::string::npos);
+  EXPECT_NE(r.text.find("ratelimit_provider_responses_total{model=\"claude-sonnet-4\","
+                        "cooldown=\"true\"} 1"),
+            std::string::npos);
+  EXPECT_NE(r.text.find("ratelimit_provider_values_ignored_total"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ratelimit::cli
