@@ -755,3 +755,45 @@ TEST(SqliteWaitTest, QueueOrderAmongAcquireWaiters) {
 
 }  // namespace
 }  // namespace ratelimit
+
+namespace ratelimit {
+namespace {
+
+// A database written by the release before input/output limits (schema version 1: no columns
+// or tables of ours for them) is upgraded in place when opened, keeping its usage, quotas and
+// reservation ids; every token it held counts as input.
+TEST(SqliteOpenTest, AVersionOneDatabaseIsUpgradedInPlace) {
+  auto f = testing::sqlite_limiter({{"m", {5, 100, 10}}});
+  ASSERT_TRUE(f->limiter->record_usage("m", 40, 0));
+  Reservation r = f->limiter->try_acquire("m", 7);
+  ASSERT_TRUE(r);
+  const std::string id = r.id();
+  ASSERT_TRUE(f->limiter->close());
+  for (const char* sql :
+       {"ALTER TABLE tokens DROP COLUMN output", "ALTER TABLE quotas DROP COLUMN max_input_tpm",
+        "ALTER TABLE quotas DROP COLUMN max_output_tpm", "ALTER TABLE quotas DROP COLUMN day_start",
+        "ALTER TABLE rl_totals DROP COLUMN output_hi",
+        "ALTER TABLE rl_totals DROP COLUMN output_lo",
+        "ALTER TABLE rl_reservations DROP COLUMN est_output", "DROP TABLE rl_aliases",
+        "DROP TABLE rl_learned", "DELETE FROM rl_meta WHERE key = 'config_version'",
+        "UPDATE rl_meta SET value = '1' WHERE key = 'schema_version'"}) {
+    ASSERT_TRUE(testing::exec_sql(f->path, sql)) << sql;
+  }
+  auto again = testing::open_db(f->path, {}, f->clock);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(testing::query_text(f->path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
+            "2");
+  const ModelStats s = *again->stats("m");
+  EXPECT_EQ(s.rpm, 2);
+  EXPECT_EQ(s.tpm, 47);
+  EXPECT_EQ(s.input_tpm, 47);
+  EXPECT_EQ(s.output_tpm, 0);
+  EXPECT_EQ(again->quota("m")->value(), (ModelQuota{5, 100, 10}));
+  ASSERT_TRUE(again->commit(id, 3, 2));  // an id issued before the upgrade still settles
+  EXPECT_EQ(again->stats("m")->output_tpm, 2);
+  ASSERT_TRUE(again->set_alias("m-alias", "m"));
+  EXPECT_EQ(again->decide("m-alias", 0).resolved_model, "m");
+}
+
+}  // namespace
+}  // namespace ratelimit
