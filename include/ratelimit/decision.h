@@ -59,9 +59,10 @@ struct LearnedLimits {
     friend bool operator==(const Ceiling&, const Ceiling&) = default;
   };
   Ceiling requests, tokens, input_tokens, output_tokens;
+  // (`left` is -1 or >= 0: the AND of four is negative only when all four are -1.)
   bool any() const {
-    return cooldown_until != TimePoint{} || requests.left >= 0 || tokens.left >= 0 ||
-           input_tokens.left >= 0 || output_tokens.left >= 0;
+    return cooldown_until != TimePoint{} ||
+           (requests.left & tokens.left & input_tokens.left & output_tokens.left) >= 0;
   }
   friend bool operator==(const LearnedLimits&, const LearnedLimits&) = default;
 };

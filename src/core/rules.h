@@ -67,9 +67,9 @@ struct Learned {
   };
   Ceiling requests, tokens, input, output;
 
+  // (A ceiling's `left` is -1 or >= 0: the AND of four is negative only when all four are -1.)
   bool any() const {
-    return cooldown_until_ns != 0 || requests.left >= 0 || tokens.left >= 0 || input.left >= 0 ||
-           output.left >= 0;
+    return cooldown_until_ns != 0 || (requests.left & tokens.left & input.left & output.left) >= 0;
   }
   // Drops what has expired at `now_ns`; true when something changed.
   bool expire(std::int64_t now_ns) {
