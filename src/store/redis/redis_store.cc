@@ -91,8 +91,10 @@ std::optional<std::string> quota_too_big(std::string_view op, std::string_view m
   return std::nullopt;
 }
 
+// Negative counts are the rules' business (invalid_tokens), not this bound's.
 bool too_big(TokenEstimate t) {
-  return t.input > kMaxExact || t.output > kMaxExact || t.input + t.output > kMaxExact;
+  return t.input > kMaxExact || t.output > kMaxExact ||
+         (t.input > 0 && t.output > 0 && t.input + t.output > kMaxExact);
 }
 
 std::int64_t parse_i64(const std::string& s) {
@@ -608,8 +610,11 @@ class RedisStore final : public Store {
     const char* op = "ratelimit.all_stats";
     if (auto e = closed(op)) return tl::unexpected(std::move(*e));
     std::set<std::string> names;
-    for (const char* cmd : {"HKEYS", "HVALS"}) {
-      auto v = s_->command({cmd, std::string(cmd)[1] == 'K' ? s_->quotas() : s_->numbers()}, op);
+    // Models with a quota (its field names) and models with state (the numbers' values).
+    const std::pair<const char*, const std::string*> sources[] = {{"HKEYS", &s_->quotas()},
+                                                                  {"HVALS", &s_->numbers()}};
+    for (const auto& [cmd, key] : sources) {
+      auto v = s_->command({cmd, *key}, op);
       if (!v) return tl::unexpected(v.error());
       for (const auto& e : v->elements) {
         if (s_->valid_name(e.str)) names.insert(e.str);
