@@ -4,7 +4,8 @@
 // on one node):
 //   S  hash: name, no (the model's number), seq (last reservation), gen (day generation),
 //      req/tok/inp (running totals of the live window), ds/dn (day start µs, requests today),
-//      lc (cooldown until, ns), lr/lt/li/lo + "u" (learned ceilings: left, until ns)
+//      lc (cooldown until, ns), lr/lt/li/lo + "u" (learned ceilings: left, until ns),
+//      nw (newest entry µs), xc (entries in X), exp (when the keys' expiry was last set)
 //   Z  sorted set: one member per live request (its seq), scored by its time in µs
 //   E  hash: seq → "<input> <output> <r|c|u> <gen>" (reserved, committed, recorded)
 //   X  sorted set: cancelled reservations still inside their window (seq → µs), so that a
@@ -52,6 +53,7 @@ local req, tok, inp, gen, seq = n('req'), n('tok'), n('inp'), n('gen'), n('seq')
 local day_s = nil
 if st.ds then day_s = tonumber(st.ds) end
 local day_n = n('dn')
+local newest, xc, refreshed = n('nw'), n('xc'), n('exp')
 local cool = st.lc
 local ceil = {}
 local ckeys = {'lr', 'lt', 'li', 'lo'}
@@ -83,10 +85,14 @@ local function entry(v)
   return tonumber(a), tonumber(b), k, tonumber(g)
 end
 -- The wall clock stepped back: entries after now are clamped to now.
-local late = redis.call('ZRANGEBYSCORE', Z, '(' .. fmt(now_us), '+inf')
-for _, m in ipairs(late) do redis.call('ZADD', Z, fmt(now_us), m); dirty = true end
-late = redis.call('ZRANGEBYSCORE', X, '(' .. fmt(now_us), '+inf')
-for _, m in ipairs(late) do redis.call('ZADD', X, fmt(now_us), m) end
+if newest > now_us then
+  local late = redis.call('ZRANGEBYSCORE', Z, '(' .. fmt(now_us), '+inf')
+  for _, m in ipairs(late) do redis.call('ZADD', Z, fmt(now_us), m) end
+  late = redis.call('ZRANGEBYSCORE', X, '(' .. fmt(now_us), '+inf')
+  for _, m in ipairs(late) do redis.call('ZADD', X, fmt(now_us), m) end
+  newest = now_us
+  dirty = true
+end
 -- An entry exactly 60 s old has left the window.
 local cutoff = fmt(now_us - 60000000)
 local old = redis.call('ZRANGEBYSCORE', Z, '-inf', cutoff)
@@ -105,7 +111,7 @@ if #old > 0 then
   redis.call('ZREMRANGEBYSCORE', Z, '-inf', cutoff)
   dirty = true
 end
-redis.call('ZREMRANGEBYSCORE', X, '-inf', cutoff)
+if xc > 0 then xc = xc - redis.call('ZREMRANGEBYSCORE', X, '-inf', cutoff) end
 if day_s then
   if day_s > now_us then day_s = now_us; dirty = true end
   if now_us >= day_end(day_s) then day_s = nil; day_n = 0; gen = gen + 1; dirty = true end
@@ -116,27 +122,31 @@ for _, k in ipairs(ckeys) do
 end
 local function save()
   local h = {'name', name, 'req', fmt(req), 'tok', fmt(tok), 'inp', fmt(inp), 'gen', fmt(gen),
-             'seq', fmt(seq), 'dn', fmt(day_n)}
+             'seq', fmt(seq), 'dn', fmt(day_n), 'nw', fmt(newest), 'xc', fmt(xc)}
   local gone = {}
-  if day_s then h[#h + 1] = 'ds'; h[#h + 1] = fmt(day_s) else gone[#gone + 1] = 'ds' end
-  if cool then h[#h + 1] = 'lc'; h[#h + 1] = cool else gone[#gone + 1] = 'lc' end
+  if day_s then h[#h + 1] = 'ds'; h[#h + 1] = fmt(day_s) elseif st.ds then gone[#gone + 1] = 'ds' end
+  if cool then h[#h + 1] = 'lc'; h[#h + 1] = cool elseif st.lc then gone[#gone + 1] = 'lc' end
   for _, k in ipairs(ckeys) do
     if ceil[k] then
       h[#h + 1] = k; h[#h + 1] = fmt(ceil[k][1]); h[#h + 1] = k .. 'u'; h[#h + 1] = ceil[k][2]
-    else
+    elseif st[k] then
       gone[#gone + 1] = k; gone[#gone + 1] = k .. 'u'
     end
   end
+  -- Idle keys expire: nothing of a model outlives two days without use (refreshed hourly).
+  local expire = not existed or now_us - refreshed > 3600000000 or now_us < refreshed
+  if expire then h[#h + 1] = 'exp'; h[#h + 1] = fmt(now_us) end
   redis.call('HSET', S, unpack(h))
-  redis.call('HDEL', S, unpack(gone))
+  if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
   if not st.no then
     local no = redis.call('HINCRBY', M, 'next_no', 1)
     redis.call('HSET', N, no, name)
     redis.call('HSET', S, 'no', no)
     st.no = tostring(no)
   end
-  -- Idle keys expire: nothing of a model outlives two days without use.
-  for _, k in ipairs({S, Z, E, X}) do redis.call('PEXPIRE', k, 172800000) end
+  if expire then
+    for _, k in ipairs({S, Z, E, X}) do redis.call('PEXPIRE', k, 176400000) end
+  end
 end
 local function learned_reply()
   local out = {cool or ''}
@@ -215,6 +225,7 @@ for _, v in ipairs(learned_reply()) do out[#out + 1] = v end
 if allowed == 1 and mode == 2 then
   seq = seq + 1
   out[2] = seq
+  newest = now_us
   redis.call('ZADD', Z, fmt(now_us), fmt(seq))
   redis.call('HSET', E, fmt(seq), fmt(ein) .. ' ' .. fmt(eout) .. ' r ' .. fmt(gen))
   req = req + 1; tok = tok + total; inp = inp + ein
@@ -238,6 +249,7 @@ return out
 inline constexpr const char* kRecord = R"lua(
 local ein, eout = tonumber(ARGV[5]), tonumber(ARGV[6])
 seq = seq + 1
+newest = now_us
 redis.call('ZADD', Z, fmt(now_us), fmt(seq))
 redis.call('HSET', E, fmt(seq), fmt(ein) .. ' ' .. fmt(eout) .. ' u ' .. fmt(gen))
 req = req + 1; tok = tok + ein + eout; inp = inp + ein
@@ -271,6 +283,7 @@ if v then
     redis.call('ZREM', Z, key)
     redis.call('HDEL', E, key)
     redis.call('ZADD', X, t, key)
+    xc = xc + 1
     req = req - 1; tok = tok - a - b; inp = inp - a
     if g == gen and day_s and day_n > 0 then day_n = day_n - 1 end
     released = 1
@@ -307,7 +320,7 @@ return {changed, epoch}
 inline constexpr const char* kReset = R"lua(
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'req', 0, 'tok', 0, 'inp', 0, 'dn', 0)
+  redis.call('HSET', KEYS[1], 'req', 0, 'tok', 0, 'inp', 0, 'dn', 0, 'xc', 0)
   redis.call('HDEL', KEYS[1], 'ds', 'lc', 'lr', 'lru', 'lt', 'ltu', 'li', 'liu', 'lo', 'lou')
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
 end
