@@ -13,6 +13,8 @@ std::string_view to_string(Backend backend) {
       return "sqlite";
     case Backend::memory:
       return "memory";
+    case Backend::redis:
+      return "redis";
   }
   return "unknown";
 }
@@ -28,9 +30,10 @@ Result<Backend> backend_from_string(std::string_view name) {
   if (lower.empty() || lower == "yaml") return Backend::yaml;
   if (lower == "sqlite") return Backend::sqlite;
   if (lower == "memory") return Backend::memory;
+  if (lower == "redis") return Backend::redis;
   return make_error(ErrorCode::invalid_argument, "ratelimit.backend: unknown backend \"" +
                                                      std::string(name) +
-                                                     "\" (use yaml, sqlite or memory)");
+                                                     "\" (use yaml, sqlite, memory or redis)");
 }
 
 std::string_view to_string(UnknownModelPolicy policy) {

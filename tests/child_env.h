@@ -21,8 +21,9 @@ inline std::vector<std::string> child_environment(
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view v(*e);
     if (v.starts_with("HOME=") || v.starts_with("CORE_HOME=") ||
-        v.starts_with("RATELIMIT_STATE=") || v.starts_with("ASAN_OPTIONS=") ||
-        v.starts_with("UBSAN_OPTIONS=") || v.starts_with("TSAN_OPTIONS=")) {
+        v.starts_with("RATELIMIT_STATE=") || v.starts_with("RATELIMIT_REDIS_URL=") ||
+        v.starts_with("ASAN_OPTIONS=") || v.starts_with("UBSAN_OPTIONS=") ||
+        v.starts_with("TSAN_OPTIONS=")) {
       continue;
     }
     bool replaced = false;

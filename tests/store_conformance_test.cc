@@ -165,7 +165,7 @@ TEST_P(Conformance, ReservationsSettleByIdFromAnotherLimiterOnTheStore) {
   // The same limiter always settles by id; a second limiter on a shared store does too.
   RateLimiter* other = &l;
   std::unique_ptr<RateLimiter> second;
-  if (GetParam() == StoreKind::sqlite) {
+  if (f->shared()) {
     second = f->open();
     other = second.get();
   }

@@ -1,6 +1,7 @@
 // Limiters on every kind of store, for the tests that must hold on each (the conformance
 // suite, the property test): memory, YAML (memory + snapshots) and SQLite, each on a
-// ManualClock in a temp dir. Redis joins when its store exists.
+// ManualClock in a temp dir, and Redis (a redis-server started by the test program, a key
+// prefix of its own per fixture, the client's clock).
 #pragma once
 
 #include <condition_variable>
@@ -11,11 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "redis_server.h"
 #include "test_util.h"
 
 namespace ratelimit::testing {
 
-enum class StoreKind { memory, yaml, sqlite };
+enum class StoreKind { memory, yaml, sqlite, redis };
 
 inline std::string store_name(StoreKind kind) {
   switch (kind) {
@@ -25,13 +27,15 @@ inline std::string store_name(StoreKind kind) {
       return "yaml";
     case StoreKind::sqlite:
       return "sqlite";
+    case StoreKind::redis:
+      return "redis";
   }
   return "?";
 }
 
 inline const std::vector<StoreKind>& all_store_kinds() {
   static const std::vector<StoreKind> kinds = {StoreKind::memory, StoreKind::yaml,
-                                               StoreKind::sqlite};
+                                               StoreKind::sqlite, StoreKind::redis};
   return kinds;
 }
 
@@ -105,6 +109,12 @@ struct StoreFixture {
         config.backend = Backend::sqlite;
         config.file_path = dir.file("state.db");
         break;
+      case StoreKind::redis:
+        config.backend = Backend::redis;
+        config.redis_url = shared_redis().url();
+        config.key_prefix = prefix;
+        config.redis_use_client_clock = true;
+        break;
     }
     auto opened = RateLimiter::open(std::move(config));
     if (!opened) {
@@ -115,10 +125,13 @@ struct StoreFixture {
   }
 
   bool persists() const { return kind != StoreKind::memory; }
+  // Whether other limiters on the same state see this one's changes at once.
+  bool shared() const { return kind == StoreKind::sqlite || kind == StoreKind::redis; }
 
   StoreKind kind;
   QuotaMap initial;
   TempDir dir;
+  std::string prefix = unique_prefix();  // Redis: this fixture's keys
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>(start_time());
   std::shared_ptr<std::vector<std::string>> warnings = std::make_shared<std::vector<std::string>>();
   std::unique_ptr<RateLimiter> limiter;

@@ -1,6 +1,7 @@
 // How a RateLimiter is opened: backend, state path, quotas, clock.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,11 +15,11 @@
 
 namespace ratelimit {
 
-enum class Backend { yaml, sqlite, memory };
+enum class Backend { yaml, sqlite, memory, redis };  // redis: appended
 
-// "yaml", "sqlite", "memory".
+// "yaml", "sqlite", "memory", "redis".
 std::string_view to_string(Backend backend);
-// "" and "yaml" → yaml, "sqlite", "memory"; surrounding white space is trimmed and case is
+// "" and "yaml" → yaml, "sqlite", "memory", "redis"; surrounding white space is trimmed and case is
 // ignored. Anything else: invalid_argument `unknown backend "<name>"`.
 Result<Backend> backend_from_string(std::string_view name);
 
@@ -61,6 +62,24 @@ struct Config {
   // Called with each warning (e.g. a state file row skipped because its model name is not
   // valid); null: written to stderr as "ratelimit: warning: <message>". Any thread.
   std::function<void(std::string_view message)> on_warning;
+
+  // --- Backend::redis (a fleet of machines shares one quota; see docs/design.md) ---
+  // redis://[[user]:password@]host[:port][/db] or unix:///path/to.sock[?db=N]. The password
+  // never appears in errors or logs. Plain TCP only (hiredis 0.14 has no TLS): reach a
+  // TLS-only Redis through a local tunnel such as stunnel.
+  std::string redis_url;
+  // Every key starts with "<key_prefix>:"; several fleets may share one Redis.
+  std::string key_prefix = "ratelimit";
+  // Bounds on connecting and on every command (a call never hangs longer): a stopped or
+  // unreachable Redis answers store_unavailable (checks) or unavailable (other calls).
+  std::chrono::milliseconds redis_connect_timeout{1000};
+  std::chrono::milliseconds redis_command_timeout{1000};
+  // Connections per limiter (threads do not serialise on one socket).
+  int redis_pool_size = 4;
+  // false (default): the Redis server's clock (TIME inside each script) decides, so clients
+  // whose clocks disagree still share one exact window. true: the scripts get this client's
+  // `clock` instead (tests on a ManualClock; every client of a fleet must then agree).
+  bool redis_use_client_clock = false;
 };
 
 // The quota table a Config describes (seed merge order): if providers and quotas are both

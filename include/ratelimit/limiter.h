@@ -113,6 +113,12 @@ class RateLimiter {
   // only for models that have no quota row yet. Errors: io_error, unavailable, corrupt_state
   // (a damaged, truncated or foreign file; see Config::recover_corrupt).
   static Result<std::unique_ptr<RateLimiter>> open_sqlite(std::string path, Config config = {});
+  // Opens the shared Redis store at `url` (the argument wins over config.redis_url; see
+  // Config::redis_url for the forms). Redis owns the quotas, aliases and unknown-model policy:
+  // config values are written only where Redis has none yet. Errors: invalid_argument (a
+  // malformed URL), unavailable (cannot connect, wrong password or db; the message names the
+  // host, never the password).
+  static Result<std::unique_ptr<RateLimiter>> open_redis(std::string url, Config config = {});
 
   ~RateLimiter();  // neither persists nor throws; call persist()/close()
   RateLimiter(const RateLimiter&) = delete;

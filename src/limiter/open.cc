@@ -7,6 +7,7 @@
 #include "limiter/validation.h"
 #include "ratelimit/limiter.h"
 #include "store/memory/memory_store.h"
+#include "store/redis/redis_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace ratelimit {
@@ -25,7 +26,8 @@ Result<Config> resolve_config(Config config) {
       std::cerr << "ratelimit: warning: " << message << '\n';
     };
   }
-  if (config.backend != Backend::memory && config.file_path.empty()) {
+  if (config.backend != Backend::memory && config.backend != Backend::redis &&
+      config.file_path.empty()) {
     auto path = default_state_path(config.backend);
     if (!path) return tl::unexpected(path.error());
     config.file_path = *path;
@@ -60,6 +62,12 @@ Result<std::unique_ptr<RateLimiter>> open_limiter(Config config, const SqliteOpt
       store = std::move(*opened);
       break;
     }
+    case Backend::redis: {
+      auto opened = make_redis_store(*resolved);
+      if (!opened) return tl::unexpected(opened.error());
+      store = std::move(*opened);
+      break;
+    }
   }
   auto core = std::make_unique<LimiterCore>(std::move(*resolved), std::move(store));
   return LimiterCore::make_limiter(std::move(core));
@@ -80,6 +88,12 @@ Result<std::unique_ptr<RateLimiter>> RateLimiter::open(Config config) {
 Result<std::unique_ptr<RateLimiter>> RateLimiter::open_sqlite(std::string path, Config config) {
   if (!path.empty()) config.file_path = std::move(path);
   config.backend = Backend::sqlite;
+  return open(std::move(config));
+}
+
+Result<std::unique_ptr<RateLimiter>> RateLimiter::open_redis(std::string url, Config config) {
+  if (!url.empty()) config.redis_url = std::move(url);
+  config.backend = Backend::redis;
   return open(std::move(config));
 }
 

@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "ratelimit/model_name.h"
 #include "ratelimit/quota.h"
+#include "redis_server.h"
 
 extern char** environ;
 
@@ -1060,6 +1061,60 @@ TEST_F(CliTerminal, WaitIsWokenWhenAnotherProcessCancels) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(r.out.find("denied"), std::string::npos) << r.out;
   EXPECT_EQ(stats_of("m")["rpm"], 1);
+}
+
+// --- the Redis store (a redis-server this test program starts) ---
+
+class CliRedis : public Cli {
+ protected:
+  void SetUp() override {
+    Cli::SetUp();
+    url_ = ratelimit::testing::shared_redis().url();
+    store_args_ = {"--redis", url_};
+  }
+  std::string url_;
+};
+
+// Two "machines" (two HOMEs) on one Redis: one window, one quota, ids valid on both.
+TEST_F(CliRedis, TwoMachinesShareOneQuotaAndSettleEachOthersIds) {
+  ASSERT_EQ(rl({"quota", "set", "m", "--rpm", "2", "--tpm", "100"}).code, 0);
+  Output a = rl({"--json", "acquire", "m", "--tokens", "50"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  const std::string id = a.parsed()["reservation_id"];
+  const fs::path first_home = home_;
+  home_ = first_home / "other-machine";
+  fs::create_directories(home_);
+  store_args_.clear();
+  extra_env_["RATELIMIT_REDIS_URL"] = url_;  // the environment selects it too
+  Output b = rl({"--json", "acquire", "m", "--tokens", "10"});
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(rl({"--json", "acquire", "m"}).code, 1);  // 2 of 2 requests
+  ASSERT_EQ(rl({"commit", id, "--prompt", "5", "--output", "5"}).code, 0);
+  const json there = stats_of("m");
+  home_ = first_home;
+  extra_env_.clear();
+  store_args_ = {"--redis", url_};
+  const json here = stats_of("m");
+  EXPECT_EQ(here["rpm"], 2);
+  EXPECT_EQ(here["tpm"], 20);
+  EXPECT_EQ(here["rpm"], there["rpm"]);
+  EXPECT_EQ(here["tpm"], there["tpm"]);
+}
+
+TEST_F(CliRedis, FlagsThatConflictAreUsageErrorsAndThePasswordIsNeverShown) {
+  Output both = rl({"--state", (home_ / "x.db").string(), "status"});
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("conflicts with --state"), std::string::npos) << both.err;
+  store_args_.clear();
+  Output no_url = rl({"--backend", "redis", "status"});
+  EXPECT_EQ(no_url.code, 2);
+  EXPECT_NE(no_url.err.find("--redis URL"), std::string::npos) << no_url.err;
+  Output other = rl({"--backend", "yaml", "--redis", url_, "status"});
+  EXPECT_EQ(other.code, 2);
+  Output refused = rl({"--redis", "redis://:hunter2@127.0.0.1:1/0", "status"});
+  EXPECT_EQ(refused.code, 3);
+  EXPECT_EQ(refused.err.find("hunter2"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("redis://:***@127.0.0.1:1/0"), std::string::npos) << refused.err;
 }
 
 }  // namespace

@@ -252,6 +252,7 @@ Outcome<StoreOptions> Commands::store_options() const {
   StoreOptions out;
   out.state = options_.state;
   out.backend = options_.backend;
+  out.redis = options_.redis;
   out.recover = options_.recover;
   for (const auto& name : options_.providers) {
     if (name.find(':') != std::string::npos) {  // a tier: "openai:tier3"
@@ -556,13 +557,15 @@ int Commands::commit(const std::string& id, const std::string& prompt, const std
   if (!opts) return fail("commit", opts.error());
   auto loc = resolve_store(*opts);
   if (!loc) return fail("commit", loc.error());
-  if (loc->backend != Backend::sqlite) {
-    return fail("commit", usage_error("reservation ids need the SQLite store, and this is the "
-                                      "YAML store " +
-                                      loc->path +
-                                      "; use the default store (drop --state/--backend yaml) "
-                                      "or --state PATH.db, or record usage with `ratelimit "
-                                      "record`"));
+  if (loc->backend == Backend::yaml) {
+    return fail(
+        "commit",
+        usage_error("reservation ids need the SQLite store or the Redis store, and this is the "
+                    "YAML store " +
+                    loc->path +
+                    "; use the default store (drop --state/--backend yaml) "
+                    "or --state PATH.db, or record usage with `ratelimit "
+                    "record`"));
   }
   auto session = Session::open(*opts, *loc);
   if (!session) return fail("commit", session.error());
@@ -585,12 +588,14 @@ int Commands::cancel(const std::string& id) {
   if (!opts) return fail("cancel", opts.error());
   auto loc = resolve_store(*opts);
   if (!loc) return fail("cancel", loc.error());
-  if (loc->backend != Backend::sqlite) {
-    return fail("cancel", usage_error("reservation ids need the SQLite store, and this is the "
-                                      "YAML store " +
-                                      loc->path +
-                                      "; use the default store (drop --state/--backend yaml) "
-                                      "or --state PATH.db"));
+  if (loc->backend == Backend::yaml) {
+    return fail(
+        "cancel",
+        usage_error("reservation ids need the SQLite store or the Redis store, and this is the "
+                    "YAML store " +
+                    loc->path +
+                    "; use the default store (drop --state/--backend yaml) "
+                    "or --state PATH.db"));
   }
   auto session = Session::open(*opts, *loc);
   if (!session) return fail("cancel", session.error());

@@ -15,6 +15,7 @@ namespace ratelimit::cli {
 struct GlobalOptions {
   std::string state;                   // --state / $RATELIMIT_STATE
   std::string backend;                 // --backend
+  std::string redis;                   // --redis / $RATELIMIT_REDIS_URL
   std::vector<std::string> providers;  // --provider (repeatable)
   bool json = false;                   // --json
   bool recover = false;                // --recover

@@ -48,7 +48,11 @@ int main(int argc, char** argv) {
                  "database (default: $CORE_HOME or $HOME + /.core/ratelimits.db)")
       ->envname("RATELIMIT_STATE");
   app.add_option("--backend", global.backend,
-                 "State store: sqlite (default) or yaml; `serve` also takes memory");
+                 "State store: sqlite (default), yaml or redis; `serve` also takes memory");
+  app.add_option("--redis", global.redis,
+                 "The Redis store shared by a fleet: redis://[[user]:password@]host[:port][/db] "
+                 "or unix:///path.sock (selects --backend redis; not with --state)")
+      ->envname("RATELIMIT_REDIS_URL");
   app.add_option("--provider", global.providers,
                  "Write this provider profile's quotas and aliases (gemini, openai, anthropic, "
                  "local, or a tier such as openai:tier3, anthropic:tier2, gemini:free; see "
@@ -100,12 +104,12 @@ int main(int argc, char** argv) {
   commit->add_option("--prompt", commit_prompt, "Prompt tokens")->required();
   commit->add_option("--output", commit_output, "Output tokens")->required();
   commit->footer(
-      "Needs the SQLite store.\nExample:\n  ratelimit commit \"$id\" --prompt 1200 "
+      "Needs the SQLite or Redis store.\nExample:\n  ratelimit commit \"$id\" --prompt 1200 "
       "--output 250");
   std::string cancel_id;
   auto* cancel = app.add_subcommand("cancel", "Refund a reservation whose call was never made");
   cancel->add_option("id", cancel_id, "Reservation id printed by acquire")->required();
-  cancel->footer("Needs the SQLite store.\nExample:\n  ratelimit cancel \"$id\"");
+  cancel->footer("Needs the SQLite or Redis store.\nExample:\n  ratelimit cancel \"$id\"");
 
   // reset
   std::string reset_model;
@@ -307,7 +311,7 @@ int main(int argc, char** argv) {
       // The first word that is neither an option nor an option's value names the command.
       for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
-        if (arg == "--state" || arg == "--backend" || arg == "--provider") {
+        if (arg == "--state" || arg == "--backend" || arg == "--provider" || arg == "--redis") {
           ++i;
         } else if (!arg.empty() && arg[0] != '-') {
           return reporter.fail(

@@ -57,8 +57,38 @@ std::string describe(const Error& e) {
 Failure usage_error(std::string message) { return Failure{kUsageError, std::move(message)}; }
 Failure store_error(std::string message) { return Failure{kStoreError, std::move(message)}; }
 
+// The URL with its password replaced by "***" (for banners and messages).
+static std::string redacted_url(const std::string& url) {
+  const std::size_t scheme = url.find("://");
+  const std::size_t at = url.rfind('@');
+  if (scheme == std::string::npos || at == std::string::npos || at < scheme) return url;
+  const std::size_t colon = url.find(':', scheme + 3);
+  const std::size_t from = colon != std::string::npos && colon < at ? colon + 1 : scheme + 3;
+  return url.substr(0, from) + "***" + url.substr(at);
+}
+
 Outcome<StoreLocation> resolve_store(const StoreOptions& options) {
   StoreLocation loc;
+  if (options.backend == "redis" || (options.backend.empty() && !options.redis.empty())) {
+    if (!options.state.empty()) {
+      return tl::unexpected(usage_error(
+          "--redis (or --backend redis) conflicts with --state " + options.state +
+          " (also from $RATELIMIT_STATE): the Redis store has no state file; drop one of them"));
+    }
+    if (options.redis.empty()) {
+      return tl::unexpected(
+          usage_error("--backend redis needs --redis URL (or $RATELIMIT_REDIS_URL), e.g. "
+                      "--redis redis://127.0.0.1:6379/0"));
+    }
+    loc.backend = Backend::redis;
+    loc.redis_url = options.redis;
+    loc.path = redacted_url(options.redis);
+    return loc;
+  }
+  if (!options.redis.empty()) {
+    return tl::unexpected(usage_error("--redis conflicts with --backend " + options.backend +
+                                      "; drop --backend (or use --backend redis)"));
+  }
   const bool yaml_path = !options.state.empty() && has_yaml_extension(options.state);
   if (options.backend.empty()) {
     loc.backend = yaml_path ? Backend::yaml : Backend::sqlite;
@@ -77,7 +107,7 @@ Outcome<StoreLocation> resolve_store(const StoreOptions& options) {
         "or use --backend sqlite or --backend yaml"));
   } else {
     return tl::unexpected(usage_error("unknown --backend \"" + options.backend +
-                                      "\"; use --backend sqlite or --backend yaml"));
+                                      "\"; use --backend sqlite, yaml or redis"));
   }
   if (!options.state.empty()) {
     loc.path = options.state;
@@ -136,6 +166,22 @@ Session::~Session() {
 
 Outcome<std::unique_ptr<Session>> Session::open(const StoreOptions& options,
                                                 const StoreLocation& location) {
+  if (location.backend == Backend::redis) {
+    Config config;
+    config.backend = Backend::redis;
+    config.redis_url = location.redis_url;
+    config.providers = {Provider::local};
+    if (!options.providers.empty()) config.providers = options.providers;
+    config.profiles = options.profiles;
+    auto limiter = RateLimiter::open(std::move(config));
+    if (!limiter) {
+      return tl::unexpected(store_error("cannot open the Redis store " + location.path + " (" +
+                                        describe(limiter.error()) +
+                                        "); check --redis / $RATELIMIT_REDIS_URL and that "
+                                        "redis-server runs there"));
+    }
+    return std::unique_ptr<Session>(new Session(location, std::move(*limiter), -1));
+  }
   const fs::path parent = fs::path(location.path).parent_path();
   if (location.default_path) {
     std::error_code ec;

@@ -32,7 +32,8 @@ Failure store_error(std::string message);
 // The global options that choose the store.
 struct StoreOptions {
   std::string state;                  // --state (or $RATELIMIT_STATE); empty: the default path
-  std::string backend;                // --backend: "", "yaml" or "sqlite"
+  std::string backend;                // --backend: "", "yaml", "sqlite" or "redis"
+  std::string redis;                  // --redis (or $RATELIMIT_REDIS_URL): the Redis store
   std::vector<Provider> providers;    // --provider, in order
   std::vector<std::string> profiles;  // --provider with a tier ("openai:tier3"), in order
   bool recover = false;               // --recover
@@ -40,12 +41,15 @@ struct StoreOptions {
 
 struct StoreLocation {
   Backend backend = Backend::sqlite;
-  std::string path;           // resolved
+  std::string path;           // resolved (Redis: the URL without its password, for messages)
+  std::string redis_url;      // Redis: the URL as given (may hold the password; never printed)
   bool default_path = false;  // no --state: the path came from CORE_HOME/HOME
 };
 
 // A `.yaml`/`.yml` state path means the YAML store; --backend decides otherwise; the default is
-// SQLite at `<home>/.core/ratelimits.db`. Usage error: an unknown backend, or --backend sqlite
+// SQLite at `<home>/.core/ratelimits.db`; --redis URL (or --backend redis) the Redis store.
+// Usage error: an unknown backend, --redis with --state, --backend redis without a URL, or
+// --backend sqlite
 // with a YAML path. Store error: no home directory for the default path.
 Outcome<StoreLocation> resolve_store(const StoreOptions& options);
 
@@ -64,7 +68,9 @@ class Session {
   RateLimiter& limiter() { return *limiter_; }
   const StoreLocation& location() const { return location_; }
   // Reservation ids outlive this invocation (SQLite only).
-  bool ids_outlive_process() const { return location_.backend == Backend::sqlite; }
+  bool ids_outlive_process() const {
+    return location_.backend == Backend::sqlite || location_.backend == Backend::redis;
+  }
 
   // The command changed the state: finish() persists it (YAML).
   void mark_changed() { changed_ = true; }

@@ -1,0 +1,287 @@
+// The Redis store beyond the conformance suite: URLs, connection errors that never show the
+// password, processes racing on one model, settling from another process, clocks that
+// disagree, and faults (SCRIPT FLUSH, a restart, a stopped server). Each test that breaks its
+// server starts its own; the others share one.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "redis_server.h"
+#include "store/redis/redis_url.h"
+#include "test_util.h"
+
+namespace ratelimit {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RedisServer;
+using testing::shared_redis;
+
+Config redis_config(const std::string& url, QuotaMap quotas, std::string prefix = "") {
+  Config c;
+  c.backend = Backend::redis;
+  c.redis_url = url;
+  c.providers = {Provider::local};
+  c.quotas = std::move(quotas);
+  c.key_prefix = prefix.empty() ? testing::unique_prefix() : std::move(prefix);
+  c.redis_connect_timeout = 300ms;
+  c.redis_command_timeout = 300ms;
+  c.on_warning = [](std::string_view) {};
+  return c;
+}
+
+std::unique_ptr<RateLimiter> open_or_fail(Config c) {
+  auto l = RateLimiter::open(std::move(c));
+  if (!l) {
+    ADD_FAILURE() << l.error().message;
+    return nullptr;
+  }
+  return std::move(*l);
+}
+
+TEST(RedisUrl, ParsesEveryForm) {
+  auto u = detail::parse_redis_url("redis://alice:s%40cret@db.example:6380/3", "t");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->host, "db.example");
+  EXPECT_EQ(u->port, 6380);
+  EXPECT_EQ(u->user, "alice");
+  EXPECT_EQ(u->password, "s@cret");
+  EXPECT_EQ(u->db, 3);
+  EXPECT_EQ(u->display().find("cret"), std::string::npos);
+  u = detail::parse_redis_url("redis://:pw@[::1]", "t");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->host, "::1");
+  EXPECT_EQ(u->port, 6379);
+  EXPECT_EQ(u->password, "pw");
+  u = detail::parse_redis_url("unix:///run/redis.sock?db=2", "t");
+  ASSERT_TRUE(u);
+  EXPECT_TRUE(u->unix_socket);
+  EXPECT_EQ(u->host, "/run/redis.sock");
+  EXPECT_EQ(u->db, 2);
+  for (const char* bad : {"http://x", "redis://", "redis://h:0", "redis://h:99999", "redis://h/x",
+                          "unix://relative.sock", "redis://:topsecret@h:bad"}) {
+    auto r = detail::parse_redis_url(bad, "ratelimit.open");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::invalid_argument);
+    EXPECT_TRUE(r.error().message.starts_with("ratelimit.open: ")) << r.error().message;
+    EXPECT_EQ(r.error().message.find("topsecret"), std::string::npos);
+  }
+}
+
+TEST(RedisStore, OpensOverTcpAndTheUnixSocket) {
+  auto tcp = open_or_fail(redis_config(shared_redis().url(), {{"m", {2, 0, 0}}}, "sock-a"));
+  ASSERT_TRUE(tcp);
+  ASSERT_TRUE(tcp->try_acquire("m", 0));
+  auto unix_l = RateLimiter::open_redis(shared_redis().unix_url(),
+                                        redis_config("", {{"m", {2, 0, 0}}}, "sock-a"));
+  ASSERT_TRUE(unix_l) << unix_l.error().message;
+  ASSERT_TRUE((*unix_l)->try_acquire("m", 0));
+  EXPECT_FALSE(tcp->try_acquire("m", 0));  // one window for both
+  EXPECT_EQ((*unix_l)->stats("m")->rpm, 2);
+}
+
+TEST(RedisStore, BadConfigurationsAreClearErrorsWithoutThePassword) {
+  RedisServer secured;
+  secured.stop();
+  secured.start({"--requirepass", "right-one"});
+  const std::string base = "127.0.0.1:" + std::to_string(secured.port());
+  auto wrong = RateLimiter::open(redis_config("redis://:wrong-one@" + base, {}));
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::unavailable);
+  EXPECT_NE(wrong.error().message.find("authentication failed"), std::string::npos)
+      << wrong.error().message;
+  EXPECT_EQ(wrong.error().message.find("wrong-one"), std::string::npos);
+  auto none = RateLimiter::open(redis_config("redis://" + base, {}));
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message.find("password"), std::string::npos) << none.error().message;
+  auto right = RateLimiter::open(redis_config("redis://:right-one@" + base, {{"m", {1, 0, 0}}}));
+  ASSERT_TRUE(right) << right.error().message;
+  EXPECT_TRUE((*right)->try_acquire("m", 0));
+  auto db = RateLimiter::open(redis_config("redis://:right-one@" + base + "/999", {}));
+  ASSERT_FALSE(db);
+  EXPECT_NE(db.error().message.find("cannot select db 999"), std::string::npos)
+      << db.error().message;
+  EXPECT_EQ(db.error().message.find("right-one"), std::string::npos);
+  auto refused = RateLimiter::open(redis_config("redis://127.0.0.1:1", {}));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::unavailable);
+  EXPECT_TRUE(refused.error().message.starts_with("ratelimit.open: redis redis://127.0.0.1:1/0"))
+      << refused.error().message;
+  Config bad_prefix = redis_config(shared_redis().url(), {});
+  bad_prefix.key_prefix = "a{b";
+  EXPECT_EQ(RateLimiter::open(bad_prefix).error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(RateLimiter::open_redis("", redis_config("", {})).error().code,
+            ErrorCode::invalid_argument);
+}
+
+TEST(RedisStore, CountsAboveTwoToTheFiftyThirdAreRefused) {
+  auto l = open_or_fail(redis_config(shared_redis().url(), {{"m", {0, 0, 0}}}));
+  ASSERT_TRUE(l);
+  const std::int64_t big = std::int64_t{1} << 53;
+  EXPECT_EQ(l->record_usage("m", big, 0).error().code, ErrorCode::invalid_argument);
+  EXPECT_EQ(l->decide("m", big).code, DecisionCode::invalid_tokens);
+  EXPECT_EQ(l->set_quota("n", {0, big, 0}).error().code, ErrorCode::invalid_argument);
+  EXPECT_TRUE(l->record_usage("m", big - 1, 0));
+}
+
+TEST(RedisStore, NamesThatLookLikeHashTagsKeepTheirOwnKeys) {
+  auto l =
+      open_or_fail(redis_config(shared_redis().url(), {{"a}b", {1, 0, 0}}, {"{a}", {1, 0, 0}}}));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("a}b", 0));
+  ASSERT_TRUE(l->try_acquire("{a}", 0));
+  EXPECT_EQ(l->stats("a}b")->rpm, 1);
+  EXPECT_EQ(l->stats("{a}")->rpm, 1);
+  EXPECT_EQ(l->all_stats()->size(), 2u);
+}
+
+// The server's clock decides: a client whose clock is an hour off gets the same decisions.
+TEST(RedisStore, ClientsWhoseClocksDisagreeShareOneWindow) {
+  const std::string prefix = testing::unique_prefix();
+  Config a = redis_config(shared_redis().url(), {{"m", {2, 0, 0}}}, prefix);
+  Config b = a;
+  b.clock = std::make_shared<ManualClock>(
+      TimePoint(std::chrono::system_clock::now().time_since_epoch()) + 1h);
+  auto la = open_or_fail(a);
+  auto lb = open_or_fail(b);
+  ASSERT_TRUE(la && lb);
+  ASSERT_TRUE(la->try_acquire("m", 0));
+  ASSERT_TRUE(lb->try_acquire("m", 0));
+  const Decision da = la->decide("m", 0);
+  const Decision db = lb->decide("m", 0);
+  EXPECT_EQ(da.code, DecisionCode::rpm_exceeded);
+  EXPECT_EQ(db.code, DecisionCode::rpm_exceeded);
+  EXPECT_GT(db.retry_after, 55s);
+  EXPECT_LE(db.retry_after, 60s);
+}
+
+// Four processes with two limiters each race on one model: exactly the quota is admitted.
+int race_in_child(const std::string& url, const std::string& prefix, const ModelQuota& q,
+                  std::int64_t tokens) {
+  std::atomic<int> granted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      Config c = redis_config(url, {{"m", q}}, prefix);
+      auto l = RateLimiter::open(c);
+      if (!l) return;
+      for (int i = 0; i < 40; ++i) {
+        if ((*l)->try_acquire("m", tokens)) ++granted;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return granted.load();
+}
+
+int race(const ModelQuota& q, std::int64_t tokens) {
+  const std::string url = shared_redis().url();
+  const std::string prefix = testing::unique_prefix();
+  {
+    auto seed = open_or_fail(redis_config(url, {{"m", q}}, prefix));  // quotas before the race
+  }
+  std::vector<pid_t> children;
+  for (int p = 0; p < 4; ++p) {
+    const pid_t pid = fork();
+    if (pid == 0) _exit(race_in_child(url, prefix, q, tokens));
+    children.push_back(pid);
+  }
+  int total = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status));
+    total += WEXITSTATUS(status);
+  }
+  return total;
+}
+
+TEST(RedisStore, ProcessesRacingAdmitExactlyTheQuota) {
+  EXPECT_EQ(race({50, 0, 0}, 0), 50);      // requests per minute
+  EXPECT_EQ(race({0, 1000, 0}, 10), 100);  // the token budget
+  EXPECT_EQ(race({0, 0, 30}, 0), 30);      // requests per day
+}
+
+TEST(RedisStore, AReservationSettlesFromAnotherProcessById) {
+  const std::string url = shared_redis().url();
+  const std::string prefix = testing::unique_prefix();
+  auto l = open_or_fail(redis_config(url, {{"m", {10, 1000, 0}}}, prefix));
+  ASSERT_TRUE(l);
+  Reservation r = l->try_acquire("m", 500);
+  ASSERT_TRUE(r);
+  const std::string id = r.id();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    auto other = RateLimiter::open(redis_config(url, {}, prefix));
+    _exit(other && (*other)->commit(id, 30, 12) ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(l->stats("m")->tpm, 42);
+  EXPECT_EQ(r.commit(1, 1).error().code, ErrorCode::invalid_argument);  // settled elsewhere
+}
+
+TEST(RedisStore, AScriptFlushIsRecoveredByReloading) {
+  auto l = open_or_fail(redis_config(shared_redis().url(), {{"m", {5, 0, 0}}}));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("m", 0));
+  ASSERT_EQ(shared_redis().cli("SCRIPT FLUSH"), 0);
+  Reservation r = l->try_acquire("m", 0);
+  ASSERT_TRUE(r) << to_string(r.decision().code);
+  ASSERT_EQ(shared_redis().cli("SCRIPT FLUSH"), 0);
+  ASSERT_TRUE(r.cancel());
+  EXPECT_EQ(l->stats("m")->rpm, 1);
+}
+
+TEST(RedisStore, ARestartedServerIsReconnectedWithoutReopening) {
+  RedisServer server;
+  auto l = open_or_fail(redis_config(server.url(), {{"m", {5, 0, 0}}}));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("m", 0));
+  server.stop();
+  const Decision down = l->decide("m", 0);
+  EXPECT_EQ(down.code, DecisionCode::store_unavailable);
+  EXPECT_EQ(l->stats("m").error().code, ErrorCode::unavailable);
+  server.start();
+  // The server came back empty (no persistence): the quota is set again, and the limiter
+  // works after at most the reconnect backoff (1 s).
+  bool back = false;
+  for (int i = 0; i < 60 && !back; ++i) {
+    back = l->set_quota("m", {5, 0, 0}).has_value();
+    if (!back) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(l->try_acquire("m", 0));
+  EXPECT_EQ(l->stats("m")->rpm, 1);
+}
+
+TEST(RedisStore, AStoppedServerAnswersWithinTheTimeoutAndServiceResumes) {
+  RedisServer server;
+  auto l = open_or_fail(redis_config(server.url(), {{"m", {100, 0, 0}}}));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("m", 0));
+  server.pause();
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const Reservation r = l->try_acquire("m", 0);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(r.decision().code, DecisionCode::store_unavailable);
+    EXPECT_LT(took, 1500ms) << i;  // the 300 ms command (or connect) timeout, and slack
+  }
+  server.resume();
+  bool back = false;
+  for (int i = 0; i < 60 && !back; ++i) {
+    back = l->try_acquire("m", 0).granted();
+    if (!back) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(back);
+}
+
+}  // namespace
+}  // namespace ratelimit
