@@ -3,6 +3,8 @@
 // manual clock; the same assertions on memory, YAML and SQLite.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "store_kinds.h"
 
 namespace ratelimit {
@@ -440,6 +442,82 @@ TEST_P(ProviderLimits, LearnedQuotasFillOnlyModelsWithoutOne) {
   EXPECT_FALSE(o->quota_learned.has_value());  // never over a configured quota
   EXPECT_EQ(l.quota("gpt-4o")->value().max_rpm, 7);
   EXPECT_EQ(o->learned.requests.left, 499);
+}
+
+TEST_P(ProviderLimits, AliasesThePolicyAndWhatWasLearnedSurviveAReopen) {
+  ModelQuota q{5, 0, 0};
+  q.max_output_tpm = 9;
+  q.day_start = DayStart::pacific_midnight;
+  auto f = make({{"m", q}});
+  RateLimiter& l = *f->limiter;
+  ASSERT_TRUE(l.set_alias("my-m", "m"));
+  ASSERT_TRUE(l.set_unknown_models({UnknownModelPolicy::default_quota, ModelQuota{3, 0, 0}}));
+  ASSERT_TRUE(l.try_acquire("my-m", TokenEstimate{2, 4}));
+  ASSERT_TRUE(l.observe("m", response(429, {{"retry-after", "40"}})));
+  ASSERT_TRUE(l.observe(
+      "m", response(200, {{"anthropic-ratelimit-requests-remaining", "3"},
+                          {"anthropic-ratelimit-requests-reset", "2026-02-19T10:00:50Z"},
+                          {"anthropic-ratelimit-input-tokens-remaining", "100"},
+                          {"anthropic-ratelimit-input-tokens-reset", "2026-02-19T10:00:50Z"}})));
+  ASSERT_TRUE(l.persist());
+  ASSERT_TRUE(l.close());
+  if (!f->persists()) return;
+  auto again = f->open(QuotaMap{});
+  ASSERT_TRUE(again->load());
+  EXPECT_EQ(again->aliases()->at("my-m"), "m");
+  EXPECT_EQ(again->unknown_models()->policy, UnknownModelPolicy::default_quota);
+  EXPECT_EQ(again->unknown_models()->quota.max_rpm, 3);
+  EXPECT_EQ(again->quota("m")->value(), q);
+  const ModelStats s = *again->stats("my-m");
+  EXPECT_EQ(s.output_tpm, 4);
+  EXPECT_EQ(s.input_tpm, 2);
+  EXPECT_EQ(s.learned.cooldown_until, testing::start_time() + 40s);
+  EXPECT_EQ(s.learned.requests.left, 3);
+  EXPECT_EQ(s.learned.input_tokens.left, 100);
+  EXPECT_EQ(again->decide("my-m", 0).code, DecisionCode::provider_cooldown);
+}
+
+// Our YAML keys: read back exactly, and a damaged one is corrupt_state naming it.
+TEST(ProviderLimitsYaml, OurKeysAreCheckedWhenRead) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"aliases: [a, b]\n", "\"aliases\" is not a map"},
+      {"aliases: {a: [b]}\n", "alias target is not a scalar"},
+      {"unknown_models: [deny]\n", "\"unknown_models\" is not a map"},
+      {"unknown_models: {policy: maybe}\n", "unknown_models.policy"},
+      {"unknown_models: {policy: default_quota, quota: 5}\n", "unknown_models.quota"},
+      {"unknown_models: {quota: {max_rpm: -1}}\n", "max_rpm is negative"},
+      {"learned: [m]\n", "\"learned\" is not a map"},
+      {"learned: {m: 5}\n", "learned is not a map"},
+      {"learned: {m: {cooldown_until: soon}}\n", "learned.cooldown_until"},
+      {"learned: {m: {requests: 3}}\n", "learned.requests is not a map"},
+      {"learned: {m: {requests: {left: -2, until: 2026-02-19T10:00:00Z}}}\n", "left"},
+      {"quotas: {m: {max_input_tpm: x}}\n", "max_input_tpm"},
+      {"quotas: {m: {day_start: noon}}\n", "day_start"},
+      {"state: {m: {tokens: [{time: 2026-02-19T10:00:00Z, count: 1, output: 2}]}}\n",
+       "output is more than its count"},
+  };
+  for (const auto& [text, why] : bad) {
+    StoreFixture f(StoreKind::yaml);
+    {
+      std::ofstream out(f.dir.file("state.yaml"));
+      out << text;
+    }
+    auto s = f.limiter->load();
+    ASSERT_FALSE(s) << text;
+    EXPECT_EQ(s.error().code, ErrorCode::corrupt_state) << text;
+    EXPECT_NE(s.error().message.find(why), std::string::npos) << s.error().message;
+  }
+  StoreFixture f(StoreKind::yaml);
+  {
+    std::ofstream out(f.dir.file("state.yaml"));
+    out << "quotas: {m: {max_rpm: 1, max_input_tpm: 5, day_start: pacific_midnight}}\n"
+           "aliases: {a: m}\nunknown_models: {policy: deny}\n"
+           "learned: {m: {cooldown_until: 2026-02-19T10:00:30Z}}\n";
+  }
+  ASSERT_TRUE(f.limiter->load());
+  EXPECT_EQ(f.limiter->quota("m")->value().max_input_tpm, 5);
+  EXPECT_EQ(f.limiter->decide("a", 0).code, DecisionCode::provider_cooldown);
+  EXPECT_EQ(f.limiter->decide("other", 0).code, DecisionCode::model_not_allowed);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, ProviderLimits, ::testing::ValuesIn(testing::all_store_kinds()),
