@@ -15,6 +15,7 @@
 #include "core/model_table.h"
 #include "limiter/validation.h"
 #include "ratelimit/model_name.h"
+#include "store/quota_text.h"
 #include "store/redis/connection.h"
 #include "store/redis/redis_url.h"
 #include "store/redis/scripts.h"
@@ -54,31 +55,6 @@ std::uint64_t digest(std::string_view name) {
     h *= 0x100000001b3ULL;
   }
   return h;
-}
-
-std::string encode_quota(const ModelQuota& q) {
-  return std::to_string(q.max_rpm) + " " + std::to_string(q.max_tpm) + " " +
-         std::to_string(q.max_rpd) + " " + std::to_string(q.max_input_tpm) + " " +
-         std::to_string(q.max_output_tpm) + " " +
-         (q.day_start == DayStart::pacific_midnight ? "1" : "0");
-}
-
-std::optional<ModelQuota> decode_quota(std::string_view text) {
-  std::int64_t v[6];
-  const char* p = text.data();
-  const char* end = text.data() + text.size();
-  for (int i = 0; i < 6; ++i) {
-    if (i > 0) {
-      if (p == end || *p != ' ') return std::nullopt;
-      ++p;
-    }
-    auto r = std::from_chars(p, end, v[i]);
-    if (r.ec != std::errc() || v[i] < 0) return std::nullopt;
-    p = r.ptr;
-  }
-  if (p != end || v[5] > 1) return std::nullopt;
-  return ModelQuota{v[0], v[1], v[2],
-                    v[3], v[4], v[5] == 1 ? DayStart::pacific_midnight : DayStart::first_request};
 }
 
 std::optional<std::string> quota_too_big(std::string_view op, std::string_view model,

@@ -246,29 +246,6 @@ void create_meta(Connection& c, const char* op) {
 
 // Creates or checks the schema, writes `seed_quotas` for models without a row, and returns the
 // store id. REQUIRES: a write transaction. Throws DbFailure / OpFailure.
-std::string encode_quota(const ModelQuota& q) {
-  return std::to_string(q.max_rpm) + " " + std::to_string(q.max_tpm) + " " +
-         std::to_string(q.max_rpd) + " " + std::to_string(q.max_input_tpm) + " " +
-         std::to_string(q.max_output_tpm) + " " + std::to_string(static_cast<int>(q.day_start));
-}
-
-std::optional<ModelQuota> decode_quota(const std::string& text) {
-  std::int64_t v[6];
-  const char* p = text.data();
-  const char* end = text.data() + text.size();
-  for (int i = 0; i < 6; ++i) {
-    if (i > 0) {
-      if (p == end || *p != ' ') return std::nullopt;
-      ++p;
-    }
-    auto r = std::from_chars(p, end, v[i]);
-    if (r.ec != std::errc() || v[i] < 0) return std::nullopt;
-    p = r.ptr;
-  }
-  if (p != end || v[5] > 1) return std::nullopt;
-  return ModelQuota{v[0], v[1], v[2], v[3], v[4], static_cast<DayStart>(v[5])};
-}
-
 namespace {
 
 // Adds our columns where they are missing (a version 1 database, go-ratelimit's tables).

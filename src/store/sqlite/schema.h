@@ -28,6 +28,7 @@
 #include "core/time_util.h"
 #include "ratelimit/config.h"
 #include "ratelimit/quota.h"
+#include "store/quota_text.h"
 #include "store/sqlite/connection.h"
 
 namespace ratelimit::detail {
@@ -57,11 +58,6 @@ struct Seeds {
   AliasMap aliases;                      // for names without an alias
   std::optional<UnknownModels> unknown;  // when the database has no policy
 };
-
-// The unknown-model policy's quota as stored in rl_meta ("rpm tpm rpd in out day"), and back
-// (nullopt: malformed).
-std::string encode_quota(const ModelQuota& q);
-std::optional<ModelQuota> decode_quota(const std::string& text);
 
 // Creates or checks (and upgrades) the schema, writes `seeds`, and returns the store id.
 // REQUIRES: a write transaction. Throws DbFailure / OpFailure.
