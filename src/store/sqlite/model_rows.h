@@ -75,6 +75,8 @@ struct RowState {
   ModelStats stats() const { return stats_of(limits(), usage()); }
   // No usage in the window or today.
   bool idle() const { return requests == 0 && tokens == 0 && (!has_day || day_count == 0); }
+  // Listed by all_stats(): a quota, usage, or what a provider said.
+  bool shown() const { return has_quota || !idle() || learned.any(); }
 };
 
 // Per model, the latest horizon this process has computed (a read moves it without writing).

@@ -627,7 +627,7 @@ class SqliteStore final : public Store {
     }
     std::map<std::string, ModelStats, std::less<>> out;
     for (const auto& [model, s] : states) {
-      if (s.has_quota || !s.idle() || s.learned.any()) out.emplace(model, s.stats());
+      if (s.shown()) out.emplace(model, s.stats());
     }
     return out;
   }
@@ -643,7 +643,7 @@ class SqliteStore final : public Store {
     }
     std::set<std::string, std::less<>> seen;
     for (const auto& [model, s] : states) {
-      if (!(s.has_quota || !s.idle() || s.learned.any())) continue;
+      if (!s.shown()) continue;
       visit(model, s.stats(), table_.find(model));
       seen.insert(model);
     }
