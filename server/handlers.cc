@@ -1,510 +1,23 @@
 #include "handlers.h"
 
-#include <arpa/inet.h>
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <condition_variable>
-#include <cstring>
-#include <fstream>
-#include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <shared_mutex>
-#include <sstream>
 #include <stop_token>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 #include "args.h"
+#include "handler_parts.h"
 #include "json_format.h"
 #include "live_page.h"
 #include "prometheus_text.h"
 #include "ratelimit/model_name.h"
 
 namespace ratelimit::server {
-namespace {
 
-using Json = nlohmann::json;
-using cli::model_problem;
-using cli::printable;
-
-// The largest count a request may carry: JSON's exact integer range (2^53 - 1), which every
-// client language can represent.
-constexpr std::int64_t kMaxCount = (std::int64_t{1} << 53) - 1;
-
-// --- routes and their counters --------------------------------------------------------------
-
-enum class Route : std::uint8_t {
-  page,
-  healthz,
-  metrics,
-  decide,
-  acquire,
-  commit,
-  cancel,
-  record,
-  stats,
-  model_stats,
-  quota,
-  reset,
-  observe,
-  unmatched,
-};
-constexpr std::size_t kRouteCount = 14;
-constexpr std::array<const char*, kRouteCount> kRouteNames = {"/",
-                                                              "/healthz",
-                                                              "/metrics",
-                                                              "/v1/decide",
-                                                              "/v1/acquire",
-                                                              "/v1/reservations/{id}/commit",
-                                                              "/v1/reservations/{id}/cancel",
-                                                              "/v1/record",
-                                                              "/v1/stats",
-                                                              "/v1/stats/{model}",
-                                                              "/v1/quotas/{model}",
-                                                              "/v1/reset",
-                                                              "/v1/observe",
-                                                              "unmatched"};
-
-// Every status the server answers (499: the client closed its connection before the answer,
-// as nginx counts it; nothing is sent). Anything else is counted as 500.
-constexpr std::array<int, 20> kStatuses = {200, 204, 400, 401, 403, 404, 405, 408, 409, 413,
-                                           414, 417, 422, 429, 431, 499, 500, 501, 503, 505};
-std::size_t status_index(int status) {
-  for (std::size_t i = 0; i < kStatuses.size(); ++i) {
-    if (kStatuses[i] == status) return i;
-  }
-  return status_index(500);
-}
-
-// Seconds.
-constexpr std::array<double, 10> kLatencyBounds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                   0.005,  0.01,    0.05,   0.25,  1.0};
-
-struct RouteCounters {
-  std::array<std::atomic<std::uint64_t>, kStatuses.size()> by_status{};
-  std::array<std::atomic<std::uint64_t>, kLatencyBounds.size() + 1> latency{};
-  std::atomic<std::uint64_t> latency_ns{0};
-};
-
-// --- small helpers --------------------------------------------------------------------------
-
-// "POST /v1/decide": how error messages name a request; a path's bytes that are not printable
-// UTF-8 are written as \xNN.
-std::string request_name(const Request& req) {
-  return printable(req.method) + " " + printable(req.path);
-}
-
-Response json_response(int status, std::string body) {
-  Response r;
-  r.status = status;
-  r.content_type = "application/json";
-  r.body = std::move(body);
-  return r;
-}
-
-Response error_response(int status, std::string_view code, const std::string& message) {
-  return json_response(status, json::http_error(code, message));
-}
-
-std::string ceil_seconds(Duration d) {
-  const std::int64_t ns = d.count() < 0 ? 0 : d.count();
-  return std::to_string(ns / 1'000'000'000 + (ns % 1'000'000'000 != 0 ? 1 : 0));
-}
-
-// The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers): one
-// policy per limited dimension; `remaining` after this request when it was granted.
-void set_rate_limit_headers(Response& res, const Decision& d, std::int64_t tokens) {
-  const ModelStats& s = d.stats;
-  struct Dim {
-    const char* name;
-    std::int64_t limit, used, cost, window_s;
-    bool exhausted;
-  };
-  const Dim dims[] = {
-      {"rpm", s.max_rpm, s.rpm, 1, 60, d.code == DecisionCode::rpm_exceeded},
-      {"tpm", s.max_tpm, s.tpm, tokens, 60, d.code == DecisionCode::tpm_exceeded},
-      {"rpd", s.max_rpd, s.rpd, 1, 86400, d.code == DecisionCode::rpd_exceeded},
-  };
-  std::string policy, state;
-  for (const Dim& dim : dims) {
-    if (dim.limit <= 0) continue;
-    std::int64_t remaining = dim.limit - dim.used - (d.allowed ? dim.cost : 0);
-    if (remaining < 0) remaining = 0;
-    if (!policy.empty()) policy += ", ", state += ", ";
-    policy += "\"" + std::string(dim.name) + "\";q=" + std::to_string(dim.limit) +
-              ";w=" + std::to_string(dim.window_s);
-    state += "\"" + std::string(dim.name) + "\";r=" + std::to_string(remaining);
-    // A denial names the exhausted dimension's reset; d.retry_after is the latest over all.
-    if (!d.allowed && (dim.exhausted || remaining == 0) && d.retry_after != Duration::max()) {
-      state += ";t=" + ceil_seconds(d.retry_after);
-    }
-  }
-  if (!policy.empty()) {
-    res.set_header("RateLimit-Policy", policy);
-    res.set_header("RateLimit", state);
-  }
-}
-
-// A parsed request body: a JSON object whose keys were checked against the accepted ones.
-class Body {
- public:
-  // Parses `text` for `op` ("POST /v1/acquire"); on failure `error` says why. An empty body
-  // is an empty object.
-  static std::optional<Body> parse(std::string_view op, const std::string& text,
-                                   std::initializer_list<const char*> accepted,
-                                   std::string& error) {
-    Body b;
-    b.op_ = op;
-    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
-      b.j_ = Json::object();
-      return b;
-    }
-    try {
-      b.j_ = Json::parse(text);
-    } catch (const Json::exception& e) {
-      // parse_error, and out_of_range for a number no double holds (1e9999).
-      std::string what = e.what();
-      if (auto cut = what.find("] "); cut != std::string::npos) what = what.substr(cut + 2);
-      error = std::string(op) + ": the body is not valid JSON (" + printable(what) +
-              "); send an object such as {\"model\": \"gpt-4o\", \"tokens\": 1500}";
-      return std::nullopt;
-    }
-    if (!b.j_.is_object()) {
-      error = std::string(op) + ": the body must be a JSON object, not " + b.j_.type_name();
-      return std::nullopt;
-    }
-    for (const auto& [key, value] : b.j_.items()) {
-      bool known = false;
-      for (const char* a : accepted) known = known || key == a;
-      if (!known) {
-        std::string list;
-        for (const char* a : accepted) list += std::string(list.empty() ? "" : ", ") + a;
-        error = std::string(op) + ": unknown field \"" + printable(key) +
-                "\" (accepted: " + (list.empty() ? "none" : list) + ")";
-        return std::nullopt;
-      }
-    }
-    return b;
-  }
-
-  bool has(const char* key) const { return j_.contains(key); }
-  // The field as parsed (null when absent).
-  const Json& raw(const char* key) const {
-    static const Json kNull;
-    auto it = j_.find(key);
-    return it == j_.end() ? kNull : *it;
-  }
-
-  // An integer field in [min, kMaxCount]; `fallback` when absent (nullopt: required).
-  std::optional<std::int64_t> count(const char* key, std::optional<std::int64_t> fallback,
-                                    std::int64_t min, std::string& error) const {
-    auto it = j_.find(key);
-    if (it == j_.end()) {
-      if (!fallback) error = op_ + ": \"" + key + "\" is required (an integer >= 0)";
-      return fallback;
-    }
-    // The messages are built only on failure: this runs on every acquire.
-    auto fail = [&] {
-      error = op_ + ": \"" + key + "\" must be an integer from " + std::to_string(min) + " to " +
-              std::to_string(kMaxCount) + ", got " +
-              it->dump(-1, ' ', false, Json::error_handler_t::replace);
-      return std::nullopt;
-    };
-    if (!it->is_number_integer()) return fail();
-    if (it->is_number_unsigned() && it->get<std::uint64_t>() > std::uint64_t(kMaxCount)) {
-      return fail();
-    }
-    const std::int64_t v = it->get<std::int64_t>();
-    if (v < min || v > kMaxCount) return fail();
-    return v;
-  }
-
-  // The "model" field: required, a string, and a name the model-name rule accepts (args.h);
-  // `bad_name` is set when the string breaks that rule.
-  std::optional<std::string> model(std::string& error, bool& bad_name) const {
-    auto it = j_.find("model");
-    if (it == j_.end()) {
-      error = op_ + ": \"model\" is required";
-      return std::nullopt;
-    }
-    if (!it->is_string()) {
-      error = op_ + ": \"model\" must be a string, got " +
-              it->dump(-1, ' ', false, Json::error_handler_t::replace);
-      return std::nullopt;
-    }
-    std::string name = it->get<std::string>();
-    if (auto why = model_problem(name)) {
-      error = op_ + ": " + *why;
-      bad_name = true;
-      return std::nullopt;
-    }
-    return name;
-  }
-
-  std::optional<bool> flag(const char* key, std::string& error) const {
-    auto it = j_.find(key);
-    if (it == j_.end()) return false;
-    if (!it->is_boolean()) {
-      error = op_ + ": \"" + key + "\" must be true or false, got " +
-              it->dump(-1, ' ', false, Json::error_handler_t::replace);
-      return std::nullopt;
-    }
-    return it->get<bool>();
-  }
-
- private:
-  std::string op_;
-  Json j_;
-};
-
-// Hash for heterogeneous lookup of std::string keys by string_view.
-struct NameHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
-
-// The model names the server has seen (bounded: hostile input must not grow state or metric
-// labels without end). A name counts from its first use until the server stops.
-class ModelNames {
- public:
-  explicit ModelNames(std::size_t cap) : cap_(cap) {}
-
-  void seed(const std::vector<std::string>& names) {
-    std::unique_lock lock(mu_);
-    for (const auto& n : names) names_.insert(n);
-  }
-  // True when `name` is tracked or there is room to track it.
-  bool admit(std::string_view name) {
-    {
-      std::shared_lock lock(mu_);
-      if (names_.find(name) != names_.end()) return true;
-    }
-    std::unique_lock lock(mu_);
-    if (names_.find(name) != names_.end()) return true;
-    if (names_.size() >= cap_) return false;
-    names_.emplace(name);
-    return true;
-  }
-  std::size_t size() const {
-    std::shared_lock lock(mu_);
-    return names_.size();
-  }
-  std::size_t cap() const { return cap_; }
-
- private:
-  const std::size_t cap_;
-  mutable std::shared_mutex mu_;
-  std::unordered_set<std::string, NameHash, std::equal_to<>> names_;
-};
-
-// Reservations granted over HTTP and not settled yet, each until its lease ends. Sharded so that
-// concurrent acquires and commits rarely share a lock.
-class Leases {
- public:
-  explicit Leases(std::size_t cap) : cap_(cap) {}
-
-  // Claims room for one lease; false when the server already holds `cap` reservations.
-  bool claim() {
-    if (count_.fetch_add(1, std::memory_order_relaxed) >= cap_) {
-      count_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    return true;
-  }
-  void unclaim() { count_.fetch_sub(1, std::memory_order_relaxed); }
-
-  // Holds `r` (whose room was claimed) until `expires`; forgets expired leases of its shard.
-  void add(Reservation r, TimePoint expires, TimePoint now) {
-    std::string id = r.id();
-    Shard& s = shard(id);
-    std::lock_guard lock(s.mu);
-    expire_locked(s, now);
-    auto [it, inserted] = s.held.try_emplace(std::move(id));
-    it->second.reservation = std::move(r);
-    if (inserted) {
-      s.order.push_back({expires, &it->first});
-      it->second.position = std::prev(s.order.end());
-    }
-  }
-
-  // Takes the reservation out when it is held and its lease has not ended.
-  std::optional<Reservation> take(std::string_view id, TimePoint now) {
-    Shard& s = shard(id);
-    std::lock_guard lock(s.mu);
-    expire_locked(s, now);
-    auto it = s.held.find(id);
-    if (it == s.held.end()) return std::nullopt;
-    Reservation r = std::move(it->second.reservation);
-    s.order.erase(it->second.position);
-    s.held.erase(it);
-    count_.fetch_sub(1, std::memory_order_relaxed);
-    return r;
-  }
-
-  std::size_t expire(TimePoint now) {
-    std::size_t n = 0;
-    for (Shard& s : shards_) {
-      std::lock_guard lock(s.mu);
-      n += expire_locked(s, now);
-    }
-    return n;
-  }
-
-  std::size_t size() const { return count_.load(std::memory_order_relaxed); }
-  std::size_t cap() const { return cap_; }
-  std::uint64_t expired() const { return expired_.load(std::memory_order_relaxed); }
-
- private:
-  struct Node {
-    TimePoint expires;
-    const std::string* id;
-  };
-  struct Held {
-    Reservation reservation;
-    std::list<Node>::iterator position;
-  };
-  struct Shard {
-    std::mutex mu;
-    std::unordered_map<std::string, Held, NameHash, std::equal_to<>> held;
-    std::list<Node> order;  // by expiry (leases all last the same time)
-  };
-
-  Shard& shard(std::string_view id) { return shards_[NameHash{}(id) % shards_.size()]; }
-
-  // The reservation's destructor keeps its estimate as usage.
-  std::size_t expire_locked(Shard& s, TimePoint now) {
-    std::size_t n = 0;
-    while (!s.order.empty() && s.order.front().expires <= now) {
-      s.held.erase(*s.order.front().id);
-      s.order.pop_front();
-      ++n;
-    }
-    if (n > 0) {
-      count_.fetch_sub(n, std::memory_order_relaxed);
-      expired_.fetch_add(n, std::memory_order_relaxed);
-    }
-    return n;
-  }
-
-  const std::size_t cap_;
-  std::atomic<std::size_t> count_{0};
-  std::atomic<std::uint64_t> expired_{0};
-  std::array<Shard, 16> shards_;
-};
-
-bool parse_ipv4(std::string_view host, in_addr& out) {
-  return ::inet_pton(AF_INET, std::string(host).c_str(), &out) == 1;
-}
-
-Error usage(std::string message) { return Error{ErrorCode::invalid_argument, std::move(message)}; }
-
-}  // namespace
-
-// --- public helpers -------------------------------------------------------------------------
-
-Result<ListenAddress> parse_listen(std::string_view text) {
-  auto bad = [&](const std::string& why) {
-    return tl::unexpected(usage("--listen \"" + printable(text) + "\": " + why +
-                                "; use HOST:PORT such as 127.0.0.1:8787 or [::1]:8787"));
-  };
-  std::string_view host, port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return bad("an IPv6 address needs brackets and a port");
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return bad("no port");
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (host.find(':') != std::string_view::npos) return bad("an IPv6 address needs brackets");
-  }
-  if (host.empty()) return bad("no host");
-  const auto n = cli::parse_count(port);
-  if (!n || *n > 65535) return bad("the port must be a number from 0 to 65535");
-  return ListenAddress{std::string(host), static_cast<int>(*n)};
-}
-
-bool is_loopback(std::string_view host) {
-  if (iequals(host, "localhost") || host == "::1") return true;
-  in_addr v4{};
-  if (parse_ipv4(host, v4)) return (ntohl(v4.s_addr) >> 24) == 127;
-  if (host.size() > 7 && iequals(host.substr(0, 7), "::ffff:") && parse_ipv4(host.substr(7), v4)) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  return false;
-}
-
-Result<std::string> read_token_file(const std::string& path, std::string& warning) {
-  constexpr std::size_t kMaxTokenFile = 4096;
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0) {
-    return tl::unexpected(usage("cannot read --token-file " + path + ": " + std::strerror(errno) +
-                                "; give a readable file that holds the bearer token"));
-  }
-  if (!S_ISREG(info.st_mode)) {
-    return tl::unexpected(usage("--token-file " + path +
-                                " is not a regular file (a directory or a device); give a file "
-                                "that holds the bearer token"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return tl::unexpected(usage("cannot read --token-file " + path + ": " + std::strerror(errno) +
-                                "; give a readable file that holds the bearer token"));
-  }
-  std::string token(kMaxTokenFile + 1, '\0');
-  in.read(token.data(), static_cast<std::streamsize>(token.size()));
-  token.resize(static_cast<std::size_t>(in.gcount()));
-  if (token.size() > kMaxTokenFile) {
-    return tl::unexpected(usage("--token-file " + path + " is larger than " +
-                                std::to_string(kMaxTokenFile) +
-                                " bytes; it should hold only the bearer token"));
-  }
-  const auto first = token.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos) {
-    return tl::unexpected(usage("--token-file " + path +
-                                " is empty; put a secret of at least 16 characters in it, "
-                                "e.g. `head -c 32 /dev/urandom | base64 > " +
-                                path + "`"));
-  }
-  token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
-  for (char c : token) {
-    if (c < 0x21 || c > 0x7E) {
-      return tl::unexpected(
-          usage("--token-file " + path + ": the token must be printable ASCII without spaces"));
-    }
-  }
-  if (token.size() < 16) {
-    return tl::unexpected(usage("--token-file " + path + ": the token has " +
-                                std::to_string(token.size()) +
-                                " characters; use at least 16 (e.g. `head -c 32 "
-                                "/dev/urandom | base64`)"));
-  }
-  if ((info.st_mode & 077) != 0) {
-    warning = "--token-file " + path + " can be read by other users; `chmod 600 " + path + "`";
-  }
-  return token;
-}
-
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  // Every byte of `a` is compared whatever the contents; lengths are not secret.
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff |=
-        static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(i < b.size() ? b[i] : ~a[i]);
-  }
-  return diff == 0;
-}
+using namespace handler_parts;  // NOLINT(google-build-using-namespace)
 
 // --- the handlers ---------------------------------------------------------------------------
 
@@ -551,106 +64,6 @@ struct Handlers::Impl {
     c.latency_ns.fetch_add(static_cast<std::uint64_t>(took.count()), std::memory_order_relaxed);
   }
 
-  bool authorized(const Request& req) const {
-    if (options.token.empty()) return true;
-    const std::string* header = req.header("Authorization");
-    if (header == nullptr) return false;
-    std::string_view h = *header;
-    constexpr std::string_view kBearer = "Bearer";
-    if (h.size() <= kBearer.size() || !iequals(h.substr(0, kBearer.size()), kBearer) ||
-        (h[kBearer.size()] != ' ' && h[kBearer.size()] != '\t')) {
-      return false;
-    }
-    h.remove_prefix(kBearer.size());
-    while (!h.empty() && (h.front() == ' ' || h.front() == '\t')) h.remove_prefix(1);
-    while (!h.empty() && (h.back() == ' ' || h.back() == '\t')) h.remove_suffix(1);
-    return constant_time_equal(h, options.token);
-  }
-
-  // Without a token the server trusts whatever can reach loopback, which includes every web
-  // page the user's browser opens: a page may POST to 127.0.0.1 (no preflight for a text/plain
-  // body) or rebind its own name to 127.0.0.1. So the Host must name a loopback address and an
-  // Origin, when a browser sends one, must be a loopback origin. Programs (curl, SDKs) send a
-  // loopback Host and no Origin; an HTTP/1.0 client may send no Host at all (browsers always
-  // send one).
-  static bool local_browser_context(const Request& req) {
-    auto host_of = [](std::string_view authority) {
-      if (!authority.empty() && authority.front() == '[') {
-        const auto close = authority.find(']');
-        return close == std::string_view::npos ? std::string_view()
-                                               : authority.substr(1, close - 1);
-      }
-      return authority.substr(0, authority.find(':'));
-    };
-    const std::string* host = req.header("Host");
-    if (host == nullptr) {
-      if (req.version != 10) return false;
-    } else if (!is_loopback(host_of(*host))) {
-      return false;
-    }
-    const std::string* origin_header = req.header("Origin");
-    if (origin_header == nullptr) return true;
-    std::string_view origin = *origin_header;
-    constexpr std::string_view kHttp = "http://";
-    if (origin.size() < kHttp.size() || !iequals(origin.substr(0, kHttp.size()), kHttp)) {
-      return false;  // "null", https, file
-    }
-    origin.remove_prefix(kHttp.size());
-    return is_loopback(host_of(origin.substr(0, origin.find('/'))));
-  }
-
-  static Route route_of(const std::string& path) {
-    if (path == "/") return Route::page;
-    if (path == "/healthz") return Route::healthz;
-    if (path == "/metrics") return Route::metrics;
-    if (path == "/v1/decide") return Route::decide;
-    if (path == "/v1/acquire") return Route::acquire;
-    if (path == "/v1/record") return Route::record;
-    if (path == "/v1/stats") return Route::stats;
-    if (path == "/v1/reset") return Route::reset;
-    if (path == "/v1/observe") return Route::observe;
-    if (path.rfind("/v1/stats/", 0) == 0 && path.size() > 10) return Route::model_stats;
-    if (path.rfind("/v1/quotas/", 0) == 0 && path.size() > 11) return Route::quota;
-    if (path.rfind("/v1/reservations/", 0) == 0) {
-      const std::string_view rest = std::string_view(path).substr(17);
-      const auto slash = rest.find('/');
-      if (slash != std::string_view::npos && slash > 0) {
-        const std::string_view action = rest.substr(slash + 1);
-        if (action == "commit") return Route::commit;
-        if (action == "cancel") return Route::cancel;
-      }
-    }
-    return Route::unmatched;
-  }
-
-  static const char* allowed_methods(Route route) {
-    switch (route) {
-      case Route::page:
-      case Route::healthz:
-      case Route::metrics:
-      case Route::stats:
-      case Route::model_stats:
-        return "GET";
-      case Route::quota:
-        return "GET, PUT, DELETE";
-      default:
-        return "POST";
-    }
-  }
-
-  static bool method_allowed(Route route, const std::string& method) {
-    const std::string m = method == "HEAD" ? "GET" : method;
-    const std::string_view allowed = allowed_methods(route);
-    std::size_t pos = 0;
-    while (pos < allowed.size()) {
-      auto end = allowed.find(", ", pos);
-      if (end == std::string_view::npos) end = allowed.size();
-      if (allowed.substr(pos, end - pos) == m) return true;
-      pos = end + 2;
-    }
-    return false;
-  }
-
   // The refusal of a request from its head alone (nullopt: go on).
   std::optional<Response> precheck(Route route, const Request& req) const {
     if (route != Route::healthz && options.token.empty() && !local_browser_context(req)) {
@@ -661,7 +74,7 @@ struct Handlers::Impl {
               "browser tricked into calling this server); call it as 127.0.0.1/localhost, or "
               "protect it with --token-file");
     }
-    if (route != Route::healthz && route != Route::page && !authorized(req)) {
+    if (route != Route::healthz && route != Route::page && !authorized(req, options.token)) {
       Response r = error_response(
           401, "unauthorized",
           request_name(req) +
@@ -771,7 +184,7 @@ struct Handlers::Impl {
   // The answer to an acquire whose reservation (granted or not) is `r`.
   Response acquired(const std::string& model, TokenEstimate estimate, Reservation r) {
     const std::int64_t tokens = estimate.total();
-    const std::string op = "POST /v1/acquire";
+    static const std::string op = "POST /v1/acquire";
     const Decision d = r.decision();
     Response res;
     if (r.granted()) {
@@ -798,7 +211,7 @@ struct Handlers::Impl {
   // The end of a waiting acquire (on the calling thread or the limiter's waiter thread).
   void waited(const std::string& model, TokenEstimate tokens, Result<Reservation> got,
               const std::shared_ptr<Exchange>& ex) {
-    const std::string op = "POST /v1/acquire";
+    static const std::string op = "POST /v1/acquire";
     if (got) {
       if (ex->gone()) {
         // The client left as the grant came: it can never settle it, so refund it now.
@@ -850,7 +263,7 @@ struct Handlers::Impl {
   }
 
   void acquire(const Request& req, const std::shared_ptr<Exchange>& ex) {
-    const std::string op = "POST /v1/acquire";
+    static const std::string op = "POST /v1/acquire";
     Response res;
     auto b = body(req, res, {"model", "tokens", "output_tokens", "wait_ms"});
     if (!b) return reply(ex, std::move(res));
@@ -1285,7 +698,7 @@ Handlers::~Handlers() {
 }
 
 std::optional<Response> Handlers::check_head(const Request& head) {
-  const Route route = Impl::route_of(head.path);
+  const Route route = route_of(head.path);
   auto refusal = impl_->precheck(route, head);
   if (refusal) {
     Impl::finish(*refusal);
@@ -1296,7 +709,7 @@ std::optional<Response> Handlers::check_head(const Request& head) {
 
 void Handlers::handle(const Request& request, const std::shared_ptr<Exchange>& exchange) {
   const auto start = std::chrono::steady_clock::now();
-  const Route route = Impl::route_of(request.path);
+  const Route route = route_of(request.path);
   exchange->observe([this, route, start](const Response& r) {
     impl_->count(route, r.status, std::chrono::steady_clock::now() - start);
   });

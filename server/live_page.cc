@@ -26,6 +26,9 @@ constexpr std::string_view kPage = R"html(<!doctype html>
   .num { font-variant-numeric: tabular-nums; white-space: nowrap; }
   .denied { color: #b3261e; }
   .empty { color: #5a6272; padding: 1rem .6rem; }
+  .usage + .usage { margin-top: .2rem; }
+  .label { color: #5a6272; width: 1.8rem; }
+  .provider { color: #5a6272; font-size: .9em; }
 </style>
 </head>
 <body>
@@ -69,11 +72,41 @@ constexpr std::string_view kPage = R"html(<!doctype html>
     cell.appendChild(box);
     return cell;
   }
-  function next(decision) {
-    if (decision.allowed) return el("td", "", "allowed");
-    const wait = decision.retry_after_ms === null ? "never (estimate above the limit)"
-                 : "in " + (decision.retry_after_ms / 1000).toFixed(1) + " s";
-    return el("td", "denied", decision.code + ", " + wait);
+  // Input and output tokens, under the total, for a model whose quota limits them apart.
+  function split(cell, m) {
+    if (!(m.max_input_tpm > 0 || m.max_output_tpm > 0)) return;
+    for (const [label, used, limit] of [["in", m.input_tpm, m.max_input_tpm],
+                                        ["out", m.output_tpm, m.max_output_tpm]]) {
+      const part = usage(used, limit).firstChild;
+      part.insertBefore(el("span", "label", label + " "), part.firstChild);
+      cell.appendChild(part);
+    }
+  }
+  function clock(iso) { return new Date(iso).toLocaleTimeString(); }
+  // What the provider said (observe): a cooldown, and budgets left until their reset.
+  function provider(cell, learned) {
+    if (!learned) return;
+    const said = [];
+    if (learned.cooldown_until) said.push("cooldown until " + clock(learned.cooldown_until));
+    for (const [name, what] of [["requests", "requests"], ["tokens", "tokens"],
+                                ["input_tokens", "input tokens"],
+                                ["output_tokens", "output tokens"]]) {
+      const c = learned[name];
+      if (c) said.push(c.left + " " + what + " left until " + clock(c.until));
+    }
+    if (said.length > 0) cell.appendChild(el("div", "provider", "; provider: " + said.join(", ")));
+  }
+  function next(decision, learned) {
+    let cell;
+    if (decision.allowed) {
+      cell = el("td", "", "allowed");
+    } else {
+      const wait = decision.retry_after_ms === null ? "never (estimate above the limit)"
+                   : "in " + (decision.retry_after_ms / 1000).toFixed(1) + " s";
+      cell = el("td", "denied", decision.code + ", " + wait);
+    }
+    provider(cell, learned);
+    return cell;
   }
   function render(models) {
     const names = Object.keys(models).sort();
@@ -92,9 +125,11 @@ constexpr std::string_view kPage = R"html(<!doctype html>
       tr.dataset.model = name;
       tr.appendChild(el("td", "name", name));
       tr.appendChild(usage(m.rpm, m.max_rpm));
-      tr.appendChild(usage(m.tpm, m.max_tpm));
+      const tokens = usage(m.tpm, m.max_tpm);
+      split(tokens, m);
+      tr.appendChild(tokens);
       tr.appendChild(usage(m.rpd, m.max_rpd));
-      tr.appendChild(next(m.decision));
+      tr.appendChild(next(m.decision, m.learned));
       rows.appendChild(tr);
     }
   }

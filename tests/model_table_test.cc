@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -225,6 +226,26 @@ TEST(ModelTableTest, HashIsStableAndSpreads) {
   std::sort(low.begin(), low.end());
   const auto distinct = std::unique(low.begin(), low.end()) - low.begin();
   EXPECT_GT(distinct, 180);  // ~226 expected for random values in 1024 slots
+}
+
+TEST(ModelTableTest, HashSeesEveryByteAndTheLength) {
+  // Every length the word-at-a-time paths take (0, 1-3, 4-7, 8-16, longer with a tail), and
+  // a change to any one byte changes the hash.
+  std::set<std::size_t> seen;
+  for (std::size_t n = 0; n <= 70; ++n) {
+    std::string name(n, 'a');
+    for (std::size_t i = 0; i < n; ++i) name[i] = static_cast<char>('a' + (i * 7) % 26);
+    const std::size_t h = Table::hash_of(name);
+    EXPECT_TRUE(seen.insert(h).second) << "length " << n;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::string flipped = name;
+      flipped[i] = static_cast<char>(flipped[i] ^ 0x20);
+      EXPECT_NE(Table::hash_of(flipped), h) << "length " << n << ", byte " << i;
+    }
+  }
+  // Trailing zero bytes count (the length is hashed).
+  EXPECT_NE(Table::hash_of("gpt"sv), Table::hash_of("gpt\0"sv));
+  EXPECT_NE(Table::hash_of("gpt-4o\0\0"sv), Table::hash_of("gpt-4o\0\0\0"sv));
 }
 
 TEST(ModelTableTest, ConcurrentWritersAndReadersAgree) {

@@ -256,6 +256,30 @@ TEST_P(ProviderLimits, TheFirstUnknownNameIsReportedOnce) {
   EXPECT_EQ(l.limiter_metrics().unknown_models, 1u);
 }
 
+TEST_P(ProviderLimits, AnUnknownNameOnlyAskedAboutIsReportedOnceToo) {
+  // decide() and stats() make nothing for a name without a quota, but the name is still
+  // counted and logged once (what `ratelimit check` and /v1/decide show), and a later
+  // try_acquire of the same name does not report it again.
+  auto f = make({});
+  RateLimiter& l = *f->limiter;
+  const std::size_t before = f->warnings->size();
+  for (int i = 0; i < 3; ++i) {
+    const Decision d = l.decide("only-asked-about", 5);
+    EXPECT_TRUE(d.allowed);
+    EXPECT_EQ(d.code, DecisionCode::unknown_model);
+  }
+  ASSERT_EQ(f->warnings->size(), before + 1);
+  EXPECT_NE(f->warnings->back().find("ratelimit.decide: model \"only-asked-about\" has no quota"),
+            std::string::npos)
+      << f->warnings->back();
+  EXPECT_EQ(l.limiter_metrics().unknown_models, 1u);
+  ASSERT_TRUE(l.try_acquire("only-asked-about", 0));
+  EXPECT_EQ(f->warnings->size(), before + 1);
+  EXPECT_TRUE(l.decide("another-unknown", 0).allowed);
+  EXPECT_EQ(f->warnings->size(), before + 2);
+  EXPECT_EQ(l.limiter_metrics().unknown_models, 2u);
+}
+
 // --- days ---
 
 // 2026-03-08 is the day Pacific time springs forward (a 23 h day), 2026-11-01 the day it falls

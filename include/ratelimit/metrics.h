@@ -72,8 +72,9 @@ struct LimiterMetrics {
   // skipped (each name in a warning, Config::on_warning) instead of refusing the whole file.
   // YAML: counted at each load(); SQLite: each distinct name once per limiter.
   std::uint64_t invalid_names_skipped = 0;
-  // Distinct model names this limiter found no quota for (after aliases and families); each
-  // is counted (and reported through Config::on_warning) once.
+  // Distinct model names this limiter found no quota for (after aliases and families), by any
+  // call (decide and stats included); each is counted (and reported through
+  // Config::on_warning) once. The first 10,000 such names are counted.
   std::uint64_t unknown_models = 0;
   // Provider response values observe() ignored (garbage, negative, huge, wrong units).
   std::uint64_t provider_values_ignored = 0;

@@ -12,6 +12,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,18 +38,39 @@ class ModelTable {
     for (auto& segment : segments_) delete[] segment.load(std::memory_order_relaxed);
   }
 
-  // FNV-1a over the bytes, then a 64-bit finaliser so that the low bits (the table index) mix
-  // well. Inline and cheaper than std::hash for the short names models have.
+  // A word-at-a-time hash for short keys (the idea of wyhash's small-input path): names of up
+  // to 16 bytes are read as two (possibly overlapping) words and mixed with one 64×64→128-bit
+  // multiply; longer names fold 16 bytes per step. Every byte and the length reach the result,
+  // and the multiply's folded halves mix the low bits (the table index). Not a stable format:
+  // only this process's tables use it.
   static std::size_t hash_of(std::string_view name) {
-    std::uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char c : name) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 0x100000001b3ULL;
+    const char* p = name.data();
+    const std::size_t n = name.size();
+    std::uint64_t seed = 0x9e3779b97f4a7c15ULL ^ n;
+    std::uint64_t a = 0;
+    std::uint64_t b = 0;
+    if (n <= 16) [[likely]] {
+      if (n >= 8) {
+        a = read64(p);
+        b = read64(p + n - 8);
+      } else if (n >= 4) {
+        a = read32(p);
+        b = read32(p + n - 4);
+      } else if (n > 0) {
+        a = (std::uint64_t{static_cast<unsigned char>(p[0])} << 16) |
+            (std::uint64_t{static_cast<unsigned char>(p[n >> 1])} << 8) |
+            static_cast<unsigned char>(p[n - 1]);
+      }
+    } else {
+      std::size_t i = 0;
+      for (; i + 16 < n; i += 16) {
+        seed = mix(read64(p + i) ^ 0xa0761d6478bd642fULL, read64(p + i + 8) ^ seed);
+      }
+      a = read64(p + n - 16);
+      b = read64(p + n - 8);
     }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return static_cast<std::size_t>(h);
+    return static_cast<std::size_t>(
+        mix(0xe7037ed1a0b428dbULL ^ n, mix(a ^ 0xa0761d6478bd642fULL, b ^ seed)));
   }
 
   // Lock-free. nullptr when the model has never been added.
@@ -106,6 +128,23 @@ class ModelTable {
   }
 
  private:
+  static std::uint64_t read64(const char* p) {
+    std::uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static std::uint64_t read32(const char* p) {
+    std::uint32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  // The 128-bit product of a and b, its halves folded together.
+  static std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
+    __extension__ using U128 = unsigned __int128;
+    const U128 r = static_cast<U128>(a) * b;
+    return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
+  }
+
   static constexpr std::size_t kFirstSegment = 64;
   static constexpr std::size_t kSegments = 26;  // 64·(2^26 − 1) entries at most
   static constexpr std::uint64_t kMaxItems = kFirstSegment * ((std::uint64_t{1} << kSegments) - 1);

@@ -153,9 +153,15 @@ inline LearnedLimits public_learned(const Learned& l) {
   return out;
 }
 
+// What the provider said, as stats show it (out of line: rare, and large).
+[[gnu::noinline]] inline void fill_learned(const Learned& l, ModelStats& s) {
+  s.learned = public_learned(l);
+}
+
 // The stats a decision or stats() reports, written in place (a decision's stats are written on
-// every call: no temporary).
-inline void fill_stats(const Limits& limits, const Usage& u, ModelStats& s) {
+// every call: no temporary). Always inlined: the decide path writes the fields straight from the
+// window's totals.
+[[gnu::always_inline]] inline void fill_stats(const Limits& limits, const Usage& u, ModelStats& s) {
   s.rpm = u.requests;
   s.tpm = clamp_to_int64(u.tokens);
   s.input_tpm = clamp_to_int64(u.input);
@@ -169,16 +175,74 @@ inline void fill_stats(const Limits& limits, const Usage& u, ModelStats& s) {
   s.max_output_tpm = known ? limits.quota.max_output_tpm : 0;
   s.day_start = u.day_started ? TimePoint(Duration(u.day_start_ns)) : TimePoint{};
   s.day_end = u.day_started ? TimePoint(Duration(u.day_end_ns)) : TimePoint{};
-  if (limits.learned.any()) [[unlikely]] {
-    s.learned = public_learned(limits.learned);
-  } else if (s.learned.any()) [[unlikely]] {
-    s.learned = LearnedLimits{};
-  }
+  if (limits.learned.any() || s.learned.any()) [[unlikely]]
+    fill_learned(limits.learned, s);
 }
 inline ModelStats stats_of(const Limits& limits, const Usage& u) {
   ModelStats s;
   fill_stats(limits, u, s);
   return s;
+}
+
+// Records a denial in `d`: the first limit found names the code, the retry-after is the latest.
+inline void deny_into(Decision& d, bool& denied, DecisionCode code, Duration retry) {
+  if (!denied) d.code = code;
+  denied = true;
+  d.retry_after = std::max(d.retry_after, retry);
+}
+
+// The provider's cooldown and ceilings (out of line: rare). True when one denies.
+[[gnu::noinline]] inline bool deny_learned(const Learned& learned, TokenEstimate estimate,
+                                           std::int64_t total, std::int64_t now_ns, Decision& d) {
+  bool denied = false;
+  if (learned.cooldown_until_ns > now_ns) {
+    deny_into(d, denied, DecisionCode::provider_cooldown, until(learned.cooldown_until_ns, now_ns));
+  }
+  auto ceiling = [&](const Learned::Ceiling& c, std::int64_t need) {
+    // A ceiling of 0 left refuses even a request of 0 tokens: the provider said "none".
+    if (c.left >= 0 && c.until_ns > now_ns && (need > c.left || c.left == 0)) {
+      deny_into(d, denied, DecisionCode::provider_limit, until(c.until_ns, now_ns));
+    }
+  };
+  ceiling(learned.requests, 1);
+  ceiling(learned.tokens, total);
+  ceiling(learned.input, estimate.input);
+  ceiling(learned.output, estimate.output);
+  return denied;
+}
+
+// The quota's limits once one of them is reached (out of line: the allowed path only tests
+// whether any is): which ones deny, and the exact retry-after of each.
+template <class Probe>
+[[gnu::noinline]] void deny_quota(const ModelQuota& q, const Usage& usage, TokenEstimate estimate,
+                                  std::int64_t total, std::int64_t now_ns, Probe&& probe,
+                                  Decision& d, bool& denied) {
+  // An entry leaves the window 60 s after its time; entries never lie after `now` once the
+  // store advanced, but a store reading a snapshot may see one: count it from `now`.
+  auto leaves_after = [&](std::int64_t t) {
+    return until(std::min(t, now_ns), now_ns) + Duration(kWindowNs);
+  };
+  if (q.max_rpd > 0 && usage.day_started && usage.day_count >= q.max_rpd) {
+    deny_into(d, denied, DecisionCode::rpd_exceeded,
+              std::max(Duration(0), until(usage.day_end_ns, now_ns)));
+  }
+  if (q.max_rpm > 0 && usage.requests >= q.max_rpm) {
+    // The request at position requests - max_rpm + 1 (1-based) must leave.
+    deny_into(d, denied, DecisionCode::rpm_exceeded,
+              leaves_after(probe.request_time(usage.requests - q.max_rpm + 1)));
+  }
+  auto tokens = [&](std::int64_t limit, TokenDim dim, std::int64_t want, DecisionCode code) {
+    if (limit <= 0 || usage.of(dim) + want <= limit) return;
+    if (want > limit) {
+      deny_into(d, denied, code, Duration::max());
+    } else {
+      const Int128 need = usage.of(dim) + want - limit;
+      deny_into(d, denied, code, leaves_after(probe.tokens_time(need, dim)));
+    }
+  };
+  tokens(q.max_tpm, TokenDim::total, total, DecisionCode::tpm_exceeded);
+  tokens(q.max_input_tpm, TokenDim::input, estimate.input, DecisionCode::input_tpm_exceeded);
+  tokens(q.max_output_tpm, TokenDim::output, estimate.output, DecisionCode::output_tpm_exceeded);
 }
 
 // The decision for `estimate` at `now_ns`. `probe` answers, only on the denied path:
@@ -195,7 +259,7 @@ void evaluate_into(const Limits& limits, const Usage& usage, TokenEstimate estim
   d.code = DecisionCode::ok;
   d.retry_after = Duration(0);
   fill_stats(limits, usage, d.stats);
-  if (estimate.input < 0 || estimate.output < 0) {
+  if ((estimate.input | estimate.output) < 0) {
     d.code = DecisionCode::invalid_tokens;
     return;
   }
@@ -203,28 +267,10 @@ void evaluate_into(const Limits& limits, const Usage& usage, TokenEstimate estim
     d.code = DecisionCode::model_not_allowed;
     return;
   }
-  bool denied = false;
-  auto deny = [&](DecisionCode code, Duration retry) {
-    if (!denied) d.code = code;
-    denied = true;
-    d.retry_after = std::max(d.retry_after, retry);
-  };
   const std::int64_t total = saturating_add(estimate.input, estimate.output);
-  const Learned& learned = limits.learned;
-  if (learned.any()) [[unlikely]] {
-    if (learned.cooldown_until_ns > now_ns) {
-      deny(DecisionCode::provider_cooldown, until(learned.cooldown_until_ns, now_ns));
-    }
-    auto ceiling = [&](const Learned::Ceiling& c, std::int64_t need) {
-      // A ceiling of 0 left refuses even a request of 0 tokens: the provider said "none".
-      if (c.left >= 0 && c.until_ns > now_ns && (need > c.left || c.left == 0)) {
-        deny(DecisionCode::provider_limit, until(c.until_ns, now_ns));
-      }
-    };
-    ceiling(learned.requests, 1);
-    ceiling(learned.tokens, total);
-    ceiling(learned.input, estimate.input);
-    ceiling(learned.output, estimate.output);
+  bool denied = false;
+  if (limits.learned.any()) [[unlikely]] {
+    denied = deny_learned(limits.learned, estimate, total, now_ns, d);
   }
   if (!limits.known || limits.unlimited()) {
     if (!denied) {
@@ -234,31 +280,16 @@ void evaluate_into(const Limits& limits, const Usage& usage, TokenEstimate estim
     return;
   }
   const ModelQuota& q = limits.quota;
-  // An entry leaves the window 60 s after its time; entries never lie after `now` once the
-  // store advanced, but a store reading a snapshot may see one: count it from `now`.
-  auto leaves_after = [&](std::int64_t t) {
-    return until(std::min(t, now_ns), now_ns) + Duration(kWindowNs);
-  };
-  if (q.max_rpd > 0 && usage.day_started && usage.day_count >= q.max_rpd) {
-    deny(DecisionCode::rpd_exceeded, std::max(Duration(0), until(usage.day_end_ns, now_ns)));
+  // The common case (every limit has room) in a few compares.
+  const bool limit_reached =
+      (q.max_rpd > 0 && usage.day_started && usage.day_count >= q.max_rpd) |
+      (q.max_rpm > 0 && usage.requests >= q.max_rpm) |
+      (q.max_tpm > 0 && usage.tokens + total > q.max_tpm) |
+      (q.max_input_tpm > 0 && usage.input + estimate.input > q.max_input_tpm) |
+      (q.max_output_tpm > 0 && usage.output + estimate.output > q.max_output_tpm);
+  if (limit_reached) [[unlikely]] {
+    deny_quota(q, usage, estimate, total, now_ns, probe, d, denied);
   }
-  if (q.max_rpm > 0 && usage.requests >= q.max_rpm) {
-    // The request at position requests - max_rpm + 1 (1-based) must leave.
-    deny(DecisionCode::rpm_exceeded,
-         leaves_after(probe.request_time(usage.requests - q.max_rpm + 1)));
-  }
-  auto tokens = [&](std::int64_t limit, TokenDim dim, std::int64_t want, DecisionCode code) {
-    if (limit <= 0 || usage.of(dim) + want <= limit) return;
-    if (want > limit) {
-      deny(code, Duration::max());
-    } else {
-      const Int128 need = usage.of(dim) + want - limit;
-      deny(code, leaves_after(probe.tokens_time(need, dim)));
-    }
-  };
-  tokens(q.max_tpm, TokenDim::total, total, DecisionCode::tpm_exceeded);
-  tokens(q.max_input_tpm, TokenDim::input, estimate.input, DecisionCode::input_tpm_exceeded);
-  tokens(q.max_output_tpm, TokenDim::output, estimate.output, DecisionCode::output_tpm_exceeded);
   d.allowed = !denied;
 }
 

@@ -131,6 +131,20 @@ Result<std::optional<std::string>> LimiterCore::resolve_name(std::string_view na
   return Found();
 }
 
+void LimiterCore::report_unknown(std::string_view name, const char* operation) {
+  {
+    MutexLock lock(unknown_mu);
+    if (unknown_names.size() >= kMaxUnknownReported || unknown_names.contains(name)) return;
+    unknown_names.emplace(name);
+  }
+  unknown_models.fetch_add(1, std::memory_order_relaxed);
+  if (config.on_warning) {
+    config.on_warning(std::string(operation) + ": " + quoted(name) +
+                      " has no quota (no alias or family match): the unknown-model policy "
+                      "applies (set a quota or an alias)");
+  }
+}
+
 Result<StoreModel*> LimiterCore::resolve_target(std::string_view name, StoreModel* own, bool create,
                                                 const char* operation) {
   const std::uint64_t epoch = store->config_epoch();
@@ -150,16 +164,14 @@ Result<StoreModel*> LimiterCore::resolve_target(std::string_view name, StoreMode
     if (own == nullptr) own = store->model(name).get();  // the cache entry (a handle)
   } else {
     // Unseen and unknown: nothing is made (a name with a quota gets its handle).
-    if (own == nullptr && !create && !resolved->has_value()) return nullptr;
+    if (own == nullptr && !create && !resolved->has_value()) {
+      report_unknown(name, operation);
+      return nullptr;
+    }
     if (own == nullptr) own = store->model(name).get();
     target = own;
     if (!resolved->has_value() && !own->unknown_reported.exchange(true)) {
-      unknown_models.fetch_add(1, std::memory_order_relaxed);
-      if (config.on_warning) {
-        config.on_warning(std::string(operation) + ": " + quoted(name) +
-                          " has no quota (no alias or family match): the unknown-model policy "
-                          "applies (set a quota or an alias)");
-      }
+      report_unknown(name, operation);
     }
   }
   own->resolution.store(((epoch & 0xffffffffu) << 32) | target->index, std::memory_order_release);

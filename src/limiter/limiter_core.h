@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -79,6 +80,13 @@ struct LimiterCore {
 
   Error closed_error(const char* operation) const;
 
+  // Counts a name without a quota (LimiterMetrics::unknown_models) and warns once per name
+  // (Config::on_warning: the CLI and the server log it). The first kMaxUnknownReported names
+  // are remembered, whether a handle was made for them (try_acquire, record) or not (decide,
+  // stats); names past that bound are neither counted nor logged.
+  void report_unknown(std::string_view name, const char* operation) RL_EXCLUDES(unknown_mu);
+  static constexpr std::size_t kMaxUnknownReported = 10'000;
+
   // The thread that drives acquire_async waiters, started on first use.
   WaiterService& service() RL_EXCLUDES(watcher_mu);
   static PendingAcquire pending(const std::shared_ptr<AsyncAcquire>& waiter) {
@@ -108,6 +116,9 @@ struct LimiterCore {
   std::atomic<std::uint64_t> invalid_model{0};
   std::atomic<std::uint64_t> unknown_models{0};
   std::atomic<std::uint64_t> provider_values_ignored{0};
+
+  Mutex unknown_mu;
+  std::set<std::string, std::less<>> unknown_names RL_GUARDED_BY(unknown_mu);
 
   Mutex watcher_mu;
   std::condition_variable_any watcher_cv;

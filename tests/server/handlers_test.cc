@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "json_format.h"
 #include "prometheus_text.h"
 #include "test_util.h"
 
@@ -128,6 +129,55 @@ TEST(PrometheusText, EscapesLabelValuesAndStreamsInPieces) {
             whole.rfind("# TYPE ratelimit_requests_total counter"));
   EXPECT_LT(whole.find("# TYPE ratelimit_requests_total counter"),
             whole.find("ratelimit_requests_total{"));
+}
+
+// The decision JSON is written without a DOM (every decide and acquire answer); it must be the
+// very text nlohmann/json gives for the same decision.
+TEST(DecisionJson, TheWriterMatchesTheDom) {
+  std::vector<Decision> decisions;
+  Decision d;
+  decisions.push_back(d);  // all zero, no resolved name
+  d.allowed = true;
+  d.code = DecisionCode::ok;
+  d.resolved_model = "gpt-4o";
+  d.stats.rpm = 3;
+  d.stats.max_rpm = 500;
+  d.stats.tpm = 1'234'567;
+  d.stats.max_tpm = 9'007'199'254'740'991;
+  d.stats.rpd = 7;
+  d.stats.max_rpd = 10'000;
+  d.stats.day_start = start_time();
+  d.stats.day_end = start_time() + std::chrono::hours(24) + std::chrono::nanoseconds(500);
+  d.stats.input_tpm = 1000;
+  d.stats.max_input_tpm = 2000;
+  d.stats.output_tpm = -1;  // never sent, but written as given
+  d.stats.max_output_tpm = INT64_MAX;
+  decisions.push_back(d);
+  d.allowed = false;
+  d.code = DecisionCode::tpm_exceeded;
+  d.retry_after = std::chrono::nanoseconds(1'000'001);  // rounds up to 2 ms
+  d.resolved_model = "say \"hi\" \\ /é 模型";
+  decisions.push_back(d);
+  d.retry_after = Duration::max();  // never: null
+  decisions.push_back(d);
+  d.code = DecisionCode::provider_limit;
+  d.retry_after = std::chrono::seconds(59);
+  d.stats.learned.cooldown_until = start_time() + std::chrono::seconds(30);
+  d.stats.learned.tokens = {0, start_time() + std::chrono::seconds(59)};
+  decisions.push_back(d);
+  d.retry_after = std::chrono::nanoseconds(-5);  // clamped to 0
+  decisions.push_back(d);
+  for (const Decision& x : decisions) {
+    const std::optional<std::string> id = "7:42:1";
+    EXPECT_EQ(ratelimit::json::decision(x, id), ratelimit::json::decision_via_dom(x, id));
+    EXPECT_EQ(ratelimit::json::decision(x, std::nullopt),
+              ratelimit::json::decision_via_dom(x, std::nullopt));
+    const std::string plain = ratelimit::json::decision(x);
+    std::string with_null = ratelimit::json::decision_via_dom(x, std::nullopt);
+    with_null.erase(with_null.rfind(",\"reservation_id\":null"));
+    EXPECT_EQ(plain, with_null + "}");
+    EXPECT_TRUE(nlohmann::json::accept(plain)) << plain;
+  }
 }
 
 }  // namespace

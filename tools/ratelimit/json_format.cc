@@ -1,5 +1,6 @@
 #include "json_format.h"
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -101,13 +102,122 @@ json quota_map_json(const QuotaMap& quotas) {
   return j;
 }
 
+// --- the decision without a DOM (every /v1/decide and /v1/acquire answer) ---
+// The same text nlohmann's dump() gives for decision_json(), written straight into one string.
+
+void put_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\u00";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;  // names are valid UTF-8 (model_name.h); codes and ids are ASCII
+    }
+  }
+  out += '"';
+}
+
+void put_int(std::string& out, std::int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void put_field(std::string& out, std::string_view key, std::int64_t v) {
+  out += '"';
+  out += key;
+  out += "\":";
+  put_int(out, v);
+  out += ',';
+}
+
+void put_time_field(std::string& out, std::string_view key, TimePoint t) {
+  out += '"';
+  out += key;
+  out += "\":";
+  if (t == TimePoint{}) {
+    out += "null";
+  } else {
+    put_string(out, rfc3339(t));
+  }
+  out += ',';
+}
+
+void put_stats(std::string& out, const ModelStats& s) {
+  out += '{';
+  put_field(out, "rpm", s.rpm);
+  put_field(out, "max_rpm", s.max_rpm);
+  put_field(out, "tpm", s.tpm);
+  put_field(out, "max_tpm", s.max_tpm);
+  put_field(out, "rpd", s.rpd);
+  put_field(out, "max_rpd", s.max_rpd);
+  put_time_field(out, "day_start", s.day_start);
+  put_field(out, "input_tpm", s.input_tpm);
+  put_field(out, "max_input_tpm", s.max_input_tpm);
+  put_field(out, "output_tpm", s.output_tpm);
+  put_field(out, "max_output_tpm", s.max_output_tpm);
+  put_time_field(out, "day_end", s.day_end);
+  if (s.learned.any()) {
+    out += "\"learned\":";
+    out += dump(learned_json(s.learned));
+  } else {
+    out.pop_back();  // the last field's comma
+  }
+  out += '}';
+}
+
+std::string decision_text(const Decision& d, const std::optional<std::string>* reservation_id) {
+  std::string out;
+  out.reserve(512);
+  out += d.allowed ? "{\"allowed\":true,\"code\":" : "{\"allowed\":false,\"code\":";
+  put_string(out, to_string(d.code));
+  out += ",\"reason\":";
+  put_string(out, d.reason());
+  out += ",\"retry_after_ms\":";
+  if (d.retry_after == Duration::max()) {
+    out += "null";
+  } else {
+    const std::int64_t ns = d.retry_after.count() < 0 ? 0 : d.retry_after.count();
+    put_int(out, ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0));
+  }
+  out += ",\"stats\":";
+  put_stats(out, d.stats);
+  out += ",\"resolved_model\":";
+  if (d.resolved_model.empty()) {
+    out += "null";
+  } else {
+    put_string(out, d.resolved_model);
+  }
+  if (reservation_id != nullptr) {
+    out += ",\"reservation_id\":";
+    if (*reservation_id) {
+      put_string(out, **reservation_id);
+    } else {
+      out += "null";
+    }
+  }
+  out += '}';
+  return out;
+}
+
 }  // namespace
 
 std::string stats(const ModelStats& s) { return dump(stats_json(s)); }
 
-std::string decision(const Decision& d) { return dump(decision_json(d)); }
+std::string decision(const Decision& d) { return decision_text(d, nullptr); }
 
 std::string decision(const Decision& d, const std::optional<std::string>& reservation_id) {
+  return decision_text(d, &reservation_id);
+}
+
+std::string decision_via_dom(const Decision& d, const std::optional<std::string>& reservation_id) {
   json j = decision_json(d);
   j["reservation_id"] = reservation_id ? json(*reservation_id) : json(nullptr);
   return dump(j);

@@ -32,6 +32,9 @@ std::string stats(const ModelStats& stats);
 // not outlive the process (YAML).
 std::string decision(const Decision& decision);
 std::string decision(const Decision& decision, const std::optional<std::string>& reservation_id);
+// The same text built through nlohmann/json's DOM: what decision() is checked against in tests.
+std::string decision_via_dom(const Decision& decision,
+                             const std::optional<std::string>& reservation_id);
 
 // One row of `status`: a model, its stats and the decision a new request would get.
 struct StatusRow {
