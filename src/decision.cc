@@ -32,6 +32,8 @@ std::string_view to_string(DecisionCode code) {
       return "provider_limit";
     case DecisionCode::model_not_allowed:
       return "model_not_allowed";
+    case DecisionCode::admitted_unchecked:
+      return "admitted_unchecked";
   }
   return "unknown";
 }
@@ -66,6 +68,8 @@ std::string_view reason(DecisionCode code) {
       return "the provider's remaining budget is spent until its reset";
     case DecisionCode::model_not_allowed:
       return "model has no quota and unknown models are denied";
+    case DecisionCode::admitted_unchecked:
+      return "admitted without a check: the state store is unavailable (fail_open)";
   }
   return "unknown";
 }

@@ -32,12 +32,14 @@ std::string_view to_string(RequestOutcome outcome) {
       return "provider_limit";
     case RequestOutcome::model_not_allowed:
       return "model_not_allowed";
+    case RequestOutcome::admitted_unchecked:
+      return "admitted_unchecked";
   }
   return "unknown";
 }
 
 // The array in ModelMetrics is indexed by RequestOutcome: a new outcome must grow it.
-static_assert(static_cast<std::size_t>(RequestOutcome::model_not_allowed) + 1 ==
+static_assert(static_cast<std::size_t>(RequestOutcome::admitted_unchecked) + 1 ==
               kRequestOutcomeCount);
 
 }  // namespace ratelimit

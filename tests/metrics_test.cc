@@ -102,6 +102,7 @@ TEST(RequestOutcomeTest, NamesAndIndexes) {
       {RequestOutcome::provider_cooldown, "provider_cooldown"},
       {RequestOutcome::provider_limit, "provider_limit"},
       {RequestOutcome::model_not_allowed, "model_not_allowed"},
+      {RequestOutcome::admitted_unchecked, "admitted_unchecked"},
   };
   static_assert(std::size(names) == kRequestOutcomeCount);
   ModelMetrics m;

@@ -283,5 +283,63 @@ TEST(RedisStore, AStoppedServerAnswersWithinTheTimeoutAndServiceResumes) {
   EXPECT_TRUE(back);
 }
 
+// fail_open: while Redis is stopped a check is admitted unchecked (within the timeout, counted
+// in metrics, nothing recorded); when Redis answers again, checks count against the window.
+TEST(RedisStore, FailOpenAdmitsUncheckedWhileRedisIsStopped) {
+  RedisServer server;
+  Config c = redis_config(server.url(), {{"m", {1, 0, 0}}});
+  c.redis_failure_policy = RedisFailurePolicy::fail_open;
+  auto l = open_or_fail(c);
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("m", 0));  // the minute's one request
+  server.pause();
+  for (int i = 0; i < 2; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    Reservation r = l->try_acquire("m", 5);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms) << i;
+    EXPECT_TRUE(r.granted()) << i;
+    EXPECT_EQ(r.decision().code, DecisionCode::admitted_unchecked);
+    EXPECT_EQ(to_string(r.decision().code), "admitted_unchecked");
+    EXPECT_TRUE(r.commit(3, 0)) << i;  // nothing was recorded: nothing to settle
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const Decision d = l->decide("m", 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.code, DecisionCode::admitted_unchecked);
+  EXPECT_EQ(l->record_usage("m", 1, 0).error().code, ErrorCode::unavailable);  // not a check
+  EXPECT_EQ(l->stats("m").error().code, ErrorCode::unavailable);
+  server.resume();
+  Decision back;
+  std::uint64_t unchecked = 2;  // and those while the pool waits out its reconnect backoff
+  for (int i = 0; i < 60; ++i) {
+    back = l->try_acquire("m", 0).decision();
+    if (back.code != DecisionCode::admitted_unchecked) break;
+    ++unchecked;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(back.code, DecisionCode::rpm_exceeded);  // the recorded grant still counts
+  EXPECT_EQ(l->stats("m")->rpm, 1);                  // the unchecked ones were not recorded
+  auto m = l->metrics();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->at("m").count(RequestOutcome::admitted_unchecked), unchecked);
+  EXPECT_EQ(m->at("m").count(RequestOutcome::admitted), 1u);
+}
+
+// fail_closed (the default) answers store_unavailable to decide as well, within the timeout.
+TEST(RedisStore, FailClosedDecideAnswersStoreUnavailableWithinTheTimeout) {
+  RedisServer server;
+  auto l = open_or_fail(redis_config(server.url(), {{"m", {5, 0, 0}}}));
+  ASSERT_TRUE(l);
+  ASSERT_TRUE(l->try_acquire("m", 0));
+  server.pause();
+  const auto start = std::chrono::steady_clock::now();
+  const Decision d = l->decide("m", 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.code, DecisionCode::store_unavailable);
+  server.resume();
+}
+
 }  // namespace
 }  // namespace ratelimit

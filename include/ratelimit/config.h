@@ -33,6 +33,12 @@ enum class UnknownModelPolicy {
 std::string_view to_string(UnknownModelPolicy policy);
 std::optional<UnknownModelPolicy> unknown_model_policy_from_string(std::string_view name);
 
+// What the Redis store answers while Redis fails (Config::redis_failure_policy).
+enum class RedisFailurePolicy {
+  fail_closed,  // checks answer store_unavailable
+  fail_open,    // checks answer allowed, code admitted_unchecked
+};
+
 struct UnknownModels {
   UnknownModelPolicy policy = UnknownModelPolicy::allow;
   ModelQuota quota;  // for default_quota
@@ -76,6 +82,12 @@ struct Config {
   std::chrono::milliseconds redis_command_timeout{1000};
   // Connections per limiter (threads do not serialise on one socket).
   int redis_pool_size = 4;
+  // What decide/try_acquire/acquire answer while Redis fails (unreachable, stopped, timing
+  // out). fail_closed (default): store_unavailable. fail_open: allowed with the code
+  // admitted_unchecked (counted in metrics as such; nothing is recorded in Redis, so the
+  // fleet's window does not hold that usage when Redis returns). Other calls fail with
+  // `unavailable` either way. See docs/storage.md.
+  RedisFailurePolicy redis_failure_policy = RedisFailurePolicy::fail_closed;
   // false (default): the Redis server's clock (TIME inside each script) decides, so clients
   // whose clocks disagree still share one exact window. true: the scripts get this client's
   // `clock` instead (tests on a ManualClock; every client of a fleet must then agree).

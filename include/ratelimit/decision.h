@@ -25,11 +25,14 @@ enum class DecisionCode {
   provider_cooldown,    // the provider said to come back later (a 429, an exhausted budget)
   provider_limit,       // the provider's remaining budget (learned from its headers) is spent
   model_not_allowed,    // no quota, and the unknown-model policy is `deny`
+  admitted_unchecked,   // allowed without a check: the store failed and its failure policy is
+                        // fail_open (Config::redis_failure_policy); nothing was recorded
 };
 
 // "ok", "unknown_model", "unlimited", "invalid_tokens", "rpd_exceeded", "rpm_exceeded",
 // "tpm_exceeded", "store_unavailable", "invalid_model", "input_tpm_exceeded",
-// "output_tpm_exceeded", "provider_cooldown", "provider_limit", "model_not_allowed".
+// "output_tpm_exceeded", "provider_cooldown", "provider_limit", "model_not_allowed",
+// "admitted_unchecked".
 std::string_view to_string(DecisionCode code);
 
 // The fixed English reason for a code, e.g. "per-minute request limit reached".

@@ -30,12 +30,14 @@ enum class RequestOutcome : std::uint8_t {
   provider_cooldown,    // denied: the provider asked to wait
   provider_limit,       // denied: the provider's remaining budget is spent
   model_not_allowed,    // denied: no quota and the unknown-model policy is `deny`
+  admitted_unchecked,   // granted without a check: the store failed under fail_open
 };
-inline constexpr std::size_t kRequestOutcomeCount = 14;
+inline constexpr std::size_t kRequestOutcomeCount = 15;
 
 // "admitted", "recorded", "invalid_tokens", "rpd_exceeded", "rpm_exceeded", "tpm_exceeded",
 // "store_unavailable", "deadline_exceeded", "cancelled", "input_tpm_exceeded",
-// "output_tpm_exceeded", "provider_cooldown", "provider_limit", "model_not_allowed".
+// "output_tpm_exceeded", "provider_cooldown", "provider_limit", "model_not_allowed",
+// "admitted_unchecked".
 std::string_view to_string(RequestOutcome outcome);
 
 // The metrics of one model.

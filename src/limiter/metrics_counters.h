@@ -19,7 +19,10 @@ namespace ratelimit::detail {
 
 // How a try_acquire (or an acquire's final grant) that got `decision` ended.
 inline RequestOutcome outcome_of(const Decision& decision) {
-  if (decision.allowed) return RequestOutcome::admitted;
+  if (decision.allowed) {
+    return decision.code == DecisionCode::admitted_unchecked ? RequestOutcome::admitted_unchecked
+                                                             : RequestOutcome::admitted;
+  }
   switch (decision.code) {
     case DecisionCode::invalid_tokens:
       return RequestOutcome::invalid_tokens;
@@ -44,6 +47,7 @@ inline RequestOutcome outcome_of(const Decision& decision) {
     case DecisionCode::unlimited:
     case DecisionCode::store_unavailable:
     case DecisionCode::invalid_model:  // never reaches a model's counters
+    case DecisionCode::admitted_unchecked:
       break;
   }
   return RequestOutcome::store_unavailable;  // the only denial left

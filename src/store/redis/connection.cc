@@ -217,8 +217,6 @@ Status RedisPool::check(const char* operation) {
 }
 
 Result<RedisValue> RedisPool::command(const std::vector<std::string>& argv, const char* operation) {
-  auto conn = take(operation);
-  if (!conn) return tl::unexpected(conn.error());
   std::vector<const char*> ptrs;
   std::vector<std::size_t> lens;
   ptrs.reserve(argv.size());
@@ -227,8 +225,17 @@ Result<RedisValue> RedisPool::command(const std::vector<std::string>& argv, cons
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
+  return command_argv(ptrs, lens, operation);
+}
+
+Result<RedisValue> RedisPool::command_argv(const std::vector<const char*>& ptrs,
+                                           const std::vector<std::size_t>& lens,
+                                           const char* operation) {
+  auto conn = take(operation);
+  if (!conn) return tl::unexpected(conn.error());
   ReplyPtr reply(static_cast<redisReply*>(
-      redisCommandArgv((*conn)->ctx, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+      redisCommandArgv((*conn)->ctx, static_cast<int>(ptrs.size()),
+                       const_cast<const char**>(ptrs.data()), lens.data())));
   if (!reply) {
     std::string why = (*conn)->ctx->errstr;
     if ((*conn)->ctx->err == REDIS_ERR_IO &&
@@ -280,19 +287,30 @@ Result<RedisValue> RedisPool::eval(const RedisScript& script, const std::vector<
     sha = loaded->str;
     remember_sha(script, sha);
   }
-  std::vector<std::string> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(sha);
-  argv.push_back(std::to_string(keys.size()));
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = command(argv, operation);
+  const std::string nkeys = std::to_string(keys.size());
+  std::vector<const char*> ptrs;
+  std::vector<std::size_t> lens;
+  ptrs.reserve(3 + keys.size() + args.size());
+  lens.reserve(3 + keys.size() + args.size());
+  auto add = [&](const std::string& s) {
+    ptrs.push_back(s.data());
+    lens.push_back(s.size());
+  };
+  const std::string evalsha = "EVALSHA";
+  add(evalsha);
+  add(sha);
+  add(nkeys);
+  for (const auto& k : keys) add(k);
+  for (const auto& a : args) add(a);
+  auto r = command_argv(ptrs, lens, operation);
   if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
     // The server forgot it (SCRIPT FLUSH, a restart): EVAL sends the text and caches it again.
-    argv[0] = "EVAL";
-    argv[1] = script.source;
-    r = command(argv, operation);
+    static const std::string eval = "EVAL";
+    ptrs[0] = eval.data();
+    lens[0] = eval.size();
+    ptrs[1] = script.source.data();
+    lens[1] = script.source.size();
+    r = command_argv(ptrs, lens, operation);
   }
   return r;
 }

@@ -80,6 +80,8 @@ class RedisPool {
   };
   using ConnPtr = std::unique_ptr<Conn, ConnDeleter>;
 
+  Result<RedisValue> command_argv(const std::vector<const char*>& ptrs,
+                                  const std::vector<std::size_t>& lens, const char* operation);
   Result<ConnPtr> take(const char* operation) RL_EXCLUDES(mu_);
   void give_back(ConnPtr conn) RL_EXCLUDES(mu_);
   void lost() RL_EXCLUDES(mu_);

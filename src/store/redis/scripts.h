@@ -2,12 +2,16 @@
 //
 // Keys of one model (one hash tag, "{m-<digest of the name>}", so a cluster proxy keeps them
 // on one node):
-//   S  hash: name, no (the model's number), seq (last reservation), gen (day generation),
-//      req/tok/inp (running totals of the live window), ds/dn (day start µs, requests today),
-//      lc (cooldown until, ns), lr/lt/li/lo + "u" (learned ceilings: left, until ns),
-//      nw (newest entry µs), xc (entries in X), exp (when the keys' expiry was last set)
-//   Z  sorted set: one member per live request (its seq), scored by its time in µs
-//   E  hash: seq → "<input> <output> <r|c|u> <gen>" (reserved, committed, recorded)
+//   T  string, the model's state as one MessagePack array (one GET and one SET per script):
+//      {req, tok, inp, gen, seq, ds, dn, nw, xc, exp, no, lc, lr, lru, lt, ltu, li, liu, lo,
+//      lou, name}: running totals of the live window (req/tok/inp), the day generation, the
+//      last reservation (seq), day start µs (-1: none) and requests today, the newest entry µs,
+//      entries in X, when the keys' expiry was last set, the model's number (0: none yet),
+//      cooldown until ns ("": none), the learned ceilings (left, until ns as text; -1 "": none)
+//   Z  sorted set: one member per live request, "<seq> <input> <output>" (so that pruning and
+//      the token probes read Z alone), scored by its time in µs
+//   E  hash: seq → "<input> <output> <r|c|u> <gen>" (reserved, committed, recorded), for
+//      settling by seq
 //   X  sorted set: cancelled reservations still inside their window (seq → µs), so that a
 //      second settle says "already settled"
 // Store-wide keys ("{cfg}"): M meta hash (epoch, ver, id, next_no, up/uq: unknown policy),
@@ -21,11 +25,13 @@
 namespace ratelimit::detail::redis_lua {
 
 // ARGV: 1 name, 2 now µs ("" → the server's TIME), 3 now ns, 4 Pacific midnights (µs,
-// space-separated, ascending; the day rule picks the first after the day's start).
+// space-separated, ascending; the day rule picks the first after the day's start; read only
+// for a quota with that rule).
 inline constexpr const char* kPrelude = R"lua(
-local S, Z, E, X, M, Q, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local T, Z, E, X, M, Q, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local name = ARGV[1]
-local function fmt(x) return string.format('%.0f', x) end
+local sfmt = string.format
+local function fmt(x) return sfmt('%d', x) end
 local now_us, now_ns
 if ARGV[2] == '' then
   local t = redis.call('TIME')
@@ -39,31 +45,28 @@ local function ns_lt(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
 end
-local midnights = {}
-for w in string.gmatch(ARGV[4], '%d+') do midnights[#midnights + 1] = tonumber(w) end
-local raw = redis.call('HGETALL', S)
-local st = {}
-for i = 1, #raw, 2 do st[raw[i]] = raw[i + 1] end
-local existed = #raw > 0
-if existed and st.name ~= name then
-  return redis.error_reply('RL_COLLISION ' .. tostring(st.name))
-end
-local function n(k) local v = st[k]; if v then return tonumber(v) end; return 0 end
-local req, tok, inp, gen, seq = n('req'), n('tok'), n('inp'), n('gen'), n('seq')
-local day_s = nil
-if st.ds then day_s = tonumber(st.ds) end
-local day_n = n('dn')
-local newest, xc, refreshed = n('nw'), n('xc'), n('exp')
-local cool = st.lc
+local raw = redis.call('GET', T)
+local existed = raw ~= false
+local req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no = 0, 0, 0, 0, 0, nil, 0,
+  0, 0, 0, nil
+local cool = nil
 local ceil = {}
 local ckeys = {'lr', 'lt', 'li', 'lo'}
-for _, k in ipairs(ckeys) do
-  if st[k] then ceil[k] = {tonumber(st[k]), st[k .. 'u']} end
+if existed then
+  local f = cmsgpack.unpack(raw)
+  if f[21] ~= name then return redis.error_reply('RL_COLLISION ' .. tostring(f[21])) end
+  req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed = unpack(f, 1, 10)
+  if day_s < 0 then day_s = nil end
+  if f[11] ~= 0 then no = fmt(f[11]) end
+  if f[12] ~= '' then cool = f[12] end
+  for i, k in ipairs(ckeys) do
+    local left = f[11 + 2 * i]
+    if left >= 0 then ceil[k] = {left, f[12 + 2 * i]} end
+  end
 end
 local function parse_quota(v)
-  local t = {}
-  for w in string.gmatch(v, '%d+') do t[#t + 1] = tonumber(w) end
-  return t
+  local a, b, c, d, e, f = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d)$')
+  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
 end
 local known, deny, q = 0, 0, {0, 0, 0, 0, 0, 0}
 local qv = redis.call('HGET', Q, name)
@@ -73,8 +76,13 @@ if qv then known = 1; has_quota = 1; q = parse_quota(qv)
 elseif meta[1] == 'default_quota' and meta[2] then known = 1; q = parse_quota(meta[2])
 elseif meta[1] == 'deny' then deny = 1 end
 local epoch = tonumber(meta[3] or '0')
+local midnights = nil
 local function day_end(ds)
   if q[6] == 1 then
+    if not midnights then
+      midnights = {}
+      for w in string.gmatch(ARGV[4], '%d+') do midnights[#midnights + 1] = tonumber(w) end
+    end
     for _, m in ipairs(midnights) do if m > ds then return m end end
   end
   return ds + 86400000000
@@ -83,6 +91,11 @@ local dirty = false
 local function entry(v)
   local a, b, k, g = string.match(v, '^(%d+) (%d+) (%a) (%d+)$')
   return tonumber(a), tonumber(b), k, tonumber(g)
+end
+-- A member of Z: "<seq> <input> <output>".
+local function member(m)
+  local sq, a, b = string.match(m, '^(%d+) (%d+) (%d+)$')
+  return sq, tonumber(a), tonumber(b)
 end
 -- The wall clock stepped back: entries after now are clamped to now.
 if newest > now_us then
@@ -95,21 +108,21 @@ if newest > now_us then
 end
 -- An entry exactly 60 s old has left the window.
 local cutoff = fmt(now_us - 60000000)
-local old = redis.call('ZRANGEBYSCORE', Z, '-inf', cutoff)
-if #old > 0 then
-  for i = 1, #old, 500 do
-    local part = {unpack(old, i, math.min(i + 499, #old))}
-    local vals = redis.call('HMGET', E, unpack(part))
-    for _, v in ipairs(vals) do
-      if v then
-        local a, b = entry(v)
+if req > 0 then
+  local old = redis.call('ZRANGEBYSCORE', Z, '-inf', cutoff)
+  if #old > 0 then
+    for i = 1, #old, 500 do
+      local part = {}
+      for j = i, math.min(i + 499, #old) do
+        local sq, a, b = member(old[j])
+        part[#part + 1] = sq
         req = req - 1; tok = tok - a - b; inp = inp - a
       end
+      redis.call('HDEL', E, unpack(part))
     end
-    redis.call('HDEL', E, unpack(part))
+    redis.call('ZREMRANGEBYSCORE', Z, '-inf', cutoff)
+    dirty = true
   end
-  redis.call('ZREMRANGEBYSCORE', Z, '-inf', cutoff)
-  dirty = true
 end
 if xc > 0 then xc = xc - redis.call('ZREMRANGEBYSCORE', X, '-inf', cutoff) end
 if day_s then
@@ -120,47 +133,46 @@ if cool and not ns_lt(now_ns, cool) then cool = nil; dirty = true end
 for _, k in ipairs(ckeys) do
   if ceil[k] and not ns_lt(now_ns, ceil[k][2]) then ceil[k] = nil; dirty = true end
 end
+-- "left until" of one ceiling ("-1 -": none).
+local function ceil_text(k)
+  local c = ceil[k]
+  if c then return fmt(c[1]) .. ' ' .. c[2] end
+  return '-1 -'
+end
+local function learned_text()
+  if not (cool or ceil.lr or ceil.lt or ceil.li or ceil.lo) then return '- -1 - -1 - -1 - -1 -' end
+  return (cool or '-') .. ' ' .. ceil_text('lr') .. ' ' .. ceil_text('lt') .. ' ' ..
+    ceil_text('li') .. ' ' .. ceil_text('lo')
+end
 local function save()
-  local h = {'name', name, 'req', fmt(req), 'tok', fmt(tok), 'inp', fmt(inp), 'gen', fmt(gen),
-             'seq', fmt(seq), 'dn', fmt(day_n), 'nw', fmt(newest), 'xc', fmt(xc)}
-  local gone = {}
-  if day_s then h[#h + 1] = 'ds'; h[#h + 1] = fmt(day_s) elseif st.ds then gone[#gone + 1] = 'ds' end
-  if cool then h[#h + 1] = 'lc'; h[#h + 1] = cool elseif st.lc then gone[#gone + 1] = 'lc' end
-  for _, k in ipairs(ckeys) do
-    if ceil[k] then
-      h[#h + 1] = k; h[#h + 1] = fmt(ceil[k][1]); h[#h + 1] = k .. 'u'; h[#h + 1] = ceil[k][2]
-    elseif st[k] then
-      gone[#gone + 1] = k; gone[#gone + 1] = k .. 'u'
-    end
+  if not no then
+    no = tostring(redis.call('HINCRBY', M, 'next_no', 1))
+    redis.call('HSET', N, no, name)
   end
   -- Idle keys expire: nothing of a model outlives two days without use (refreshed hourly).
   local expire = not existed or now_us - refreshed > 3600000000 or now_us < refreshed
-  if expire then h[#h + 1] = 'exp'; h[#h + 1] = fmt(now_us) end
-  redis.call('HSET', S, unpack(h))
-  if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
-  if not st.no then
-    local no = redis.call('HINCRBY', M, 'next_no', 1)
-    redis.call('HSET', N, no, name)
-    redis.call('HSET', S, 'no', no)
-    st.no = tostring(no)
-  end
-  if expire then
-    for _, k in ipairs({S, Z, E, X}) do redis.call('PEXPIRE', k, 176400000) end
-  end
-end
-local function learned_reply()
-  local out = {cool or ''}
+  if expire then refreshed = now_us end
+  local c = {cool or ''}
   for _, k in ipairs(ckeys) do
-    if ceil[k] then out[#out + 1] = fmt(ceil[k][1]); out[#out + 1] = ceil[k][2]
-    else out[#out + 1] = '-1'; out[#out + 1] = '' end
+    local v = ceil[k]
+    if v then c[#c + 1] = v[1]; c[#c + 1] = v[2] else c[#c + 1] = -1; c[#c + 1] = '' end
   end
-  return out
+  local text = cmsgpack.pack({req, tok, inp, gen, seq, day_s or -1, day_n, newest, xc, refreshed,
+    tonumber(no), c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], name})
+  if expire then
+    redis.call('SET', T, text)
+    for _, k in ipairs({T, Z, E, X}) do redis.call('PEXPIRE', k, 176400000) end
+  else
+    redis.call('SET', T, text, 'KEEPTTL')
+  end
 end
 )lua";
 
 // ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output.
-// Returns {allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6, req, tok, inp,
-// day_started, day_start, day_end, day_n, now_ns, rt, tt, ti, to, learned (9)}.
+// Returns one string of 35 space-separated fields: allowed, seq, gen, epoch, no, known, deny,
+// has_quota, q1..q6, req, tok, inp, day_started, day_start, day_end, day_n, now_ns, rt, tt,
+// ti, to, then the learned limits (cooldown until or "-", and left/until of the four ceilings,
+// "-1 -" for none).
 inline constexpr const char* kCheck = R"lua(
 local mode = tonumber(ARGV[5])
 local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -172,15 +184,10 @@ local function tokens_time(need, dim)
   while true do
     local page = redis.call('ZRANGE', Z, start, start + 255, 'WITHSCORES')
     if #page == 0 then return -1 end
-    local members = {}
-    for i = 1, #page, 2 do members[#members + 1] = page[i] end
-    local vals = redis.call('HMGET', E, unpack(members))
-    for i, v in ipairs(vals) do
-      if v then
-        local a, b = entry(v)
-        if dim == 0 then acc = acc + a + b elseif dim == 1 then acc = acc + a else acc = acc + b end
-        if acc >= need then return tonumber(page[2 * i]) end
-      end
+    for i = 1, #page, 2 do
+      local _, a, b = member(page[i])
+      if dim == 0 then acc = acc + a + b elseif dim == 1 then acc = acc + a else acc = acc + b end
+      if acc >= need then return tonumber(page[i + 1]) end
     end
     start = start + 256
   end
@@ -218,16 +225,18 @@ else
 end
 local de = -1
 if day_s then de = day_end(day_s) end
-local out = {allowed, 0, gen, epoch, 0, known, deny, has_quota, q[1], q[2], q[3], q[4], q[5],
-             q[6], req, tok, inp, day_s and 1 or 0, day_s or -1, de, day_n, now_ns, rt, tt, ti,
-             to}
-for _, v in ipairs(learned_reply()) do out[#out + 1] = v end
-if allowed == 1 and mode == 2 then
+local grant = allowed == 1 and mode == 2
+-- The usage before this grant (the rules add the estimate themselves).
+local rest = sfmt('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %s %d %d %d %d %s', known,
+  deny,
+  has_quota, q[1], q[2], q[3], q[4], q[5], q[6], req, tok, inp, day_s and 1 or 0, day_s or -1,
+  de, day_n, now_ns, rt, tt, ti, to, learned_text())
+if grant then
   seq = seq + 1
-  out[2] = seq
   newest = now_us
-  redis.call('ZADD', Z, fmt(now_us), fmt(seq))
-  redis.call('HSET', E, fmt(seq), fmt(ein) .. ' ' .. fmt(eout) .. ' r ' .. fmt(gen))
+  local key = fmt(seq)
+  redis.call('ZADD', Z, fmt(now_us), sfmt('%s %d %d', key, ein, eout))
+  redis.call('HSET', E, key, sfmt('%d %d r %d', ein, eout, gen))
   req = req + 1; tok = tok + total; inp = inp + ein
   if not day_s then day_s = now_us; day_n = 0 end
   day_n = day_n + 1
@@ -241,8 +250,7 @@ if allowed == 1 and mode == 2 then
 elseif dirty and existed then
   save()
 end
-if st.no then out[5] = tonumber(st.no) end
-return out
+return sfmt('%d %d %d %d %s %s', allowed, grant and seq or 0, gen, epoch, no or '0', rest)
 )lua";
 
 // ARGV 5, 6: input, output.
@@ -250,13 +258,13 @@ inline constexpr const char* kRecord = R"lua(
 local ein, eout = tonumber(ARGV[5]), tonumber(ARGV[6])
 seq = seq + 1
 newest = now_us
-redis.call('ZADD', Z, fmt(now_us), fmt(seq))
-redis.call('HSET', E, fmt(seq), fmt(ein) .. ' ' .. fmt(eout) .. ' u ' .. fmt(gen))
+redis.call('ZADD', Z, fmt(now_us), sfmt('%d %d %d', seq, ein, eout))
+redis.call('HSET', E, fmt(seq), sfmt('%d %d u %d', ein, eout, gen))
 req = req + 1; tok = tok + ein + eout; inp = inp + ein
 if not day_s then day_s = now_us; day_n = 0 end
 day_n = day_n + 1
 save()
-return {epoch, tonumber(st.no)}
+return {epoch, tonumber(no)}
 )lua";
 
 // ARGV 5 kind (commit|cancel), 6 seq, 7 generation of the Reservation (-1: by id), 8 from a
@@ -264,7 +272,7 @@ return {epoch, tonumber(st.no)}
 // Returns {status (ok|settled|not_found), released, epoch}.
 inline constexpr const char* kSettle = R"lua(
 local kind, key = ARGV[5], ARGV[6]
-if ARGV[11] ~= '' and (not existed or st.no ~= ARGV[11] or tonumber(key) > seq) then
+if ARGV[11] ~= '' and (not existed or no ~= ARGV[11] or tonumber(key) > seq) then
   return {'not_found', 0, epoch}
 end
 local status, released = 'ok', 0
@@ -276,11 +284,16 @@ if v then
   elseif kind == 'commit' then
     local na, nb = tonumber(ARGV[9]), tonumber(ARGV[10])
     tok = tok + (na + nb) - (a + b); inp = inp + na - a
-    redis.call('HSET', E, key, fmt(na) .. ' ' .. fmt(nb) .. ' c ' .. fmt(g))
+    local old = sfmt('%s %d %d', key, a, b)
+    local t = redis.call('ZSCORE', Z, old)
+    redis.call('ZREM', Z, old)
+    redis.call('ZADD', Z, t, sfmt('%s %d %d', key, na, nb))
+    redis.call('HSET', E, key, sfmt('%d %d c %d', na, nb, g))
     if na < a or nb < b then released = 1 end
   else
-    local t = redis.call('ZSCORE', Z, key)
-    redis.call('ZREM', Z, key)
+    local m = sfmt('%s %d %d', key, a, b)
+    local t = redis.call('ZSCORE', Z, m)
+    redis.call('ZREM', Z, m)
     redis.call('HDEL', E, key)
     redis.call('ZADD', X, t, key)
     xc = xc + 1
@@ -316,13 +329,15 @@ if changed == 1 then redis.call('HINCRBY', M, 'ver', 1) end
 return {changed, epoch}
 )lua";
 
-// Clears one model's usage and learned limits (the quota stays). KEYS: S Z E X M.
+// Clears one model's usage and learned limits (the quota stays). KEYS: T Z E X M.
 inline constexpr const char* kReset = R"lua(
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'req', 0, 'tok', 0, 'inp', 0, 'dn', 0, 'xc', 0)
-  redis.call('HDEL', KEYS[1], 'ds', 'lc', 'lr', 'lru', 'lt', 'ltu', 'li', 'liu', 'lo', 'lou')
-  redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local f = cmsgpack.unpack(raw)
+  f[1], f[2], f[3], f[4], f[6], f[7], f[9], f[12] = 0, 0, 0, f[4] + 1, -1, 0, 0, ''
+  for i = 13, 19, 2 do f[i] = -1; f[i + 1] = '' end
+  redis.call('SET', KEYS[1], cmsgpack.pack(f), 'KEEPTTL')
 end
 redis.call('HINCRBY', KEYS[5], 'ver', 1)
 return 1
