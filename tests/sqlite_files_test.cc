@@ -177,9 +177,17 @@ TEST(SqliteFileTest, AnotherApplicationsDatabaseIsNeverMoved) {
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("schema version \"9\""), std::string::npos);
   ASSERT_TRUE(exec_sql(newer,
-                       "UPDATE rl_meta SET value = '1' WHERE key = 'schema_version';"
+                       "UPDATE rl_meta SET value = '3' WHERE key = 'schema_version';"
                        "UPDATE rl_meta SET value = 'xyz' WHERE key = 'store_id'"));
   EXPECT_EQ(open_with(newer, false).error().code, ErrorCode::corrupt_state);
+  // Version 2 without its live tables: damaged, not migrated.
+  ASSERT_TRUE(exec_sql(newer,
+                       "UPDATE rl_meta SET value = '2' WHERE key = 'schema_version';"
+                       "UPDATE rl_meta SET value = '00000000000000ab' WHERE key = 'store_id'"));
+  auto half = open_with(newer, false);
+  ASSERT_FALSE(half);
+  EXPECT_EQ(half.error().code, ErrorCode::corrupt_state);
+  EXPECT_NE(half.error().message.find("rl_totals"), std::string::npos) << half.error().message;
   EXPECT_TRUE(corrupt_copies(dir.path()).empty());
 }
 
@@ -231,6 +239,15 @@ TEST(SqliteFileTest, AGoRatelimitDatabaseIsAdopted) {
   EXPECT_EQ(s.rpd, 7);
   EXPECT_EQ(s.max_rpm, 2);  // the database's quota wins over the config's
   EXPECT_EQ(limiter->decide("m", 0).retry_after, 50s);
+  // Imported once, when adopted: a reopen keeps the live usage (and never imports again).
+  ASSERT_TRUE(limiter->set_quota("m", {3, 100, 10}));
+  ASSERT_TRUE(limiter->record_usage("m", 5, 0));
+  limiter.reset();
+  limiter = open_db(path, {});
+  EXPECT_EQ(limiter->stats("m")->rpm, 3);
+  EXPECT_EQ(limiter->stats("m")->tpm, 75);
+  EXPECT_EQ(limiter->stats("m")->rpd, 8);
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM requests"), 2);  // until persist()
   limiter.reset();
   // A negative token count in a go-ratelimit database: corrupt_state, nothing changed.
   const std::string bad = dir.file("bad.db");
@@ -244,23 +261,74 @@ TEST(SqliteFileTest, AGoRatelimitDatabaseIsAdopted) {
   EXPECT_EQ(query_int(bad, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rl_meta'"), 0);
 }
 
+// persist() writes go-ratelimit's four tables from the live window; a reader that knows only
+// those tables and columns (go-ratelimit's Load) sees the quotas, the requests and tokens in the
+// window (not the cancelled one) and the day. Between persists they keep the last snapshot.
+TEST(SqliteFileTest, PersistWritesTheSeedsFourTablesForGoRatelimitReaders) {
+  testing::TempDir dir;
+  const std::string path = dir.file("persist.db");
+  auto clock = std::make_shared<ManualClock>(start_time());
+  auto limiter = open_db(path, {{"m", {10, 1000, 100}}, {"idle", {1, 2, 3}}}, clock);
+  const std::int64_t t = start_time().time_since_epoch().count();
+  ASSERT_TRUE(limiter->record_usage("m", 30, 10));
+  clock->advance(1s);
+  Reservation kept = limiter->try_acquire("m", 50);
+  ASSERT_TRUE(kept.commit(20, 5));
+  Reservation dropped = limiter->try_acquire("m", 50);
+  ASSERT_TRUE(dropped.cancel());
+  Reservation open = limiter->try_acquire("m", 0);  // a request without tokens
+  ASSERT_TRUE(open);
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM requests"), 0);  // nothing before persist
+  ASSERT_TRUE(limiter->persist());
+  // go-ratelimit's reader: its own statements, its own columns.
+  EXPECT_EQ(query_text(path,
+                       "SELECT group_concat(model || ':' || max_rpm || '/' || max_tpm || '/' || "
+                       "max_rpd, ' ') FROM (SELECT * FROM quotas ORDER BY model)"),
+            "idle:1/2/3 m:10/1000/100");
+  EXPECT_EQ(query_text(path, "SELECT group_concat(ts - " + std::to_string(t) +
+                                 ", ',') FROM (SELECT model, ts FROM requests WHERE model = 'm' "
+                                 "ORDER BY ts)"),
+            "0,1000000000,1000000000");
+  EXPECT_EQ(query_text(path, "SELECT group_concat((ts - " + std::to_string(t) +
+                                 ") || ':' || count, ',') FROM (SELECT model, ts, count FROM "
+                                 "tokens WHERE model = 'm' ORDER BY ts)"),
+            "0:40,1000000000:25");
+  EXPECT_EQ(query_int(path, "SELECT day_start FROM daily WHERE model = 'm'"), t);
+  EXPECT_EQ(query_int(path, "SELECT day_count FROM daily WHERE model = 'm'"), 3);
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM daily"), 1);
+  // A go-ratelimit database made of that snapshot is adopted with the same usage.
+  const std::string copy = dir.file("copy.db");
+  ASSERT_TRUE(exec_sql(path, "VACUUM INTO '" + copy + "'"));
+  ASSERT_TRUE(exec_sql(copy,
+                       "DROP TABLE rl_meta; DROP TABLE rl_models; DROP TABLE rl_log; DROP TABLE "
+                       "rl_aliases; DROP TABLE rl_learned; PRAGMA application_id = 0"));
+  auto adopted = open_db(copy, {}, clock);
+  ASSERT_NE(adopted, nullptr);
+  EXPECT_EQ(*adopted->stats("m"), *limiter->stats("m"));
+  // The window moves on: the next persist() leaves out what left it.
+  clock->advance(59500ms);
+  ASSERT_TRUE(limiter->persist());
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM requests"), 2);
+  EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM tokens"), 1);
+}
+
 TEST(SqliteFileTest, NegativeValuesInTheDatabaseAreCorruptState) {
   testing::TempDir dir;
   const std::string path = dir.file("neg.db");
   auto limiter = open_db(path, {{"m", {5, 0, 0}}});
   ASSERT_TRUE(limiter->record_usage("m", 1, 0));
-  ASSERT_TRUE(exec_sql(path, "UPDATE daily SET day_count = -4"));
+  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET day_count = -4"));
   auto s = limiter->stats("m");
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code, ErrorCode::corrupt_state);
-  EXPECT_NE(s.error().message.find("daily.day_count"), std::string::npos);
+  EXPECT_NE(s.error().message.find("rl_models.day_count"), std::string::npos);
   EXPECT_EQ(limiter->decide("m", 0).code, DecisionCode::store_unavailable);
-  ASSERT_TRUE(exec_sql(path, "UPDATE daily SET day_count = 1; UPDATE quotas SET max_tpm = -1"));
+  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET day_count = 1; UPDATE quotas SET max_tpm = -1"));
   EXPECT_EQ(limiter->record_usage("m", 1, 0).error().code, ErrorCode::corrupt_state);
   EXPECT_EQ(limiter->load().error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE quotas SET max_tpm = 0; UPDATE rl_totals SET requests = -1"));
+  ASSERT_TRUE(exec_sql(path, "UPDATE quotas SET max_tpm = 0; UPDATE rl_models SET requests = -1"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_totals SET requests = 1, tokens_hi = -1"));
+  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET requests = 1, tokens_hi = -1"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
 }
 
@@ -452,6 +520,59 @@ TEST(SqliteFaultTest, EveryOperationFailsCleanlyAtEveryStatement) {
     EXPECT_EQ(opened.error().code, ErrorCode::io_error) << n;
   }
   EXPECT_EQ(query_text(path, "PRAGMA integrity_check"), "ok");
+}
+
+}  // namespace
+}  // namespace ratelimit
+
+namespace ratelimit {
+namespace {
+
+// Databases written by the releases with schema versions 1 (before input/output limits) and 2
+// (the live window in the seed's tables) are migrated when opened: usage, quotas, the day, the
+// store id and the reservation numbers are kept; every token of version 1 counts as input. The
+// old live tables are dropped, so a process of the old release still running fails loudly.
+TEST(SqliteOpenTest, VersionOneAndTwoDatabasesAreMigratedKeepingTheirUsage) {
+  for (int version : {1, 2}) {
+    SCOPED_TRACE(version);
+    testing::TempDir dir;
+    const std::string path = dir.file("old.db");
+    const std::int64_t t = testing::start_time().time_since_epoch().count();
+    ASSERT_TRUE(testing::write_old_database(path, t, version));
+    auto clock = std::make_shared<ManualClock>(testing::start_time() + 1s);
+    auto again = testing::open_db(path, {}, clock);
+    ASSERT_NE(again, nullptr);
+    EXPECT_EQ(testing::query_text(path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
+              "3");
+    const ModelStats s = *again->stats("m");
+    EXPECT_EQ(s.rpm, 2);  // the row below the old horizon had left
+    EXPECT_EQ(s.tpm, 47);
+    EXPECT_EQ(s.input_tpm, 47);
+    EXPECT_EQ(s.output_tpm, 0);
+    EXPECT_EQ(s.rpd, 2);
+    EXPECT_EQ(again->quota("m")->value(), (ModelQuota{5, 100, 10}));
+    // The reservation issued before the upgrade settles as one that left the window.
+    ASSERT_TRUE(again->commit("00000000000000ab-1-1", 3, 2));
+    EXPECT_EQ(again->stats("m")->tpm, 47);
+    // New ids never reuse an old one; the store id is kept.
+    Reservation r = again->try_acquire("m", 1);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r.id(), "00000000000000ab-1-6");  // seqs 2 to 5 went to the migrated rows
+    ASSERT_TRUE(r.commit(1, 2));
+    EXPECT_EQ(again->stats("m")->output_tpm, 2);
+    // The old live tables are gone: the old release's statements fail.
+    EXPECT_FALSE(testing::exec_sql(path, "UPDATE rl_totals SET requests = 0"));
+    EXPECT_FALSE(testing::exec_sql(path, "DELETE FROM rl_reservations"));
+    ASSERT_TRUE(again->set_alias("m-alias", "m"));
+    EXPECT_EQ(again->decide("m-alias", 0).resolved_model, "m");
+    // A second open does not migrate again.
+    again.reset();
+    again = testing::open_db(path, {}, clock);
+    EXPECT_EQ(again->stats("m")->rpm, 3);
+    clock->advance(60s);
+    EXPECT_EQ(again->stats("m")->rpm, 0);
+    EXPECT_EQ(again->stats("m")->rpd, 3);
+  }
 }
 
 }  // namespace

@@ -185,7 +185,7 @@ TEST(SqliteDecideTest, ClockSteppingBackClampsEntriesToNow) {
   EXPECT_EQ(d.code, DecisionCode::rpm_exceeded);
   EXPECT_EQ(d.retry_after, 60s);
   ASSERT_TRUE(f->limiter->record_usage("m", 0, 0));  // a write clamps the rows
-  EXPECT_EQ(query_int(f->path, "SELECT max(ts) FROM requests"),
+  EXPECT_EQ(query_int(f->path, "SELECT max(ts) FROM rl_log"),
             (start_time() - 1h).time_since_epoch().count());
   f->clock->advance(60s);
   EXPECT_EQ(f->limiter->stats("m")->rpm, 0);
@@ -205,27 +205,26 @@ TEST(SqliteDecideTest, ExactAfterAnIdleSpellAndDeletionIsBounded) {
   f->clock->advance(30s);
   ASSERT_TRUE(f->limiter->record_usage("m", 5, 0));
   f->clock->advance(40s);  // the 300 left; the last one has not
-  // A read would walk 300 rows: it becomes a write, still exact.
+  // A read walks the 300 rows without writing, exact.
   EXPECT_EQ((*f->limiter->all_stats())["m"].rpm, 1);
   EXPECT_EQ(f->limiter->models()->size(), 1u);
   ModelStats s = *f->limiter->stats("m");
   EXPECT_EQ(s.rpm, 1);
   EXPECT_EQ(s.tpm, 5);
   EXPECT_EQ(f->limiter->decide("m", 0).stats.rpm, 1);
-  // Expired rows go at most 64 per table per transaction.
-  const std::int64_t before = query_int(f->path, "SELECT COUNT(*) FROM requests");
-  EXPECT_GE(before, 301 - 64);
+  // Reads never delete; a write deletes at most 256 expired rows, once 64 wait.
+  const std::int64_t before = query_int(f->path, "SELECT COUNT(*) FROM rl_log");
+  EXPECT_EQ(before, 301);
   ASSERT_TRUE(f->limiter->record_usage("m", 0, 0));
-  const std::int64_t after = query_int(f->path, "SELECT COUNT(*) FROM requests");
-  EXPECT_GE(after, before - 64);
-  EXPECT_LT(after, before);
+  const std::int64_t after = query_int(f->path, "SELECT COUNT(*) FROM rl_log");
+  EXPECT_EQ(after, before + 1 - 256);
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(f->limiter->record_usage("m", 0, 0));
-  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM requests"), 1 + 11);
+  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM rl_log"), 1 + 11 + 44);  // 44 < 64 wait
   EXPECT_EQ(f->limiter->stats("m")->rpm, 12);
   EXPECT_EQ(f->limiter->stats("m")->rpd, 312);
 }
 
-TEST(SqliteDecideTest, DecideAndStatsBecomeWritesAfterLongIdleSpells) {
+TEST(SqliteDecideTest, DecideAndStatsDoNotWriteToPruneEvenAfterLongIdleSpells) {
   auto f = sqlite_limiter({{"m", {1000, 0, 0}}, {"n", {1000, 0, 0}}});
   for (int i = 0; i < 100; ++i) {
     ASSERT_TRUE(f->limiter->record_usage("m", 1, 0));
@@ -234,17 +233,22 @@ TEST(SqliteDecideTest, DecideAndStatsBecomeWritesAfterLongIdleSpells) {
   f->clock->advance(61s);
   EXPECT_EQ(f->limiter->decide("m", 0).stats.rpm, 0);
   EXPECT_EQ(f->limiter->stats("n")->tpm, 0);
-  EXPECT_EQ(query_int(f->path, "SELECT requests FROM rl_totals WHERE model = 'n'"), 0);
+  EXPECT_EQ((*f->limiter->all_stats())["n"].rpm, 0);
+  EXPECT_EQ(query_int(f->path, "SELECT requests FROM rl_models WHERE model = 'n'"), 100);
+  // The first look at a new day is written once (so that it stays new if the clock steps back).
+  f->clock->advance(24h);
+  EXPECT_EQ(f->limiter->stats("n")->rpd, 0);
+  EXPECT_EQ(query_int(f->path, "SELECT day_count FROM rl_models WHERE model = 'n'"), 0);
 }
 
 TEST(SqliteDecideTest, DecideAndStatsDoNotWriteOnTheCommonPath) {
   auto f = sqlite_limiter({{"m", {10, 0, 0}}});
   ASSERT_TRUE(f->limiter->record_usage("m", 1, 0));
-  const std::int64_t version = query_int(f->path, "SELECT horizon FROM rl_totals");
+  const std::int64_t version = query_int(f->path, "SELECT horizon FROM rl_models");
   f->clock->advance(5s);
   f->limiter->decide("m", 0);
   f->limiter->stats("m");
-  EXPECT_EQ(query_int(f->path, "SELECT horizon FROM rl_totals"), version);
+  EXPECT_EQ(query_int(f->path, "SELECT horizon FROM rl_models"), version);
 }
 
 TEST(SqliteStatsTest, KnownUnknownQuotaOnlyAndAllStats) {
@@ -289,8 +293,8 @@ TEST(SqliteStatsTest, ResetOneAllAndUnknown) {
   ASSERT_TRUE(f->limiter->reset(""));
   EXPECT_EQ(f->limiter->stats("b")->rpm, 0);
   EXPECT_EQ(f->limiter->stats("")->rpm, 0);
-  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM requests"), 0);
-  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM daily"), 0);
+  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM rl_log"), 0);
+  EXPECT_EQ(query_int(f->path, "SELECT sum(has_day) FROM rl_models"), 0);
   ASSERT_TRUE(f->limiter->record_usage("b", 1, 0));
   EXPECT_EQ(f->limiter->stats("b")->rpm, 1);
 }
@@ -396,7 +400,7 @@ TEST(SqliteReservationTest, CancelAfterRowsWereDeletedStillRefundsTheDayOnce) {
   f->clock->advance(61s);
   // Expired rows are deleted in batches of 64, once that many wait.
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(f->limiter->record_usage("m", 0, 0));
-  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM rl_reservations"), 0);
+  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM rl_log WHERE state = 0"), 0);
   ASSERT_TRUE(r.cancel());
   EXPECT_EQ(f->limiter->stats("m")->rpd, 73);
   EXPECT_EQ(f->limiter->stats("m")->rpm, 3);
@@ -533,6 +537,9 @@ TEST(SqliteQuotaTest, QuotaChangesAreUsedByTheNextDecision) {
 TEST(SqliteOpenTest, StateSurvivesReopeningAndTheSchemaIsTheSeeds) {
   auto f = sqlite_limiter({{"m", {5, 100, 10}}});
   ASSERT_TRUE(f->limiter->record_usage("m", 40, 2));
+  // The live window is in rl_log: the seed's tables are written by persist() only.
+  EXPECT_EQ(query_int(f->path, "SELECT COUNT(*) FROM requests"), 0);
+  ASSERT_TRUE(f->limiter->persist());
   ASSERT_TRUE(f->limiter->close());
   ASSERT_TRUE(f->limiter->close());  // idempotent
   auto again = open_db(f->path, {}, f->clock);
@@ -751,48 +758,6 @@ TEST(SqliteWaitTest, QueueOrderAmongAcquireWaiters) {
   ASSERT_TRUE(held.cancel());
   for (auto& t : threads) t.join();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
-}
-
-}  // namespace
-}  // namespace ratelimit
-
-namespace ratelimit {
-namespace {
-
-// A database written by the release before input/output limits (schema version 1: no columns
-// or tables of ours for them) is upgraded in place when opened, keeping its usage, quotas and
-// reservation ids; every token it held counts as input.
-TEST(SqliteOpenTest, AVersionOneDatabaseIsUpgradedInPlace) {
-  auto f = testing::sqlite_limiter({{"m", {5, 100, 10}}});
-  ASSERT_TRUE(f->limiter->record_usage("m", 40, 0));
-  Reservation r = f->limiter->try_acquire("m", 7);
-  ASSERT_TRUE(r);
-  const std::string id = r.id();
-  ASSERT_TRUE(f->limiter->close());
-  for (const char* sql :
-       {"ALTER TABLE tokens DROP COLUMN output", "ALTER TABLE quotas DROP COLUMN max_input_tpm",
-        "ALTER TABLE quotas DROP COLUMN max_output_tpm", "ALTER TABLE quotas DROP COLUMN day_start",
-        "ALTER TABLE rl_totals DROP COLUMN output_hi",
-        "ALTER TABLE rl_totals DROP COLUMN output_lo",
-        "ALTER TABLE rl_reservations DROP COLUMN est_output", "DROP TABLE rl_aliases",
-        "DROP TABLE rl_learned", "DELETE FROM rl_meta WHERE key = 'config_version'",
-        "UPDATE rl_meta SET value = '1' WHERE key = 'schema_version'"}) {
-    ASSERT_TRUE(testing::exec_sql(f->path, sql)) << sql;
-  }
-  auto again = testing::open_db(f->path, {}, f->clock);
-  ASSERT_NE(again, nullptr);
-  EXPECT_EQ(testing::query_text(f->path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
-            "2");
-  const ModelStats s = *again->stats("m");
-  EXPECT_EQ(s.rpm, 2);
-  EXPECT_EQ(s.tpm, 47);
-  EXPECT_EQ(s.input_tpm, 47);
-  EXPECT_EQ(s.output_tpm, 0);
-  EXPECT_EQ(again->quota("m")->value(), (ModelQuota{5, 100, 10}));
-  ASSERT_TRUE(again->commit(id, 3, 2));  // an id issued before the upgrade still settles
-  EXPECT_EQ(again->stats("m")->output_tpm, 2);
-  ASSERT_TRUE(again->set_alias("m-alias", "m"));
-  EXPECT_EQ(again->decide("m-alias", 0).resolved_model, "m");
 }
 
 }  // namespace

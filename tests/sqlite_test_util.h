@@ -103,4 +103,73 @@ inline bool exec_sql(const std::string& path, const std::string& sql) {
   return ok;
 }
 
+// A database as the release with schema version 2 (or 1) wrote it: the live window in the
+// seed's tables, totals in rl_totals, reservations in rl_reservations. Model "m" (quota
+// {5, 100, 10}, model_no 1) at `t_ns` holds a recorded request with 40 tokens, a reserved one
+// (seq 1, estimate 7, not settled) and a day count of 2; plus one request row at t - 100 s that
+// had already left the totals (horizon t - 90 s). Store id 00000000000000ab.
+inline bool write_old_database(const std::string& path, std::int64_t t_ns, int version) {
+  const std::string t = std::to_string(t_ns);
+  const bool v2 = version >= 2;
+  std::string sql =
+      "PRAGMA journal_mode=WAL; PRAGMA application_id = 1380732244;"
+      "CREATE TABLE quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL DEFAULT 0, max_tpm "
+      "INTEGER NOT NULL DEFAULT 0, max_rpd INTEGER NOT NULL DEFAULT 0" +
+      std::string(v2 ? ", max_input_tpm INTEGER NOT NULL DEFAULT 0, max_output_tpm INTEGER NOT "
+                       "NULL DEFAULT 0, day_start INTEGER NOT NULL DEFAULT 0"
+                     : "") +
+      ");"
+      "CREATE TABLE requests (model TEXT NOT NULL, ts INTEGER NOT NULL);"
+      "CREATE TABLE tokens (model TEXT NOT NULL, ts INTEGER NOT NULL, count INTEGER NOT NULL" +
+      std::string(v2 ? ", output INTEGER NOT NULL DEFAULT 0" : "") +
+      ");"
+      "CREATE TABLE daily (model TEXT PRIMARY KEY, day_start INTEGER NOT NULL, day_count INTEGER "
+      "NOT NULL DEFAULT 0);"
+      "CREATE INDEX idx_requests_model_ts ON requests(model, ts);"
+      "CREATE INDEX idx_tokens_model_ts ON tokens(model, ts);"
+      "CREATE TABLE rl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE rl_reservations (model_no INTEGER NOT NULL, seq INTEGER NOT NULL, ts INTEGER "
+      "NOT NULL, est_tokens INTEGER NOT NULL, state INTEGER NOT NULL, request_rowid INTEGER NOT "
+      "NULL, token_rowid INTEGER, day_gen INTEGER NOT NULL" +
+      std::string(v2 ? ", est_output INTEGER NOT NULL DEFAULT 0" : "") +
+      ", PRIMARY KEY (model_no, seq)) WITHOUT ROWID;"
+      "CREATE TABLE rl_totals (model TEXT PRIMARY KEY, model_no INTEGER NOT NULL UNIQUE, "
+      "next_seq INTEGER NOT NULL, requests INTEGER NOT NULL, tokens_hi INTEGER NOT NULL, "
+      "tokens_lo INTEGER NOT NULL, horizon INTEGER NOT NULL, newest_ts INTEGER NOT NULL, "
+      "oldest_ts INTEGER NOT NULL, pending INTEGER NOT NULL, day_gen INTEGER NOT NULL" +
+      std::string(v2 ? ", output_hi INTEGER NOT NULL DEFAULT 0, output_lo INTEGER NOT NULL "
+                       "DEFAULT 0"
+                     : "") +
+      ") WITHOUT ROWID;" +
+      std::string(v2 ? "CREATE TABLE rl_aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL) "
+                       "WITHOUT ROWID;"
+                       "CREATE TABLE rl_learned (model TEXT PRIMARY KEY, cooldown_until INTEGER "
+                       "NOT NULL, req_left INTEGER NOT NULL, req_until INTEGER NOT NULL, "
+                       "tok_left INTEGER NOT NULL, tok_until INTEGER NOT NULL, in_left INTEGER "
+                       "NOT NULL, in_until INTEGER NOT NULL, out_left INTEGER NOT NULL, "
+                       "out_until INTEGER NOT NULL) WITHOUT ROWID;"
+                       "INSERT INTO rl_meta VALUES ('config_version', '0');"
+                     : "") +
+      "INSERT INTO rl_meta VALUES ('schema_version', '" + std::to_string(version) +
+      "'), ('store_id', '00000000000000ab');"
+      "INSERT INTO quotas (model, max_rpm, max_tpm, max_rpd) VALUES ('m', 5, 100, 10);"
+      "INSERT INTO requests (rowid, model, ts) VALUES (1, 'm', " +
+      std::to_string(t_ns - 100'000'000'000) + "), (2, 'm', " + t + "), (3, 'm', " + t +
+      ");"
+      "INSERT INTO tokens (rowid, model, ts, count) VALUES (1, 'm', " +
+      t + ", 40), (2, 'm', " + t +
+      ", 7);"
+      "INSERT INTO daily VALUES ('m', " +
+      t +
+      ", 2);"
+      "INSERT INTO rl_reservations (model_no, seq, ts, est_tokens, state, request_rowid, "
+      "token_rowid, day_gen) VALUES (1, 1, " +
+      t +
+      ", 7, 0, 3, 2, 0);"
+      "INSERT INTO rl_totals (model, model_no, next_seq, requests, tokens_hi, tokens_lo, horizon, "
+      "newest_ts, oldest_ts, pending, day_gen) VALUES ('m', 1, 2, 2, 0, 47, " +
+      std::to_string(t_ns - 90'000'000'000) + ", " + t + ", " + t + ", 2, 0);";
+  return exec_sql(path, sql);
+}
+
 }  // namespace ratelimit::testing

@@ -59,7 +59,7 @@ TEST(StateNames, ASqliteDatabaseWithInvalidNamesOpensAndSkipsThem) {
       db,
       "INSERT INTO quotas (model, max_rpm, max_tpm, max_rpd) VALUES "
       "(CAST(X'626164FF' AS TEXT), 1, 0, 0), ('', 3, 0, 0);"
-      "INSERT INTO daily (model, day_start, day_count) VALUES (CAST(X'6301' AS TEXT), 1, 1)"));
+      "INSERT INTO rl_learned VALUES (CAST(X'6301' AS TEXT), 9, -1, 0, -1, 0, -1, 0, -1, 0)"));
   auto quotas = f.limiter->quotas();
   ASSERT_TRUE(quotas) << quotas.error().message;
   EXPECT_EQ(quotas->size(), 2u);  // "good" and "" (valid for the library)

@@ -7,6 +7,7 @@
 #include "store/snapshot.h"
 #include "store/sqlite/open.h"
 #include "store/sqlite/schema.h"
+#include "store/sqlite/seed_tables.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace ratelimit {
@@ -61,7 +62,7 @@ Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path
     c.exec("BEGIN IMMEDIATE");
     std::int64_t day_gen = 1;
     {
-      sqlite3_stmt* s = c.prepare("SELECT coalesce(max(day_gen), 0) + 1 FROM rl_totals");
+      sqlite3_stmt* s = c.prepare("SELECT coalesce(max(day_gen), 0) + 1 FROM rl_models");
       Query u(c, s);
       if (u.row()) day_gen = u.i64(0);
     }
@@ -74,8 +75,7 @@ Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path
         u.bind(1, model).bind(2, q.max_rpm).bind(3, q.max_tpm).bind(4, q.max_rpd).run();
       }
     }
-    for (const char* sql : {"DELETE FROM requests", "DELETE FROM tokens", "DELETE FROM daily",
-                            "DELETE FROM rl_reservations"}) {
+    for (const char* sql : {"DELETE FROM requests", "DELETE FROM tokens", "DELETE FROM daily"}) {
       c.exec(sql);
     }
     sqlite3_stmt* req = c.prepare("INSERT INTO requests (model, ts) VALUES (?1, ?2)");
@@ -104,7 +104,7 @@ Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path
             .run();
       }
     }
-    rebuild_totals(c, day_gen, op);
+    import_seed_usage(c, false, day_gen, op);  // the YAML usage replaces the live usage
     c.exec("COMMIT");
   } catch (const DbFailure& e) {
     c.rollback();

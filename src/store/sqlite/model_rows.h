@@ -1,11 +1,12 @@
 // Internal: one model's rows in the SQLite store, read and written inside a transaction.
 //
-// Totals are exact without COUNT/SUM over the window: each write transaction on a model moves
-// its horizon to now - 60 s, subtracting the rows in (old horizon, new horizon] with an index
-// range query (each row is subtracted once: amortised O(1)), then deletes at most a batch of
-// expired rows per table (bounded work). A reservation whose ts <= horizon has left the window
-// ("gone"); its rows are never touched by rowid again. Reads (decide, stats) prune virtually
-// and ask for a write transaction only when that would mean walking many rows.
+// The live window is rl_log: one row per request (or token record), keyed by (model_no, seq);
+// per model, seq order is time order. rl_models holds the running totals of the rows from
+// head_seq on (those with ts > horizon), the day and the counters. Each write transaction on a
+// model moves its horizon to now - 60 s, walking the rows from head_seq that crossed it (each
+// row is walked once: amortised O(1)), and deletes expired rows in batches. A row before
+// head_seq has left the window ("gone"). Reads (decide, stats) do the same walk without writing
+// and never open a write transaction.
 #pragma once
 
 #include <cstdint>
@@ -28,18 +29,19 @@ struct RowState {
   std::int64_t requests = 0;
   Int128 tokens = 0;                 // input + output
   Int128 output = 0;                 // of which output
-  std::int64_t horizon = INT64_MIN;  // rows with ts > horizon are in the totals
+  std::int64_t horizon = INT64_MIN;  // rows from head_seq on have ts > horizon
+  std::int64_t head_seq = 1;         // the first row in the window (and in the totals)
+  std::int64_t tail_seq = 1;         // rows in [tail_seq, head_seq) await deletion
   std::int64_t newest = INT64_MIN;
-  std::int64_t oldest = kNone;  // no row with ts > horizon is older than this
-  std::int64_t pending = 0;     // rows with ts <= horizon may await deletion
+  std::int64_t oldest = kNone;  // no row from head_seq on is older than this
   std::int64_t day_gen = 0;
-  std::int64_t model_no = 0;  // 0: not assigned yet (no rl_totals row)
+  std::int64_t model_no = 0;  // 0: not assigned yet (no rl_models row)
   std::int64_t next_seq = 1;
   bool has_totals = false;
   bool has_day = false;
   std::int64_t day_start = 0;
   std::int64_t day_count = 0;
-  bool day_row = false;  // a daily row exists in the database
+  std::int64_t config_version = 0;  // rl_meta's, read with the rest
   std::int64_t now = 0;
   Learned learned;           // in force (expired ones dropped by advance)
   bool learned_row = false;  // an rl_learned row exists in the database
@@ -91,14 +93,17 @@ class ModelRows {
   ModelRows(Connection& conn, Statements& st, HorizonFloors& floors)
       : conn_(conn), st_(st), floors_(floors) {}
 
+  // rl_meta.config_version as the last load() read it (-1: none yet).
+  std::int64_t seen_config = -1;
+
   // The operation of the running transaction, for messages.
   void set_operation(const char* op) { op_ = op; }
 
   RowState load(std::string_view model);
   // Clamps rows after `now` to `now`, starts a new day after 24 h and moves the horizon to
   // now - 60 s. In a write (`write`) it changes the database and deletes some expired rows;
-  // in a read it only adjusts `s` and returns false when that would mean walking many rows
-  // (then the caller retries in a write).
+  // in a read it only adjusts `s`, and returns false in the two rare cases that must be
+  // written so that they stay true: the clock is behind the database, or a new day starts.
   bool advance(std::string_view model, RowState& s, std::int64_t now, bool write);
   // Writes the totals and the day of `s`. REQUIRES: a write transaction.
   void save(std::string_view model, RowState& s);
@@ -122,20 +127,17 @@ class ModelRows {
 
  private:
   [[noreturn]] void corrupt(std::string_view model, const char* field, std::int64_t value) const;
-  bool delete_expired(std::string_view model, const RowState& s, int limit);
-  // Subtracts the rows in (s.horizon, h] from the totals and moves the horizon to h. A read
-  // gives up (false) when that means walking many rows.
-  bool move_horizon(std::string_view model, RowState& s, std::int64_t h, bool write);
-  std::int64_t append(std::string_view model, RowState& s, TokenEstimate tokens);
-  void set_reservation(std::int64_t model_no, std::int64_t seq, std::int64_t state,
-                       std::int64_t token_rowid);
+  // Deletes up to `limit` (-1: all) rows before head_seq.
+  void delete_expired(RowState& s, std::int64_t limit);
+  // Subtracts the rows from head_seq with ts <= h from the totals and moves the horizon to h.
+  void move_horizon(RowState& s, std::int64_t h);
+  // Appends a row at max(now, newest) in `state`; returns its seq.
+  std::int64_t append(RowState& s, TokenEstimate tokens, std::int64_t state);
 
   Connection& conn_;
   Statements& st_;
   HorizonFloors& floors_;
   const char* op_ = "ratelimit";
-  std::int64_t last_request_rowid_ = 0;
-  std::int64_t last_token_rowid_ = 0;
 };
 
 }  // namespace ratelimit::detail

@@ -190,11 +190,16 @@ tl::expected<Opened, OpenFailure> try_open(const std::string& path, const Seeds&
     // A 50,000-entry window is several MB: keep it in this connection's cache.
     c.exec("PRAGMA cache_size=-32768");
     // Checkpoint (it syncs the WAL and the database: tens of ms on this kind of disk) every
-    // 4,000 WAL pages instead of 1,000: a quarter as many pauses; the pages every transaction
-    // rewrites (totals, the ends of the indexes) are copied once per checkpoint anyway.
+    // 4,000 WAL pages instead of 1,000: a quarter as many pauses (1,000 put them in the p99:
+    // docs/benchmarks.md); the pages every transaction rewrites (the rl_models row, the end of
+    // rl_log) are copied once per checkpoint anyway. It runs after the commit that crosses the
+    // threshold, with the write lock released.
     // (A checkpointing thread of our own took the pauses off the commit path but made the
     // median slower: every checkpoint by another connection invalidates our page cache.)
     c.exec("PRAGMA wal_autocheckpoint=4000");
+    // The WAL grows past that only while a reader keeps a checkpoint from finishing; once one
+    // finishes, the next writer restarts the WAL and truncates the file to 32 MiB.
+    c.exec("PRAGMA journal_size_limit=33554432");
     if (suspicious) {
       sqlite3_stmt* s = c.prepare("PRAGMA quick_check(1)");
       Query u(c, s);

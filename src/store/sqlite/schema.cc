@@ -8,13 +8,16 @@
 #include <vector>
 
 #include "limiter/validation.h"
+#include "store/sqlite/seed_tables.h"
 
 namespace ratelimit::detail {
 namespace {
 
 constexpr std::int64_t kAppId = 0x524c4d54;  // "RLMT", in the database header
-constexpr std::string_view kSchemaVersion = "2";
-constexpr std::string_view kOlderSchemaVersion = "1";  // upgraded in place at open
+constexpr std::string_view kSchemaVersion = "3";
+// Versions 1 and 2 kept the live window in the seed's tables (plus rl_totals and
+// rl_reservations); they are migrated in the opening transaction.
+constexpr std::string_view kOlderSchemaVersions[] = {"1", "2"};
 
 constexpr std::string_view kSeedSchema[] = {
     "CREATE TABLE IF NOT EXISTS quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL "
@@ -30,15 +33,17 @@ constexpr std::string_view kSeedSchema[] = {
 constexpr std::string_view kOwnSchema[] = {
     "CREATE TABLE IF NOT EXISTS rl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) "
     "WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS rl_reservations (model_no INTEGER NOT NULL, seq INTEGER NOT "
-    "NULL, ts INTEGER NOT NULL, est_tokens INTEGER NOT NULL, state INTEGER NOT NULL, "
-    "request_rowid INTEGER NOT NULL, token_rowid INTEGER, day_gen INTEGER NOT NULL, "
-    "PRIMARY KEY (model_no, seq)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS rl_totals (model TEXT PRIMARY KEY, model_no INTEGER NOT NULL "
-    "UNIQUE, next_seq INTEGER NOT NULL, requests INTEGER NOT NULL, "
-    "tokens_hi INTEGER NOT NULL, tokens_lo INTEGER NOT NULL, horizon INTEGER NOT NULL, "
-    "newest_ts INTEGER NOT NULL, oldest_ts INTEGER NOT NULL, pending INTEGER NOT NULL, "
-    "day_gen INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS rl_models (model TEXT PRIMARY KEY, model_no INTEGER NOT NULL "
+    "UNIQUE, next_seq INTEGER NOT NULL, requests INTEGER NOT NULL, tokens_hi INTEGER NOT NULL, "
+    "tokens_lo INTEGER NOT NULL, output_hi INTEGER NOT NULL, output_lo INTEGER NOT NULL, "
+    "horizon INTEGER NOT NULL, head_seq INTEGER NOT NULL, tail_seq INTEGER NOT NULL, "
+    "newest_ts INTEGER NOT NULL, oldest_ts INTEGER NOT NULL, has_day INTEGER NOT NULL, "
+    "day_start INTEGER NOT NULL, day_count INTEGER NOT NULL, day_gen INTEGER NOT NULL) "
+    "WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS rl_log (model_no INTEGER NOT NULL, seq INTEGER NOT NULL, "
+    "ts INTEGER NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, output INTEGER NOT "
+    "NULL, state INTEGER NOT NULL, day_gen INTEGER NOT NULL, PRIMARY KEY (model_no, seq)) "
+    "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_learned (model TEXT PRIMARY KEY, cooldown_until INTEGER NOT "
@@ -46,7 +51,7 @@ constexpr std::string_view kOwnSchema[] = {
     "tok_until INTEGER NOT NULL, in_left INTEGER NOT NULL, in_until INTEGER NOT NULL, "
     "out_left INTEGER NOT NULL, out_until INTEGER NOT NULL) WITHOUT ROWID",
 };
-// Columns of ours added to existing tables (version 1 databases and go-ratelimit's tables).
+// Columns of ours added to the seed's tables (go-ratelimit's, and those of version 1).
 struct AddedColumn {
   const char* table;
   const char* column;
@@ -57,9 +62,6 @@ constexpr AddedColumn kAddedColumns[] = {
     {"quotas", "max_output_tpm", "INTEGER NOT NULL DEFAULT 0"},
     {"quotas", "day_start", "INTEGER NOT NULL DEFAULT 0"},
     {"tokens", "output", "INTEGER NOT NULL DEFAULT 0"},
-    {"rl_totals", "output_hi", "INTEGER NOT NULL DEFAULT 0"},
-    {"rl_totals", "output_lo", "INTEGER NOT NULL DEFAULT 0"},
-    {"rl_reservations", "est_output", "INTEGER NOT NULL DEFAULT 0"},
 };
 // Objects a go-ratelimit database may hold (it is adopted: our tables are added beside them).
 const std::set<std::string, std::less<>> kSeedObjects = {"quotas",
@@ -106,72 +108,12 @@ std::string hex16(std::uint64_t v) {
   return buf;
 }
 
-// Recomputes rl_totals from the rows of the seed's tables (a go-ratelimit database being
-// adopted, or a migration), keeping each model's number and next reservation seq so that no
-// reservation id is ever issued twice. REQUIRES: a write transaction. Throws DbFailure /
-// OpFailure.
-void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op) {
-  sqlite3_stmt* models = c.prepare(
-      "SELECT model FROM requests UNION SELECT model FROM tokens UNION SELECT model FROM daily "
-      "UNION SELECT model FROM rl_totals");
-  sqlite3_stmt* reqs =
-      c.prepare("SELECT COUNT(*), min(ts), max(ts) FROM requests WHERE model = ?1 AND ts > ?2");
-  sqlite3_stmt* toks =
-      c.prepare("SELECT ts, count, output FROM tokens WHERE model = ?1 AND ts > ?2");
-  sqlite3_stmt* upsert = c.prepare(
-      "INSERT INTO rl_totals (model, model_no, next_seq, requests, tokens_hi, tokens_lo, "
-      "horizon, newest_ts, oldest_ts, pending, day_gen, output_hi, output_lo) VALUES (?1, "
-      "(SELECT coalesce(max(model_no), 0) + 1 FROM rl_totals), 1, ?2, ?3, ?4, ?5, ?6, ?7, 1, "
-      "?8, ?9, ?10) ON CONFLICT(model) DO UPDATE SET requests = excluded.requests, tokens_hi = "
-      "excluded.tokens_hi, tokens_lo = excluded.tokens_lo, horizon = excluded.horizon, "
-      "output_hi = excluded.output_hi, output_lo = excluded.output_lo, "
-      "newest_ts = excluded.newest_ts, oldest_ts = excluded.oldest_ts, pending = 1, "
-      "day_gen = excluded.day_gen");
-  std::vector<std::string> names;
-  {
-    Query m(c, models);
-    while (m.row()) names.push_back(m.text(0));
-  }
-  for (const std::string& model : names) {
-    std::int64_t requests = 0, oldest = kNone, newest = INT64_MIN;
-    {
-      Query r(c, reqs);
-      r.bind(1, model).bind(2, INT64_MIN);
-      if (r.row() && r.i64(0) > 0) {
-        requests = r.i64(0);
-        oldest = r.i64(1);
-        newest = r.i64(2);
-      }
-    }
-    Int128 tokens = 0, output = 0;
-    {
-      Query t(c, toks);
-      t.bind(1, model).bind(2, INT64_MIN);
-      while (t.row()) {
-        if (t.i64(1) < 0) {
-          throw OpFailure{{ErrorCode::corrupt_state,
-                           std::string(op) + ": sqlite " + c.path() + ": " + quoted(model) +
-                               ": tokens.count is negative (" + std::to_string(t.i64(1)) + ")"}};
-        }
-        tokens += t.i64(1);
-        output += std::clamp<std::int64_t>(t.i64(2), 0, t.i64(1));
-        oldest = std::min(oldest, t.i64(0));
-        newest = std::max(newest, t.i64(0));
-      }
-    }
-    Query ins(c, upsert);
-    ins.bind(1, model).bind(2, requests).bind(3, hi_of(tokens)).bind(4, lo_of(tokens));
-    ins.bind(5, INT64_MIN).bind(6, newest).bind(7, oldest).bind(8, day_gen);
-    ins.bind(9, hi_of(output)).bind(10, lo_of(output));
-    ins.run();
-  }
-}
-
 namespace {
 
-// Checks that the database at `c` is ours or go-ratelimit's (to adopt), and says whether our
-// tables are there already. Throws OpFailure for a foreign or newer database.
-bool check_existing_schema(Connection& c, const std::string& where) {
+// Checks that the database at `c` is ours or go-ratelimit's (to adopt), and returns our schema
+// version ("" when rl_meta is missing: a new or a go-ratelimit database). Throws OpFailure for
+// a foreign or newer database.
+std::string check_existing_schema(Connection& c, const std::string& where) {
   std::int64_t app_id = 0;
   {
     Query u(c, c.prepare("PRAGMA application_id"));
@@ -197,13 +139,15 @@ bool check_existing_schema(Connection& c, const std::string& where) {
   if (has_meta) {
     Query u(c, c.prepare("SELECT value FROM rl_meta WHERE key = 'schema_version'"));
     const std::string version = u.row() ? u.text(0) : std::string();
-    if (version != kSchemaVersion && version != kOlderSchemaVersion) {
+    bool older = false;
+    for (std::string_view v : kOlderSchemaVersions) older = older || version == v;
+    if (version != kSchemaVersion && !older) {
       throw OpFailure{{ErrorCode::corrupt_state, where + "schema version \"" + version +
                                                      "\", this build reads version " +
                                                      std::string(kSchemaVersion) +
                                                      " (use the ratelimit version that wrote it)"}};
     }
-    return true;
+    return version;
   }
   std::string unknown;
   for (const std::string& name : objects) {
@@ -222,7 +166,7 @@ bool check_existing_schema(Connection& c, const std::string& where) {
     if (is_damage_code(rc)) c.fail(rc);
     if (rc != SQLITE_OK) throw foreign(std::string("table ") + tables[i] + " has other columns");
   }
-  return false;
+  return std::string();
 }
 
 // Our tables' first rows: the schema version and a new store id; a go-ratelimit database's
@@ -239,7 +183,32 @@ void create_meta(Connection& c, const char* op) {
     Query u(c, s);
     u.bind(1, std::string_view("store_id")).bind(2, id).run();
   }
-  rebuild_totals(c, 0, op);
+  import_seed_usage(c, false, std::nullopt, op);  // a go-ratelimit database's usage
+}
+
+// Schema version 1 or 2: the live window was in the seed's tables, the totals in rl_totals.
+// Their rows become rl_log rows (numbers, next seqs, horizons and day generations kept), then
+// rl_totals and rl_reservations are dropped, so that a process of the old release still
+// running fails loudly ("no such table: rl_totals") instead of writing where nobody reads.
+void migrate_live_tables(Connection& c, const std::string& version, const char* op) {
+  {
+    Query u(c, c.prepare("SELECT COUNT(*) FROM sqlite_master WHERE name = 'rl_totals'"));
+    if (!u.row() || u.i64(0) == 0) {
+      throw OpFailure{{ErrorCode::corrupt_state,
+                       std::string(op) + ": sqlite " + c.path() + ": schema version " + version +
+                           " without its table rl_totals: the database is damaged" +
+                           recover_hint(c.path())}};
+    }
+  }
+  c.exec(
+      "INSERT INTO rl_models (model, model_no, next_seq, requests, tokens_hi, tokens_lo, "
+      "output_hi, output_lo, horizon, head_seq, tail_seq, newest_ts, oldest_ts, has_day, "
+      "day_start, day_count, day_gen) SELECT model, model_no, next_seq, 0, 0, 0, 0, 0, horizon, "
+      "next_seq, next_seq, -9223372036854775807 - 1, 9223372036854775807, 0, 0, 0, day_gen FROM "
+      "rl_totals WHERE true ON CONFLICT(model) DO NOTHING");
+  import_seed_usage(c, true, std::nullopt, op);
+  c.exec("DROP TABLE rl_totals");
+  c.exec("DROP TABLE IF EXISTS rl_reservations");
 }
 
 }  // namespace
@@ -267,11 +236,15 @@ void add_missing_columns(Connection& c) {
 
 std::uint64_t prepare_schema(Connection& c, const Seeds& seeds, const char* op) {
   const std::string where = std::string(op) + ": sqlite " + c.path() + ": ";
-  const bool has_meta = check_existing_schema(c, where);
+  const std::string version = check_existing_schema(c, where);
   for (std::string_view sql : kSeedSchema) c.exec(sql);
   for (std::string_view sql : kOwnSchema) c.exec(sql);
   add_missing_columns(c);
-  if (!has_meta) create_meta(c, op);
+  if (version.empty()) {
+    create_meta(c, op);
+  } else if (version != kSchemaVersion) {
+    migrate_live_tables(c, version, op);
+  }
   c.exec("INSERT OR REPLACE INTO rl_meta (key, value) VALUES ('schema_version', '" +
          std::string(kSchemaVersion) + "')");
   c.exec("INSERT OR IGNORE INTO rl_meta (key, value) VALUES ('config_version', '0')");

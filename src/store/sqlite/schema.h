@@ -1,24 +1,25 @@
-// Internal: the SQLite store's schema: go-ratelimit's four tables (quotas, requests, tokens,
-// daily, and their two indexes) plus three of ours:
-//   rl_meta          schema version and a random store id (the prefix of reservation ids, so an
-//                    id from another database is not_found).
-//   rl_reservations  one row per granted reservation, keyed by (model_no, seq): the id is
-//                    "<store id>-<model_no>-<seq>" (rowids of the seed's tables are reused after
-//                    deletes, so they are never ids; seq only grows). WITHOUT ROWID: one page
-//                    written per grant, no AUTOINCREMENT bookkeeping.
-//   rl_totals        per model: its number (model_no) and next seq, requests and tokens of the
-//                    rows with ts > horizon, the newest and a lower bound of the oldest such
-//                    row, whether rows at or below the horizon await deletion, and the day
-//                    generation (bumped when the day starts over, so a cancel refunds the day
-//                    count only within its own day).
-//   rl_aliases       model-name aliases (name → target), owned by the database.
-//   rl_learned       per model, what providers said (observe): a cooldown and ceilings.
-// and columns of ours on the seed's tables (go-ratelimit names the columns it reads, so it
-// still reads them): quotas.max_input_tpm / max_output_tpm / day_start (0: first request,
-// 1: Pacific midnight), tokens.output (of count, the output tokens), plus
-// rl_totals.output_hi/lo and rl_reservations.est_output. rl_meta also holds
-// config_version (bumped by every change to quotas, aliases or the unknown-model policy),
-// unknown_policy and unknown_quota.
+// Internal: the SQLite store's schema (version 3): go-ratelimit's four tables (quotas,
+// requests, tokens, daily, and their two indexes) plus ours:
+//   rl_meta     schema version, a random store id (the prefix of reservation ids, so an id from
+//               another database is not_found), config_version (bumped by every change to
+//               quotas, aliases or the unknown-model policy), unknown_policy, unknown_quota.
+//   rl_models   per model: its number (model_no) and next seq, the running totals (requests,
+//               tokens, output) of its rl_log rows from head_seq on (those with ts > horizon),
+//               tail_seq (rows before head_seq from there on await deletion), the newest and a
+//               lower bound of the oldest row time, the day (has_day, day_start, day_count) and
+//               the day generation (bumped when the day starts over, so a cancel refunds the
+//               day count only within its own day). WITHOUT ROWID.
+//   rl_log      the live window: one row per request, keyed by (model_no, seq); seq only grows
+//               and per model seq order is time order. ts, requests (1; 0 for a tokens-only row
+//               imported from go-ratelimit), tokens, output, state (reserved, committed or
+//               recorded, cancelled), day_gen. The reservation id is
+//               "<store id>-<model_no>-<seq>". WITHOUT ROWID: a grant appends to one leaf.
+//   rl_aliases  model-name aliases (name -> target), owned by the database.
+//   rl_learned  per model, what providers said (observe): a cooldown and ceilings.
+// Columns of ours on the seed's tables (go-ratelimit names the columns it reads, so it still
+// reads them): quotas.max_input_tpm / max_output_tpm / day_start (0: first request, 1: Pacific
+// midnight), tokens.output (of count, the output tokens). The seed's requests, tokens and daily
+// tables are written only by persist() and migrate (seed_tables.h).
 #pragma once
 
 #include <cstdint>
@@ -45,12 +46,6 @@ Int128 join_hi_lo(std::int64_t hi, std::int64_t lo);
 std::string recover_hint(const std::string& path);
 // 16 lower-case hex digits.
 std::string hex16(std::uint64_t v);
-
-// Recomputes rl_totals from the rows of the seed's tables (a go-ratelimit database being
-// adopted, or a migration), keeping each model's number and next reservation seq so that no
-// reservation id is ever issued twice. REQUIRES: a write transaction. Throws DbFailure /
-// OpFailure.
-void rebuild_totals(Connection& c, std::int64_t day_gen, const char* op);
 
 // What a Config writes into a database where it finds nothing yet.
 struct Seeds {
