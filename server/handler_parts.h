@@ -315,6 +315,14 @@ class ModelNames {
 
 // Reservations granted over HTTP and not settled yet, each until its lease ends. Sharded so that
 // concurrent acquires and commits rarely share a lock.
+// The lease table's hash. Deliberately not noexcept: libstdc++ then keeps each node's hash code
+// in the node, so a lookup compares hash codes before it reads a key (each id's characters live
+// in their own allocation: a cache miss per node otherwise), and a rehash never hashes again.
+struct LeaseIdHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
 class Leases {
  public:
   explicit Leases(std::size_t cap) : cap_(cap) {}
@@ -381,11 +389,12 @@ class Leases {
   };
   struct Shard {
     std::mutex mu;
-    std::unordered_map<std::string, Held, NameHash, std::equal_to<>> held;
+    std::unordered_map<std::string, Held, LeaseIdHash, std::equal_to<>> held;
     std::list<Node> order;  // by expiry (leases all last the same time)
   };
 
-  Shard& shard(std::string_view id) { return shards_[NameHash{}(id) % shards_.size()]; }
+  // The shard from the hash's high bits; the shard's table uses all of them.
+  Shard& shard(std::string_view id) { return shards_[(LeaseIdHash{}(id) >> 56) % shards_.size()]; }
 
   // The reservation's destructor keeps its estimate as usage.
   std::size_t expire_locked(Shard& s, TimePoint now) {

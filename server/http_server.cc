@@ -316,6 +316,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (!has_body) return dispatch();
     state_ = State::body;
+    if (!continue_first && body_from_buffer()) return;
     arm(core_.options.header_timeout);
     if (continue_first) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -327,6 +328,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     read_body();
+  }
+
+  // A small body usually arrives in the same segment as its head: parse what is already
+  // buffered without another asynchronous read (and without re-arming the deadline). True when
+  // that ended the body (complete, or an error answered as the asynchronous read would).
+  bool body_from_buffer() {
+    beast::error_code ec;
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) return false;
+      if (ec) break;
+      if (used == 0) return false;
+    }
+    if (!ec && !parser_->is_done()) return false;
+    on_body(ec);
+    return true;
   }
 
   void read_body() {

@@ -178,6 +178,18 @@ TEST(DecisionJson, TheWriterMatchesTheDom) {
     EXPECT_EQ(plain, with_null + "}");
     EXPECT_TRUE(nlohmann::json::accept(plain)) << plain;
   }
+  // Times: RFC 3339 UTC, fractional seconds trimmed of trailing zeros.
+  Decision t;
+  t.stats.day_start = start_time() + std::chrono::milliseconds(500);
+  t.stats.day_end = start_time() + std::chrono::hours(24) + std::chrono::nanoseconds(1);
+  const json j = json::parse(ratelimit::json::decision(t));
+  EXPECT_EQ(j["stats"]["day_start"], "2026-02-19T10:00:00.5Z");
+  EXPECT_EQ(j["stats"]["day_end"], "2026-02-20T10:00:00.000000001Z");
+  t.stats.day_start = TimePoint(std::chrono::seconds(0));       // the epoch is "not started": null
+  t.stats.day_end = TimePoint(std::chrono::hours(24 * 83950));  // near the end of int64 ns
+  const json k = json::parse(ratelimit::json::decision(t));
+  EXPECT_TRUE(k["stats"]["day_start"].is_null());
+  EXPECT_EQ(k["stats"]["day_end"], "2199-11-06T00:00:00Z");
 }
 
 }  // namespace

@@ -13,27 +13,52 @@ using json = nlohmann::ordered_json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// RFC 3339 UTC with nanoseconds trimmed of trailing zeros ("2026-02-19T09:00:00.5Z").
+// RFC 3339 UTC with nanoseconds trimmed of trailing zeros ("2026-02-19T09:00:00.5Z"). Digits
+// are written by hand: every decision carries two of these (day_start, day_end).
 std::string rfc3339(TimePoint t) {
   using namespace std::chrono;
   const auto ns = duration_cast<nanoseconds>(t.time_since_epoch());
   const auto day = floor<days>(ns);
   const year_month_day ymd{sys_days{day}};
   const hh_mm_ss hms{ns - day};
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02lld", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
-                static_cast<long long>(hms.seconds().count()));
-  std::string out = buf;
-  if (const auto sub = hms.subseconds().count(); sub != 0) {
-    char frac[16];
-    std::snprintf(frac, sizeof frac, ".%09lld", static_cast<long long>(sub));
-    std::string f = frac;
-    while (f.back() == '0') f.pop_back();
-    out += f;
+  char buf[48];
+  char* p = buf;
+  auto digits = [&p](long long v, int width) {
+    if (v < 0) {  // years before 0: not a time this library produces, but keep it readable
+      *p++ = '-';
+      v = -v;
+    }
+    char tmp[24];
+    int n = 0;
+    do {
+      tmp[n++] = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v > 0);
+    for (int i = n; i < width; ++i) *p++ = '0';
+    while (n > 0) *p++ = tmp[--n];
+  };
+  digits(static_cast<int>(ymd.year()), 4);
+  *p++ = '-';
+  digits(static_cast<unsigned>(ymd.month()), 2);
+  *p++ = '-';
+  digits(static_cast<unsigned>(ymd.day()), 2);
+  *p++ = 'T';
+  digits(hms.hours().count(), 2);
+  *p++ = ':';
+  digits(hms.minutes().count(), 2);
+  *p++ = ':';
+  digits(hms.seconds().count(), 2);
+  if (auto sub = hms.subseconds().count(); sub != 0) {
+    *p++ = '.';
+    int width = 9;
+    while (sub % 10 == 0) {
+      sub /= 10;
+      --width;
+    }
+    digits(sub, width);
   }
-  return out + "Z";
+  *p++ = 'Z';
+  return std::string(buf, p);
 }
 
 json time_or_null(TimePoint t) { return t == TimePoint{} ? json(nullptr) : json(rfc3339(t)); }
