@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -213,6 +215,22 @@ inline Finished run(std::vector<std::string> argv, const Process::Options& optio
   r.out = p.out();
   r.err = p.err();
   return r;
+}
+
+// Percent-encodes everything but unreserved characters (RFC 3986): a model name in a path, a
+// query in a URL.
+inline std::string percent_encode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
 }
 
 }  // namespace ratelimit::testing

@@ -42,20 +42,6 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-std::string url_encode(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
 // A PromQL string literal for `s` (double-quoted, with \ and " escaped).
 std::string promql_string(std::string_view s) {
   std::string out = "\"";
@@ -70,7 +56,7 @@ std::string promql_string(std::string_view s) {
 json query(int port, const std::string& promql) {
   RawConn c(port);
   if (!c.ok()) return nullptr;
-  c.send("GET /api/v1/query?query=" + url_encode(promql) +
+  c.send("GET /api/v1/query?query=" + ratelimit::testing::percent_encode(promql) +
          " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   auto r = c.read_reply(5s);
   if (!r || r->status != 200) return nullptr;

@@ -34,6 +34,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using ratelimit::testing::Finished;
 using ratelimit::testing::Millis;
+using ratelimit::testing::percent_encode;
 using ratelimit::testing::Process;
 using ratelimit::testing::TempDir;
 using SteadyClock = std::chrono::steady_clock;
@@ -98,21 +99,6 @@ inline json comparable_models(const json& status) {
     if (m.contains("decision")) m["decision"].erase("retry_after_ms");
   }
   return models;
-}
-
-// Percent-encodes everything but unreserved characters (RFC 3986), for a model in a path.
-inline std::string percent_encode(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
 }
 
 class ServerProcess : public ::testing::Test {

@@ -94,14 +94,17 @@ class RedisModel final : public StoreModel {
                             ": token counts above 2^53-1 cannot be kept exactly in Redis");
     }
     const bool by_id = (entry.generation & kByIdFlag) != 0;
-    if (!by_id && entry.seq == 0) {
-      // Admitted unchecked (fail_open while Redis failed): nothing was recorded to settle.
+    auto count_settled = [&] {
       MutexLock lock(count_mu_);
       if (commit) {
         counters.committed(saturating_add(request.tokens.input, request.tokens.output));
       } else {
         counters.cancelled();
       }
+    };
+    if (!by_id && entry.seq == 0) {
+      // Admitted unchecked (fail_open while Redis failed): nothing was recorded to settle.
+      count_settled();
       return {};
     }
     const std::string gen =
@@ -131,12 +134,7 @@ class RedisModel final : public StoreModel {
                                                   ": no such reservation in this Redis store");
     }
     *released = v->elements[1].as_int(0) == 1;
-    MutexLock lock(count_mu_);
-    if (commit) {
-      counters.committed(saturating_add(request.tokens.input, request.tokens.output));
-    } else {
-      counters.cancelled();
-    }
+    count_settled();
     return {};
   }
 
