@@ -1,13 +1,12 @@
 // Internal to the server: the pieces Handlers (handlers.cc) is built from — the route table
 // and its counters, the access checks, JSON and error responses, the RateLimit headers, request
-// bodies, the bounded set of model names and the leases of reservations granted over HTTP.
+// bodies and the bounded set of model names (the leases are in leases.h).
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
-#include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -311,110 +310,6 @@ class ModelNames {
   const std::size_t cap_;
   mutable std::shared_mutex mu_;
   std::unordered_set<std::string, NameHash, std::equal_to<>> names_;
-};
-
-// Reservations granted over HTTP and not settled yet, each until its lease ends. Sharded so that
-// concurrent acquires and commits rarely share a lock.
-// The lease table's hash. Deliberately not noexcept: libstdc++ then keeps each node's hash code
-// in the node, so a lookup compares hash codes before it reads a key (each id's characters live
-// in their own allocation: a cache miss per node otherwise), and a rehash never hashes again.
-struct LeaseIdHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-class Leases {
- public:
-  explicit Leases(std::size_t cap) : cap_(cap) {}
-
-  // Claims room for one lease; false when the server already holds `cap` reservations.
-  bool claim() {
-    if (count_.fetch_add(1, std::memory_order_relaxed) >= cap_) {
-      count_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    return true;
-  }
-  void unclaim() { count_.fetch_sub(1, std::memory_order_relaxed); }
-
-  // Holds `r` (whose room was claimed) until `expires`; forgets expired leases of its shard.
-  void add(Reservation r, TimePoint expires, TimePoint now) {
-    std::string id = r.id();
-    Shard& s = shard(id);
-    std::lock_guard lock(s.mu);
-    expire_locked(s, now);
-    auto [it, inserted] = s.held.try_emplace(std::move(id));
-    it->second.reservation = std::move(r);
-    if (inserted) {
-      s.order.push_back({expires, &it->first});
-      it->second.position = std::prev(s.order.end());
-    }
-  }
-
-  // Takes the reservation out when it is held and its lease has not ended.
-  std::optional<Reservation> take(std::string_view id, TimePoint now) {
-    Shard& s = shard(id);
-    std::lock_guard lock(s.mu);
-    expire_locked(s, now);
-    auto it = s.held.find(id);
-    if (it == s.held.end()) return std::nullopt;
-    Reservation r = std::move(it->second.reservation);
-    s.order.erase(it->second.position);
-    s.held.erase(it);
-    count_.fetch_sub(1, std::memory_order_relaxed);
-    return r;
-  }
-
-  std::size_t expire(TimePoint now) {
-    std::size_t n = 0;
-    for (Shard& s : shards_) {
-      std::lock_guard lock(s.mu);
-      n += expire_locked(s, now);
-    }
-    return n;
-  }
-
-  std::size_t size() const { return count_.load(std::memory_order_relaxed); }
-  std::size_t cap() const { return cap_; }
-  std::uint64_t expired() const { return expired_.load(std::memory_order_relaxed); }
-
- private:
-  struct Node {
-    TimePoint expires;
-    const std::string* id;
-  };
-  struct Held {
-    Reservation reservation;
-    std::list<Node>::iterator position;
-  };
-  struct Shard {
-    std::mutex mu;
-    std::unordered_map<std::string, Held, LeaseIdHash, std::equal_to<>> held;
-    std::list<Node> order;  // by expiry (leases all last the same time)
-  };
-
-  // The shard from the hash's high bits; the shard's table uses all of them.
-  Shard& shard(std::string_view id) { return shards_[(LeaseIdHash{}(id) >> 56) % shards_.size()]; }
-
-  // The reservation's destructor keeps its estimate as usage.
-  std::size_t expire_locked(Shard& s, TimePoint now) {
-    std::size_t n = 0;
-    while (!s.order.empty() && s.order.front().expires <= now) {
-      s.held.erase(*s.order.front().id);
-      s.order.pop_front();
-      ++n;
-    }
-    if (n > 0) {
-      count_.fetch_sub(n, std::memory_order_relaxed);
-      expired_.fetch_add(n, std::memory_order_relaxed);
-    }
-    return n;
-  }
-
-  const std::size_t cap_;
-  std::atomic<std::size_t> count_{0};
-  std::atomic<std::uint64_t> expired_{0};
-  std::array<Shard, 16> shards_;
 };
 
 // --- routing and access (access.cc) ----------------------------------------------------------

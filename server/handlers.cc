@@ -11,6 +11,7 @@
 #include "args.h"
 #include "handler_parts.h"
 #include "json_format.h"
+#include "leases.h"
 #include "live_page.h"
 #include "prometheus_text.h"
 #include "ratelimit/model_name.h"
@@ -188,9 +189,10 @@ struct Handlers::Impl {
     const Decision d = r.decision();
     Response res;
     if (r.granted()) {
-      std::string id = r.id();
+      // The id is held; the reservation object goes (an unsettled one keeps its estimate).
+      const std::string& id = r.id();
       const TimePoint now = clock->now();
-      leases.add(std::move(r), now + options.lease, now);
+      leases.add(id, now + options.lease, now);
       res = json_response(200, json::decision(d, id));
       set_rate_limit_headers(res, d, tokens);
       return res;
@@ -368,14 +370,10 @@ struct Handlers::Impl {
       if (!o) return error_response(400, "invalid_request", error);
       prompt = *p, output = *o;
     }
-    Status s;
-    if (auto held = leases.take(id, clock->now())) {
-      s = is_commit ? held->commit(prompt, output) : held->cancel();
-    } else {
-      // Not held here: an id from another process on the same store (the CLI), or one whose
-      // lease ended; the store decides.
-      s = is_commit ? limiter.commit(id, prompt, output) : limiter.cancel(id);
-    }
+    // Held here or not (an id from another process on the same store, or one whose lease
+    // ended), the store decides; a held id is no longer held, whatever it answers.
+    leases.take(id, clock->now());
+    const Status s = is_commit ? limiter.commit(id, prompt, output) : limiter.cancel(id);
     if (s) return json_response(200, json::settled(id, is_commit ? "committed" : "cancelled"));
     const Error& e = s.error();
     switch (e.code) {
