@@ -9,10 +9,12 @@ std::uint64_t Leases::hash_of(std::string_view id) { return std::hash<std::strin
 
 std::size_t Leases::find_slot(const Shard& s, std::string_view id, std::uint64_t hash) {
   const std::size_t mask = s.index.size() - 1;
+  const std::uint64_t tag = hash << 32;
   for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    const std::uint32_t at = s.index[i];
-    if (at == kNone) return i;
-    const Lease& l = s.leases[at];
+    const std::uint64_t e = s.index[i];
+    if (e == kEmpty) return i;
+    if ((e & ~std::uint64_t{kNone}) != tag) continue;
+    const Lease& l = s.leases[static_cast<std::uint32_t>(e)];
     if (l.hash == hash && l.id == id) return i;
   }
 }
@@ -21,17 +23,18 @@ std::size_t Leases::find_slot(const Shard& s, std::string_view id, std::uint64_t
 // vector, whose positions do not change.
 void Leases::grow(Shard& s) {
   const std::size_t size = s.index.empty() ? 64 : s.index.size() * 2;
-  s.index.assign(size, kNone);
+  s.index.assign(size, kEmpty);
   const std::size_t mask = size - 1;
   for (std::uint32_t at = s.oldest; at != kNone; at = s.leases[at].next) {
-    std::size_t i = s.leases[at].hash & mask;
-    while (s.index[i] != kNone) i = (i + 1) & mask;
-    s.index[i] = at;
+    const std::uint64_t hash = s.leases[at].hash;
+    std::size_t i = hash & mask;
+    while (s.index[i] != kEmpty) i = (i + 1) & mask;
+    s.index[i] = (hash << 32) | at;
   }
 }
 
 void Leases::remove(Shard& s, std::size_t slot) {
-  const std::uint32_t at = s.index[slot];
+  const auto at = static_cast<std::uint32_t>(s.index[slot]);
   Lease& l = s.leases[at];
   // Out of the expiry list.
   (l.prev == kNone ? s.oldest : s.leases[l.prev].next) = l.next;
@@ -44,15 +47,15 @@ void Leases::remove(Shard& s, std::size_t slot) {
   // Out of the index: shift back the entries after it that probed past the emptied slot.
   const std::size_t mask = s.index.size() - 1;
   std::size_t hole = slot;
-  for (std::size_t i = (slot + 1) & mask; s.index[i] != kNone; i = (i + 1) & mask) {
-    const std::size_t home = s.leases[s.index[i]].hash & mask;
+  for (std::size_t i = (slot + 1) & mask; s.index[i] != kEmpty; i = (i + 1) & mask) {
+    const std::size_t home = (s.index[i] >> 32) & mask;
     // The entry may move to the hole when its home is not in (hole, i] (cyclically).
     if (((i - home) & mask) >= ((i - hole) & mask)) {
       s.index[hole] = s.index[i];
       hole = i;
     }
   }
-  s.index[hole] = kNone;
+  s.index[hole] = kEmpty;
 }
 
 void Leases::add(std::string_view id, TimePoint expires, TimePoint now) {
@@ -62,7 +65,7 @@ void Leases::add(std::string_view id, TimePoint expires, TimePoint now) {
   expire_locked(s, now);
   if ((s.held + 1) * 2 > s.index.size()) grow(s);
   const std::size_t slot = find_slot(s, id, hash);
-  if (s.index[slot] != kNone) {  // held already (an id is granted once): the room goes back
+  if (s.index[slot] != kEmpty) {  // held already (an id is granted once): the room goes back
     count_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
@@ -81,7 +84,7 @@ void Leases::add(std::string_view id, TimePoint expires, TimePoint now) {
   l.next = kNone;
   (s.newest == kNone ? s.oldest : s.leases[s.newest].next) = at;
   s.newest = at;
-  s.index[slot] = at;
+  s.index[slot] = (hash << 32) | at;
   ++s.held;
 }
 
@@ -92,7 +95,7 @@ bool Leases::take(std::string_view id, TimePoint now) {
   expire_locked(s, now);
   if (s.held == 0) return false;
   const std::size_t slot = find_slot(s, id, hash);
-  if (s.index[slot] == kNone) return false;
+  if (s.index[slot] == kEmpty) return false;
   remove(s, slot);
   count_.fetch_sub(1, std::memory_order_relaxed);
   return true;

@@ -6,8 +6,8 @@
 // RateLimiter::commit/cancel by id, like an id from any other client of the store. So a lease
 // costs one small entry (the id and its expiry) and no allocation beyond the id's own text,
 // which keeps a busy server's acquire path off the allocator and its memory in proportion to the
-// leases held: each shard keeps its leases in one vector (reused through a free list), an
-// open-addressing index of 32-bit positions into it, and a list through the vector in expiry
+// most leases held at once: each shard keeps its leases in one vector (reused through a free list), an
+// open-addressing index of positions into it (each beside its hash's low bits), and a list through the vector in expiry
 // order (every lease lasts as long, so a new lease goes to the end).
 #pragma once
 
@@ -53,6 +53,7 @@ class Leases {
 
  private:
   static constexpr std::uint32_t kNone = UINT32_MAX;
+  static constexpr std::uint64_t kEmpty = UINT64_MAX;
 
   struct Lease {
     std::string id;
@@ -65,7 +66,9 @@ class Leases {
   struct Shard {
     std::mutex mu;
     std::vector<Lease> leases;
-    std::vector<std::uint32_t> index;  // positions in `leases`; kNone: empty; size a power of 2
+    // Position in `leases` (low 32 bits) under the hash's low 32 bits, so that probing compares
+    // hashes without reading the leases; kEmpty: empty. Size a power of 2.
+    std::vector<std::uint64_t> index;
     std::size_t held = 0;
     std::uint32_t free = kNone;
     std::uint32_t oldest = kNone;
