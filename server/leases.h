@@ -6,9 +6,9 @@
 // RateLimiter::commit/cancel by id, like an id from any other client of the store. So a lease
 // costs one small entry (the id and its expiry) and no allocation beyond the id's own text,
 // which keeps a busy server's acquire path off the allocator and its memory in proportion to the
-// most leases held at once: each shard keeps its leases in one vector (reused through a free list), an
-// open-addressing index of positions into it (each beside its hash's low bits), and a list through the vector in expiry
-// order (every lease lasts as long, so a new lease goes to the end).
+// most leases held at once: each shard keeps its leases in one vector (reused through a free list),
+// an open-addressing index of positions into it (each beside its hash's low bits), and a list
+// through the vector in expiry order (every lease lasts as long, so a new lease goes to the end).
 #pragma once
 
 #include <array>

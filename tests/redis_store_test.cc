@@ -12,6 +12,7 @@
 
 #include "redis_server.h"
 #include "store/redis/redis_url.h"
+#include "store/redis/shared.h"
 #include "test_util.h"
 
 namespace ratelimit {
@@ -225,6 +226,32 @@ TEST(RedisStore, AReservationSettlesFromAnotherProcessById) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_EQ(l->stats("m")->tpm, 42);
   EXPECT_EQ(r.commit(1, 1).error().code, ErrorCode::invalid_argument);  // settled elsewhere
+}
+
+// A model's state in a format this version does not write (here the MessagePack array of the
+// first Redis store) is refused with a clear error, never misread; reset() starts it afresh.
+TEST(RedisStore, AStateOfAnotherFormatIsAClearErrorUntilReset) {
+  const std::string prefix = testing::unique_prefix();
+  auto l = open_or_fail(redis_config(shared_redis().url(), {{"m", {5, 0, 0}}}, prefix));
+  ASSERT_TRUE(l);
+  const std::string key =
+      prefix + ":{m-" + detail::redis_store::hex(detail::redis_store::digest("m")) + "}:t";
+  ASSERT_EQ(shared_redis().cli("EVAL \"redis.call('SET', KEYS[1], cmsgpack.pack({1, 2})) "
+                               "return 1\" 1 '" +
+                               key + "'"),
+            0);
+  Reservation r = l->try_acquire("m", 0);
+  EXPECT_FALSE(r);
+  EXPECT_EQ(r.decision().code, DecisionCode::store_unavailable);
+  auto stats = l->stats("m");
+  ASSERT_FALSE(stats);
+  EXPECT_EQ(stats.error().code, ErrorCode::corrupt_state);
+  EXPECT_NE(stats.error().message.find("written by another version of ratelimit"),
+            std::string::npos)
+      << stats.error().message;
+  ASSERT_TRUE(l->reset("m"));
+  EXPECT_TRUE(l->try_acquire("m", 0));
+  EXPECT_EQ(l->stats("m")->rpm, 1);
 }
 
 TEST(RedisStore, AScriptFlushIsRecoveredByReloading) {

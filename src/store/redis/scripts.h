@@ -2,12 +2,15 @@
 //
 // Keys of one model (one hash tag, "{m-<digest of the name>}", so a cluster proxy keeps them
 // on one node):
-//   T  string, the model's state as one MessagePack array (one GET and one SET per script):
-//      {req, tok, inp, gen, seq, ds, dn, nw, xc, exp, no, lc, lr, lru, lt, ltu, li, liu, lo,
-//      lou, name}: running totals of the live window (req/tok/inp), the day generation, the
-//      last reservation (seq), day start µs (-1: none) and requests today, the newest entry µs,
-//      entries in X, when the keys' expiry was last set, the model's number (0: none yet),
-//      cooldown until ns ("": none), the learned ceilings (left, until ns as text; -1 "": none)
+//   T  string, the model's state packed with Redis's `struct` library (one GET and one SET per
+//      script): format version 2 (a byte), then 11 doubles — running totals of the live window
+//      (req/tok/inp), the day generation, the last reservation (seq), day start µs (-1: none)
+//      and requests today, the newest entry µs, entries in X, when the keys' expiry was last
+//      set, the model's number (0: none yet) — then two length-prefixed strings: the learned
+//      limits ("": none; else "<cooldown until ns or -> <left> <until ns>" for requests,
+//      tokens, input and output, "-1 -" for none) and the model's name. Binary doubles instead
+//      of MessagePack or text: every number↔text conversion in Redis's Lua is a sprintf or a
+//      strtod (about 1,200 instructions each; see docs/benchmarks.md).
 //   Z  sorted set: one member per live request, "<seq> <input> <output>" (so that pruning and
 //      the token probes read Z alone), scored by its time in µs
 //   E  hash: seq → "<input> <output> <r|c|u> <gen>" (reserved, committed, recorded), for
@@ -32,13 +35,18 @@ local T, Z, E, X, M, Q, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local name = ARGV[1]
 local sfmt = string.format
 local function fmt(x) return sfmt('%d', x) end
-local now_us, now_ns
+local STATE = '<Bdddddddddddic0ic0'
+local NO_LEARNED = '- -1 - -1 - -1 - -1 -'
+-- now_text: now_us in decimal (built from TIME's two texts without a sprintf).
+local now_us, now_ns, now_text
 if ARGV[2] == '' then
   local t = redis.call('TIME')
-  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  now_ns = fmt(now_us) .. '000'
+  now_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+  now_us = tonumber(now_text)
+  now_ns = now_text .. '000'
 else
-  now_us = tonumber(ARGV[2])
+  now_text = ARGV[2]
+  now_us = tonumber(now_text)
   now_ns = ARGV[3]
 end
 local function ns_lt(a, b)
@@ -53,15 +61,23 @@ local cool = nil
 local ceil = {}
 local ckeys = {'lr', 'lt', 'li', 'lo'}
 if existed then
-  local f = cmsgpack.unpack(raw)
-  if f[21] ~= name then return redis.error_reply('RL_COLLISION ' .. tostring(f[21])) end
-  req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed = unpack(f, 1, 10)
+  if string.byte(raw, 1) ~= 2 then
+    return redis.error_reply('RL_VERSION the model state was written by another version')
+  end
+  local v, no_v, learned, owner
+  v, req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no_v, learned, owner =
+    struct.unpack(STATE, raw)
+  if owner ~= name then return redis.error_reply('RL_COLLISION ' .. tostring(owner)) end
   if day_s < 0 then day_s = nil end
-  if f[11] ~= 0 then no = fmt(f[11]) end
-  if f[12] ~= '' then cool = f[12] end
-  for i, k in ipairs(ckeys) do
-    local left = f[11 + 2 * i]
-    if left >= 0 then ceil[k] = {left, f[12 + 2 * i]} end
+  if no_v ~= 0 then no = no_v end
+  if learned ~= '' then
+    local f = {}
+    for w in string.gmatch(learned, '%S+') do f[#f + 1] = w end
+    if f[1] ~= '-' then cool = f[1] end
+    for i, k in ipairs(ckeys) do
+      local left = tonumber(f[2 * i])
+      if left >= 0 then ceil[k] = {left, f[2 * i + 1]} end
+    end
   end
 end
 local function parse_quota(v)
@@ -140,25 +156,22 @@ local function ceil_text(k)
   return '-1 -'
 end
 local function learned_text()
-  if not (cool or ceil.lr or ceil.lt or ceil.li or ceil.lo) then return '- -1 - -1 - -1 - -1 -' end
+  if not (cool or ceil.lr or ceil.lt or ceil.li or ceil.lo) then return NO_LEARNED end
   return (cool or '-') .. ' ' .. ceil_text('lr') .. ' ' .. ceil_text('lt') .. ' ' ..
     ceil_text('li') .. ' ' .. ceil_text('lo')
 end
 local function save()
   if not no then
-    no = tostring(redis.call('HINCRBY', M, 'next_no', 1))
-    redis.call('HSET', N, no, name)
+    no = redis.call('HINCRBY', M, 'next_no', 1)
+    redis.call('HSET', N, fmt(no), name)
   end
   -- Idle keys expire: nothing of a model outlives two days without use (refreshed hourly).
   local expire = not existed or now_us - refreshed > 3600000000 or now_us < refreshed
   if expire then refreshed = now_us end
-  local c = {cool or ''}
-  for _, k in ipairs(ckeys) do
-    local v = ceil[k]
-    if v then c[#c + 1] = v[1]; c[#c + 1] = v[2] else c[#c + 1] = -1; c[#c + 1] = '' end
-  end
-  local text = cmsgpack.pack({req, tok, inp, gen, seq, day_s or -1, day_n, newest, xc, refreshed,
-    tonumber(no), c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], name})
+  local learned = learned_text()
+  if learned == NO_LEARNED then learned = '' end
+  local text = struct.pack(STATE, 2, req, tok, inp, gen, seq, day_s or -1, day_n, newest, xc,
+    refreshed, no or 0, #learned, learned, #name, name)
   if expire then
     redis.call('SET', T, text)
     for _, k in ipairs({T, Z, E, X}) do redis.call('PEXPIRE', k, 176400000) end
@@ -168,11 +181,13 @@ local function save()
 end
 )lua";
 
-// ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output.
-// Returns one string of 35 space-separated fields: allowed, seq, gen, epoch, no, known, deny,
-// has_quota, q1..q6, req, tok, inp, day_started, day_start, day_end, day_n, now_ns, rt, tt,
-// ti, to, then the learned limits (cooldown until or "-", and left/until of the four ceilings,
-// "-1 -" for none).
+// ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output (decimal, as the
+// client wrote them).
+// Returns an array of 27: allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6, req,
+// tok, inp, day_started, day_start, day_end, day_n (integers), now_ns (text), rt, tt, ti, to
+// (integers), then the learned limits as one text (cooldown until or "-", and left/until of
+// the four ceilings, "-1 -" for none). An array of integers, not one formatted line: Redis
+// writes a Lua number as an integer reply without sprintf.
 inline constexpr const char* kCheck = R"lua(
 local mode = tonumber(ARGV[5])
 local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -227,16 +242,18 @@ local de = -1
 if day_s then de = day_end(day_s) end
 local grant = allowed == 1 and mode == 2
 -- The usage before this grant (the rules add the estimate themselves).
-local rest = sfmt('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %s %d %d %d %d %s', known,
-  deny,
-  has_quota, q[1], q[2], q[3], q[4], q[5], q[6], req, tok, inp, day_s and 1 or 0, day_s or -1,
-  de, day_n, now_ns, rt, tt, ti, to, learned_text())
+local reply = {allowed, 0, gen, epoch, no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4],
+  q[5], q[6], req, tok, inp, day_s and 1 or 0, day_s or -1, de, day_n, now_ns, rt, tt, ti, to,
+  learned_text()}
 if grant then
   seq = seq + 1
+  reply[2] = seq
   newest = now_us
   local key = fmt(seq)
-  redis.call('ZADD', Z, fmt(now_us), sfmt('%s %d %d', key, ein, eout))
-  redis.call('HSET', E, key, sfmt('%d %d r %d', ein, eout, gen))
+  -- ARGV 6 and 7 are canonical decimals (the client's std::to_string of counts >= 0 here).
+  local counts = ARGV[6] .. ' ' .. ARGV[7]
+  redis.call('ZADD', Z, now_text, key .. ' ' .. counts)
+  redis.call('HSET', E, key, counts .. ' r ' .. fmt(gen))
   req = req + 1; tok = tok + total; inp = inp + ein
   if not day_s then day_s = now_us; day_n = 0 end
   day_n = day_n + 1
@@ -250,7 +267,8 @@ if grant then
 elseif dirty and existed then
   save()
 end
-return sfmt('%d %d %d %d %s %s', allowed, grant and seq or 0, gen, epoch, no or '0', rest)
+reply[5] = no or 0  -- a model's first grant numbers it (in save)
+return reply
 )lua";
 
 // ARGV 5, 6: input, output.
@@ -258,13 +276,13 @@ inline constexpr const char* kRecord = R"lua(
 local ein, eout = tonumber(ARGV[5]), tonumber(ARGV[6])
 seq = seq + 1
 newest = now_us
-redis.call('ZADD', Z, fmt(now_us), sfmt('%d %d %d', seq, ein, eout))
+redis.call('ZADD', Z, now_text, sfmt('%d %d %d', seq, ein, eout))
 redis.call('HSET', E, fmt(seq), sfmt('%d %d u %d', ein, eout, gen))
 req = req + 1; tok = tok + ein + eout; inp = inp + ein
 if not day_s then day_s = now_us; day_n = 0 end
 day_n = day_n + 1
 save()
-return {epoch, tonumber(no)}
+return {epoch, no}
 )lua";
 
 // ARGV 5 kind (commit|cancel), 6 seq, 7 generation of the Reservation (-1: by id), 8 from a
@@ -272,7 +290,7 @@ return {epoch, tonumber(no)}
 // Returns {status (ok|settled|not_found), released, epoch}.
 inline constexpr const char* kSettle = R"lua(
 local kind, key = ARGV[5], ARGV[6]
-if ARGV[11] ~= '' and (not existed or no ~= ARGV[11] or tonumber(key) > seq) then
+if ARGV[11] ~= '' and (not existed or no ~= tonumber(ARGV[11]) or tonumber(key) > seq) then
   return {'not_found', 0, epoch}
 end
 local status, released = 'ok', 0
@@ -333,11 +351,13 @@ return {changed, epoch}
 inline constexpr const char* kReset = R"lua(
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 local raw = redis.call('GET', KEYS[1])
-if raw then
-  local f = cmsgpack.unpack(raw)
-  f[1], f[2], f[3], f[4], f[6], f[7], f[9], f[12] = 0, 0, 0, f[4] + 1, -1, 0, 0, ''
-  for i = 13, 19, 2 do f[i] = -1; f[i + 1] = '' end
-  redis.call('SET', KEYS[1], cmsgpack.pack(f), 'KEEPTTL')
+if raw and string.byte(raw, 1) == 2 then
+  local STATE = '<Bdddddddddddic0ic0'
+  local _, _, _, _, gen, seq, _, _, newest, _, refreshed, no, _, name = struct.unpack(STATE, raw)
+  redis.call('SET', KEYS[1], struct.pack(STATE, 2, 0, 0, 0, gen + 1, seq, -1, 0, newest, 0,
+    refreshed, no, 0, '', #name, name), 'KEEPTTL')
+elseif raw then
+  redis.call('DEL', KEYS[1])
 end
 redis.call('HINCRBY', KEYS[5], 'ver', 1)
 return 1

@@ -51,23 +51,16 @@ bool too_big(TokenEstimate t) {
          (t.input > 0 && t.output > 0 && t.input + t.output > kMaxExact);
 }
 
-// The check script's one-line reply: 35 space-separated fields (see scripts.h).
+// The check script's reply: an array of 27 (see scripts.h); the learned limits are one text of
+// 9 space-separated fields at the end.
 std::optional<CheckReply> parse_check(const RedisValue& v) {
-  if (v.type != Type::string) return std::nullopt;
-  constexpr int kFields = 35;
-  std::string_view f[kFields];
-  std::string_view rest = v.str;
-  for (int i = 0; i < kFields; ++i) {
-    const std::size_t sp = rest.find(' ');
-    if ((sp == std::string_view::npos) != (i == kFields - 1)) return std::nullopt;
-    f[i] = rest.substr(0, sp);
-    rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+  constexpr std::size_t kFields = 27;
+  if (v.type != Type::array || v.elements.size() != kFields) return std::nullopt;
+  for (std::size_t i = 0; i < kFields; ++i) {
+    const bool text = i == 21 || i == 26;
+    if (v.elements[i].type != (text ? Type::string : Type::integer)) return std::nullopt;
   }
-  auto i64 = [&](int i) {
-    std::int64_t x = 0;
-    std::from_chars(f[i].data(), f[i].data() + f[i].size(), x);
-    return x;
-  };
+  auto i64 = [&](int i) { return static_cast<std::int64_t>(v.elements[i].integer); };
   CheckReply r;
   r.allowed = i64(0) == 1;
   r.seq = static_cast<std::uint64_t>(i64(1));
@@ -90,17 +83,35 @@ std::optional<CheckReply> parse_check(const RedisValue& v) {
     r.usage.day_end_ns = i64(19) * 1000;
   }
   r.usage.day_count = i64(20);
-  r.now_ns = i64(21);
+  const std::string& now = v.elements[21].str;
+  if (std::from_chars(now.data(), now.data() + now.size(), r.now_ns).ec != std::errc()) {
+    return std::nullopt;
+  }
   for (int k = 0; k < 4; ++k) {
     const std::int64_t us = i64(22 + k);
     r.probe[k] = us < 0 ? -1 : us * 1000;
   }
+  // The learned limits: "<cooldown until ns or -> <left> <until ns or ->" x 4.
+  constexpr int kLearned = 9;
+  std::string_view f[kLearned];
+  std::string_view rest = v.elements[26].str;
+  for (int i = 0; i < kLearned; ++i) {
+    const std::size_t sp = rest.find(' ');
+    if ((sp == std::string_view::npos) != (i == kLearned - 1)) return std::nullopt;
+    f[i] = rest.substr(0, sp);
+    rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+  }
+  auto learned = [&](int i) {
+    std::int64_t x = 0;
+    std::from_chars(f[i].data(), f[i].data() + f[i].size(), x);
+    return x;
+  };
   Learned& l = r.limits.learned;
-  l.cooldown_until_ns = f[26] == "-" ? 0 : i64(26);
+  l.cooldown_until_ns = f[0] == "-" ? 0 : learned(0);
   Learned::Ceiling* ceilings[4] = {&l.requests, &l.tokens, &l.input, &l.output};
   for (int k = 0; k < 4; ++k) {
-    const std::int64_t left = i64(27 + 2 * k);
-    if (left >= 0) *ceilings[k] = Learned::Ceiling{left, i64(28 + 2 * k)};
+    const std::int64_t left = learned(1 + 2 * k);
+    if (left >= 0) *ceilings[k] = Learned::Ceiling{left, learned(2 + 2 * k)};
   }
   return r;
 }

@@ -54,7 +54,7 @@ struct CheckReply {
   std::int64_t probe[4] = {-1, -1, -1, -1};  // request, total, input, output (ns)
 };
 
-// The check script's one-line reply (see scripts.h); nullopt when malformed.
+// The check script's reply (an array, see scripts.h); nullopt when malformed.
 std::optional<CheckReply> parse_check(const RedisValue& v);
 
 // The probe of core/rules.h, answered by the script (it walked the entries in Redis).
@@ -151,6 +151,12 @@ class Shared {
                    std::string(op) + ": redis " + pool.where() +
                        ": two model names share one key digest; use another Config::key_prefix "
                        "for one of them"};
+    }
+    if (v.str.find("RL_VERSION") != std::string::npos) {
+      return Error{ErrorCode::corrupt_state,
+                   std::string(op) + ": redis " + pool.where() +
+                       ": the model's state was written by another version of ratelimit; run "
+                       "every client at one version, or give this one another Config::key_prefix"};
     }
     return Error{ErrorCode::unavailable,
                  std::string(op) + ": redis " + pool.where() + ": " + v.str +
