@@ -161,13 +161,14 @@ inline void set_rate_limit_headers(Response& res, const Decision& d, std::int64_
 // A parsed request body: a JSON object whose keys were checked against the accepted ones.
 class Body {
  public:
-  // Parses `text` for `op` ("POST /v1/acquire"); on failure `error` says why. An empty body
-  // is an empty object.
-  static std::optional<Body> parse(std::string_view op, const std::string& text,
-                                   std::initializer_list<const char*> accepted,
+  // Parses the body of `req` (which must outlive the Body); on failure `error` says why, named
+  // by the request ("POST /v1/acquire": written only for a message). An empty body is an
+  // empty object.
+  static std::optional<Body> parse(const Request& req, std::initializer_list<const char*> accepted,
                                    std::string& error) {
     Body b;
-    b.op_ = op;
+    b.req_ = &req;
+    const std::string& text = req.body;
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
       b.j_ = Json::object();
       return b;
@@ -178,12 +179,12 @@ class Body {
       // parse_error, and out_of_range for a number no double holds (1e9999).
       std::string what = e.what();
       if (auto cut = what.find("] "); cut != std::string::npos) what = what.substr(cut + 2);
-      error = std::string(op) + ": the body is not valid JSON (" + printable(what) +
+      error = b.op() + ": the body is not valid JSON (" + printable(what) +
               "); send an object such as {\"model\": \"gpt-4o\", \"tokens\": 1500}";
       return std::nullopt;
     }
     if (!b.j_.is_object()) {
-      error = std::string(op) + ": the body must be a JSON object, not " + b.j_.type_name();
+      error = b.op() + ": the body must be a JSON object, not " + b.j_.type_name();
       return std::nullopt;
     }
     for (const auto& [key, value] : b.j_.items()) {
@@ -192,7 +193,7 @@ class Body {
       if (!known) {
         std::string list;
         for (const char* a : accepted) list += std::string(list.empty() ? "" : ", ") + a;
-        error = std::string(op) + ": unknown field \"" + printable(key) +
+        error = b.op() + ": unknown field \"" + printable(key) +
                 "\" (accepted: " + (list.empty() ? "none" : list) + ")";
         return std::nullopt;
       }
@@ -213,12 +214,12 @@ class Body {
                                     std::int64_t min, std::string& error) const {
     auto it = j_.find(key);
     if (it == j_.end()) {
-      if (!fallback) error = op_ + ": \"" + key + "\" is required (an integer >= 0)";
+      if (!fallback) error = op() + ": \"" + key + "\" is required (an integer >= 0)";
       return fallback;
     }
     // The messages are built only on failure: this runs on every acquire.
     auto fail = [&] {
-      error = op_ + ": \"" + key + "\" must be an integer from " + std::to_string(min) + " to " +
+      error = op() + ": \"" + key + "\" must be an integer from " + std::to_string(min) + " to " +
               std::to_string(kMaxCount) + ", got " +
               it->dump(-1, ' ', false, Json::error_handler_t::replace);
       return std::nullopt;
@@ -237,17 +238,17 @@ class Body {
   std::optional<std::string> model(std::string& error, bool& bad_name) const {
     auto it = j_.find("model");
     if (it == j_.end()) {
-      error = op_ + ": \"model\" is required";
+      error = op() + ": \"model\" is required";
       return std::nullopt;
     }
     if (!it->is_string()) {
-      error = op_ + ": \"model\" must be a string, got " +
+      error = op() + ": \"model\" must be a string, got " +
               it->dump(-1, ' ', false, Json::error_handler_t::replace);
       return std::nullopt;
     }
     std::string name = it->get<std::string>();
     if (auto why = model_problem(name)) {
-      error = op_ + ": " + *why;
+      error = op() + ": " + *why;
       bad_name = true;
       return std::nullopt;
     }
@@ -258,7 +259,7 @@ class Body {
     auto it = j_.find(key);
     if (it == j_.end()) return false;
     if (!it->is_boolean()) {
-      error = op_ + ": \"" + key + "\" must be true or false, got " +
+      error = op() + ": \"" + key + "\" must be true or false, got " +
               it->dump(-1, ' ', false, Json::error_handler_t::replace);
       return std::nullopt;
     }
@@ -266,7 +267,9 @@ class Body {
   }
 
  private:
-  std::string op_;
+  std::string op() const { return request_name(*req_); }
+
+  const Request* req_ = nullptr;
   Json j_;
 };
 

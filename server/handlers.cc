@@ -110,7 +110,7 @@ struct Handlers::Impl {
   std::optional<Body> body(const Request& req, Response& res,
                            std::initializer_list<const char*> accepted) {
     std::string error;
-    auto b = Body::parse(request_name(req), req.body, accepted, error);
+    auto b = Body::parse(req, accepted, error);
     if (!b) res = error_response(400, "invalid_request", error);
     return b;
   }
