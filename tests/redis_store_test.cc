@@ -336,6 +336,13 @@ TEST(RedisStore, FailOpenAdmitsUncheckedWhileRedisIsStopped) {
   EXPECT_EQ(d.code, DecisionCode::admitted_unchecked);
   EXPECT_EQ(l->record_usage("m", 1, 0).error().code, ErrorCode::unavailable);  // not a check
   EXPECT_EQ(l->stats("m").error().code, ErrorCode::unavailable);
+  // A name the limiter has not resolved yet (its family and aliases live in Redis) is admitted
+  // unchecked too, by try_acquire and by decide.
+  Reservation dated = l->try_acquire("m-2024-08-06", 5);
+  EXPECT_TRUE(dated.granted());
+  EXPECT_EQ(dated.decision().code, DecisionCode::admitted_unchecked);
+  EXPECT_TRUE(dated.cancel());
+  EXPECT_EQ(l->decide("m-latest", 0).code, DecisionCode::admitted_unchecked);
   server.resume();
   Decision back;
   std::uint64_t unchecked = 2;  // and those while the pool waits out its reconnect backoff
@@ -351,6 +358,11 @@ TEST(RedisStore, FailOpenAdmitsUncheckedWhileRedisIsStopped) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->at("m").count(RequestOutcome::admitted_unchecked), unchecked);
   EXPECT_EQ(m->at("m").count(RequestOutcome::admitted), 1u);
+  EXPECT_EQ(m->at("m-2024-08-06").count(RequestOutcome::admitted_unchecked), 1u);
+  // Once Redis answers, the dated name is resolved to its family again and shares its quota.
+  const Decision family = l->try_acquire("m-2024-08-06", 0).decision();
+  EXPECT_EQ(family.code, DecisionCode::rpm_exceeded);
+  EXPECT_EQ(family.resolved_model, "m");
 }
 
 // fail_closed (the default) answers store_unavailable to decide as well, within the timeout.
@@ -365,6 +377,7 @@ TEST(RedisStore, FailClosedDecideAnswersStoreUnavailableWithinTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.code, DecisionCode::store_unavailable);
+  EXPECT_EQ(l->try_acquire("m-2024-08-06", 0).decision().code, DecisionCode::store_unavailable);
   server.resume();
 }
 

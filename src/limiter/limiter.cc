@@ -157,7 +157,17 @@ Result<StoreModel*> LimiterCore::resolve_target(std::string_view name, StoreMode
     }
   }
   auto resolved = resolve_name(name, operation);
-  if (!resolved) return tl::unexpected(resolved.error());
+  if (!resolved) {
+    // A store that admits unchecked while it fails (Redis with fail_open) cannot resolve the
+    // name either: the name's own handle (none for a read of an unseen name) is checked, and
+    // that check, failing too, admits it unchecked. Nothing is cached: the name is resolved
+    // again once the store answers.
+    if (resolved.error().code == ErrorCode::unavailable && store->admits_unchecked()) {
+      if (own == nullptr && create) own = store->model(name).get();
+      return own;
+    }
+    return tl::unexpected(resolved.error());
+  }
   StoreModel* target = nullptr;
   if (resolved->has_value() && **resolved != name) {
     target = store->model(**resolved).get();

@@ -213,6 +213,9 @@ class Store {
 
   // Whether other processes or machines share this store (its change signal then matters).
   virtual bool shared() const = 0;
+  // True when a check while the store fails admits the request unchecked (Redis with
+  // fail_open) instead of answering store_unavailable.
+  virtual bool admits_unchecked() const { return false; }
   // Blocks until another process or machine changed the store since the last call (true), or
   // `max_wait` passed or `stop` was requested (false). Only for shared stores; polls or
   // subscribes as it must. Wall time (not the injected clock): it watches other processes.

@@ -290,6 +290,7 @@ class RedisStore final : public Store {
     return s_->skipped.load(std::memory_order_relaxed);
   }
   bool shared() const override { return true; }
+  bool admits_unchecked() const override { return s_->fail_open; }
 
   // Polls the store's change counter (bumped by every release and configuration change).
   bool wait_for_change(std::chrono::milliseconds max_wait, std::stop_token stop) override
