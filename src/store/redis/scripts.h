@@ -6,9 +6,13 @@
 //      script): format version 2 (a byte), then 11 doubles — running totals of the live window
 //      (req/tok/inp), the day generation, the last reservation (seq), day start µs (-1: none)
 //      and requests today, the newest entry µs, entries in X, when the keys' expiry was last
-//      set, the model's number (0: none yet) — then two length-prefixed strings: the learned
-//      limits ("": none; else "<cooldown until ns or -> <left> <until ns>" for requests,
-//      tokens, input and output, "-1 -" for none) and the model's name. Binary doubles instead
+//      set, the model's number (0: none yet) — then 9 doubles, the quota as last read (known,
+//      deny, has_quota, q1..q6), then four length-prefixed strings: the learned limits ("":
+//      none; else "<cooldown until ns or -> <left> <until ns>" for requests, tokens, input and
+//      output, "-1 -" for none), the model's name, and the configuration epoch and store id
+//      the quota was read under. Every change of a quota or of the unknown-model policy bumps
+//      the epoch (all go through the scripts below), so while both match, the quota is not
+//      read and parsed again. Binary doubles instead
 //      of MessagePack or text: every number↔text conversion in Redis's Lua is a sprintf or a
 //      strtod (about 1,200 instructions each; see docs/benchmarks.md).
 //   Z  sorted set: one member per live request, "<seq> <input> <output>" (so that pruning and
@@ -35,7 +39,7 @@ local T, Z, E, X, M, Q, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local name = ARGV[1]
 local sfmt = string.format
 local function fmt(x) return sfmt('%d', x) end
-local STATE = '<Bdddddddddddic0ic0'
+local STATE = '<Bddddddddddddddddddddic0ic0ic0ic0'
 local NO_LEARNED = '- -1 - -1 - -1 - -1 -'
 -- now_text: now_us in decimal (built from TIME's two texts without a sprintf).
 local now_us, now_ns, now_text
@@ -59,14 +63,15 @@ local req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no = 0, 0, 0
   0, 0, 0, nil
 local cool = nil
 local ceil = {}
+local c_known, c_deny, c_has, c_q1, c_q2, c_q3, c_q4, c_q5, c_q6, c_epoch, c_sid
 local ckeys = {'lr', 'lt', 'li', 'lo'}
 if existed then
   if string.byte(raw, 1) ~= 2 then
     return redis.error_reply('RL_VERSION the model state was written by another version')
   end
   local v, no_v, learned, owner
-  v, req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no_v, learned, owner =
-    struct.unpack(STATE, raw)
+  v, req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no_v, c_known, c_deny, c_has,
+    c_q1, c_q2, c_q3, c_q4, c_q5, c_q6, learned, owner, c_epoch, c_sid = struct.unpack(STATE, raw)
   if owner ~= name then return redis.error_reply('RL_COLLISION ' .. tostring(owner)) end
   if day_s < 0 then day_s = nil end
   if no_v ~= 0 then no = no_v end
@@ -84,14 +89,22 @@ local function parse_quota(v)
   local a, b, c, d, e, f = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d)$')
   return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
 end
-local known, deny, q = 0, 0, {0, 0, 0, 0, 0, 0}
-local qv = redis.call('HGET', Q, name)
-local meta = redis.call('HMGET', M, 'up', 'uq', 'epoch')
-local has_quota = 0
-if qv then known = 1; has_quota = 1; q = parse_quota(qv)
-elseif meta[1] == 'default_quota' and meta[2] then known = 1; q = parse_quota(meta[2])
-elseif meta[1] == 'deny' then deny = 1 end
-local epoch = tonumber(meta[3] or '0')
+local meta = redis.call('HMGET', M, 'epoch', 'id')
+local epoch_text, sid = meta[1] or '0', meta[2] or ''
+local epoch = tonumber(epoch_text)
+local known, deny, has_quota, q
+if c_epoch == epoch_text and c_sid == sid then
+  known, deny, has_quota, q = c_known, c_deny, c_has, {c_q1, c_q2, c_q3, c_q4, c_q5, c_q6}
+else
+  known, deny, has_quota, q = 0, 0, 0, {0, 0, 0, 0, 0, 0}
+  local qv = redis.call('HGET', Q, name)
+  if qv then known = 1; has_quota = 1; q = parse_quota(qv)
+  else
+    local policy = redis.call('HMGET', M, 'up', 'uq')
+    if policy[1] == 'default_quota' and policy[2] then known = 1; q = parse_quota(policy[2])
+    elseif policy[1] == 'deny' then deny = 1 end
+  end
+end
 local midnights = nil
 local function day_end(ds)
   if q[6] == 1 then
@@ -171,7 +184,8 @@ local function save()
   local learned = learned_text()
   if learned == NO_LEARNED then learned = '' end
   local text = struct.pack(STATE, 2, req, tok, inp, gen, seq, day_s or -1, day_n, newest, xc,
-    refreshed, no or 0, #learned, learned, #name, name)
+    refreshed, no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4], q[5], q[6], #learned,
+    learned, #name, name, #epoch_text, epoch_text, #sid, sid)
   if expire then
     redis.call('SET', T, text)
     for _, k in ipairs({T, Z, E, X}) do redis.call('PEXPIRE', k, 176400000) end
@@ -352,10 +366,12 @@ inline constexpr const char* kReset = R"lua(
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 local raw = redis.call('GET', KEYS[1])
 if raw and string.byte(raw, 1) == 2 then
-  local STATE = '<Bdddddddddddic0ic0'
-  local _, _, _, _, gen, seq, _, _, newest, _, refreshed, no, _, name = struct.unpack(STATE, raw)
+  local STATE = '<Bddddddddddddddddddddic0ic0ic0ic0'
+  local _, _, _, _, gen, seq, _, _, newest, _, refreshed, no, _, _, _, _, _, _, _, _, _, _, name =
+    struct.unpack(STATE, raw)
+  -- The quota is read again (an empty epoch matches none).
   redis.call('SET', KEYS[1], struct.pack(STATE, 2, 0, 0, 0, gen + 1, seq, -1, 0, newest, 0,
-    refreshed, no, 0, '', #name, name), 'KEEPTTL')
+    refreshed, no, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '', #name, name, 0, '', 0, ''), 'KEEPTTL')
 elseif raw then
   redis.call('DEL', KEYS[1])
 end
