@@ -575,5 +575,33 @@ TEST(SqliteOpenTest, VersionOneAndTwoDatabasesAreMigratedKeepingTheirUsage) {
   }
 }
 
+// A new database gets 1 KiB pages (a quarter of the WAL bytes per call); a file that already has
+// another page size (written by an older release, or created by another tool) keeps it and
+// works as before.
+TEST(SqliteOpenTest, ANewDatabaseHasOneKibPagesAndAnExistingFileKeepsItsPageSize) {
+  testing::TempDir dir;
+  const std::string fresh = dir.file("fresh.db");
+  {
+    auto limiter = testing::open_db(fresh, {{"m", {5, 0, 0}}});
+    ASSERT_NE(limiter, nullptr);
+    ASSERT_TRUE(limiter->try_acquire("m", 1).commit(1, 0));
+  }
+  EXPECT_EQ(testing::query_int(fresh, "PRAGMA page_size"), 1024);
+  const std::string old = dir.file("old.db");
+  ASSERT_TRUE(testing::exec_sql(old, "PRAGMA page_size=4096; CREATE TABLE t (a); DROP TABLE t"));
+  ASSERT_EQ(testing::query_int(old, "PRAGMA page_size"), 4096);
+  auto clock = std::make_shared<ManualClock>(testing::start_time());
+  {
+    auto limiter = testing::open_db(old, {{"m", {5, 0, 0}}}, clock);
+    ASSERT_NE(limiter, nullptr);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(limiter->try_acquire("m", 1).commit(1, 0));
+    EXPECT_FALSE(limiter->try_acquire("m", 1));
+  }
+  EXPECT_EQ(testing::query_int(old, "PRAGMA page_size"), 4096);
+  auto again = testing::open_db(old, {}, clock);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->stats("m")->rpm, 5);
+}
+
 }  // namespace
 }  // namespace ratelimit
