@@ -23,6 +23,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -58,6 +59,12 @@ constexpr std::size_t kHeadLimit = kRequestLineLimit + kHeaderFieldsLimit + 4;
 constexpr std::size_t kBufferLimit = 64 * 1024;  // bytes read ahead of the parser
 constexpr std::size_t kWatchRead = 4096;
 constexpr std::size_t kDrainLimit = 1024 * 1024;  // read and dropped before a close
+
+// Appends a number in decimal (no temporary string).
+void append_number(std::string& out, std::uint64_t v) {
+  char buf[24];
+  out.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
 constexpr auto kWriteTimeout = std::chrono::seconds(10);
 constexpr auto kDrainTimeout = std::chrono::seconds(2);
 
@@ -451,7 +458,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (stream_ && version_ == 10) close_after_ = true;  // the end of the body is the close
     out_head_.clear();
     out_head_ += "HTTP/1.1 ";
-    out_head_ += std::to_string(r.status);
+    append_number(out_head_, static_cast<std::uint64_t>(r.status));
     out_head_ += ' ';
     out_head_ += reason_phrase(r.status);
     out_head_ += "\r\n";
@@ -461,11 +468,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
       out_head_ += h.value;
       out_head_ += "\r\n";
     }
-    if (!r.content_type.empty()) out_head_ += "Content-Type: " + r.content_type + "\r\n";
+    if (!r.content_type.empty()) {
+      out_head_ += "Content-Type: ";
+      out_head_ += r.content_type;
+      out_head_ += "\r\n";
+    }
     if (chunked_) {
       out_head_ += "Transfer-Encoding: chunked\r\n";
     } else if (!stream_ && r.status != 204) {
-      out_head_ += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+      out_head_ += "Content-Length: ";
+      append_number(out_head_, r.body.size());
+      out_head_ += "\r\n";
     }
     if (close_after_) {
       out_head_ += "Connection: close\r\n";
@@ -485,10 +498,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_written(beast::error_code ec) {
     if (ec || state_ != State::writing) return close();
     if (stream_) return write_piece();
+    // The head's buffer is kept for the next answer on this connection (a few hundred bytes);
+    // the body's goes (it came from the response).
     out_head_.clear();
-    out_body_.clear();
-    out_head_.shrink_to_fit();
-    out_body_.shrink_to_fit();
+    if (out_head_.capacity() > 4096) out_head_.shrink_to_fit();
+    std::string().swap(out_body_);
     read_next();  // re-arms the deadline
   }
 

@@ -10,11 +10,14 @@
 namespace ratelimit::cli {
 
 std::optional<std::string> model_problem(std::string_view name) {
-  const std::string fix = "give a model name of 1 to " + std::to_string(kMaxModelNameBytes) +
-                          " bytes of UTF-8 text without control characters";
-  if (name.empty()) return "the model name is empty; " + fix;
+  // The fix is written only for a message (this runs on every request that names a model).
+  auto fix = [] {
+    return "give a model name of 1 to " + std::to_string(kMaxModelNameBytes) +
+           " bytes of UTF-8 text without control characters";
+  };
+  if (name.empty()) return "the model name is empty; " + fix();
   if (auto problem = model_name_problem(name)) {
-    return "model \"" + printable_model_name(name) + "\" " + *problem + "; " + fix;
+    return "model \"" + printable_model_name(name) + "\" " + *problem + "; " + fix();
   }
   return std::nullopt;
 }

@@ -15,13 +15,14 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 // RFC 3339 UTC with nanoseconds trimmed of trailing zeros ("2026-02-19T09:00:00.5Z"). Digits
 // are written by hand: every decision carries two of these (day_start, day_end).
-std::string rfc3339(TimePoint t) {
+// Writes `t` as RFC 3339 into `buf` (48 bytes: enough for any year of a TimePoint) and returns
+// the end.
+char* write_rfc3339(char* buf, TimePoint t) {
   using namespace std::chrono;
   const auto ns = duration_cast<nanoseconds>(t.time_since_epoch());
   const auto day = floor<days>(ns);
   const year_month_day ymd{sys_days{day}};
   const hh_mm_ss hms{ns - day};
-  char buf[48];
   char* p = buf;
   auto digits = [&p](long long v, int width) {
     if (v < 0) {  // years before 0: not a time this library produces, but keep it readable
@@ -58,7 +59,12 @@ std::string rfc3339(TimePoint t) {
     digits(sub, width);
   }
   *p++ = 'Z';
-  return std::string(buf, p);
+  return p;
+}
+
+std::string rfc3339(TimePoint t) {
+  char buf[48];
+  return std::string(buf, write_rfc3339(buf, t));
 }
 
 json time_or_null(TimePoint t) { return t == TimePoint{} ? json(nullptr) : json(rfc3339(t)); }
@@ -132,20 +138,26 @@ json quota_map_json(const QuotaMap& quotas) {
 
 void put_string(std::string& out, std::string_view s) {
   out += '"';
-  for (const char c : s) {
+  // Runs of characters that need no escape are appended whole (names are valid UTF-8:
+  // model_name.h; codes and ids are ASCII).
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
     const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
+    if (c != '"' && c != '\\' && u >= 0x20) continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    if (u >= 0x20) {
       out += '\\';
       out += c;
-    } else if (u < 0x20) {
+    } else {
       static constexpr char kHex[] = "0123456789abcdef";
       out += "\\u00";
       out += kHex[u >> 4];
       out += kHex[u & 15];
-    } else {
-      out += c;  // names are valid UTF-8 (model_name.h); codes and ids are ASCII
     }
   }
+  out.append(s.data() + run, s.size() - run);
   out += '"';
 }
 
@@ -170,7 +182,10 @@ void put_time_field(std::string& out, std::string_view key, TimePoint t) {
   if (t == TimePoint{}) {
     out += "null";
   } else {
-    put_string(out, rfc3339(t));
+    char buf[48];
+    out += '"';
+    out.append(buf, write_rfc3339(buf, t));  // digits and ASCII: nothing to escape
+    out += '"';
   }
   out += ',';
 }
@@ -198,7 +213,8 @@ void put_stats(std::string& out, const ModelStats& s) {
   out += '}';
 }
 
-std::string decision_text(const Decision& d, const std::optional<std::string>* reservation_id) {
+std::string decision_text(const Decision& d,
+                          const std::optional<std::string_view>* reservation_id) {
   std::string out;
   out.reserve(512);
   out += d.allowed ? "{\"allowed\":true,\"code\":" : "{\"allowed\":false,\"code\":";
@@ -238,7 +254,7 @@ std::string stats(const ModelStats& s) { return dump(stats_json(s)); }
 
 std::string decision(const Decision& d) { return decision_text(d, nullptr); }
 
-std::string decision(const Decision& d, const std::optional<std::string>& reservation_id) {
+std::string decision(const Decision& d, std::optional<std::string_view> reservation_id) {
   return decision_text(d, &reservation_id);
 }
 

@@ -31,7 +31,7 @@ std::string stats(const ModelStats& stats);
 // second form (a granted acquire) adds "reservation_id": the id, or null for a store whose ids do
 // not outlive the process (YAML).
 std::string decision(const Decision& decision);
-std::string decision(const Decision& decision, const std::optional<std::string>& reservation_id);
+std::string decision(const Decision& decision, std::optional<std::string_view> reservation_id);
 // The same text built through nlohmann/json's DOM: what decision() is checked against in tests.
 std::string decision_via_dom(const Decision& decision,
                              const std::optional<std::string>& reservation_id);
