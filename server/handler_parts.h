@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "args.h"
+#include "flat_json.h"
 #include "http.h"
 #include "json_format.h"
 #include "ratelimit/limiter.h"
@@ -173,6 +174,12 @@ class Body {
       b.j_ = Json::object();
       return b;
     }
+    // The common shape first, without a DOM; anything else (and every error) goes through
+    // nlohmann/json, as does raw().
+    if (b.flat_.parse(text) && b.flat_known(accepted)) {
+      b.is_flat_ = true;
+      return b;
+    }
     try {
       b.j_ = Json::parse(text);
     } catch (const Json::exception& e) {
@@ -201,10 +208,13 @@ class Body {
     return b;
   }
 
-  bool has(const char* key) const { return j_.contains(key); }
+  bool has(const char* key) const {
+    return is_flat_ ? flat_.find(key) != nullptr : j_.contains(key);
+  }
   // The field as parsed (null when absent).
   const Json& raw(const char* key) const {
     static const Json kNull;
+    if (is_flat_ && j_.is_null()) j_ = Json::parse(req_->body);  // valid: it parsed flat
     auto it = j_.find(key);
     return it == j_.end() ? kNull : *it;
   }
@@ -212,6 +222,19 @@ class Body {
   // An integer field in [min, kMaxCount]; `fallback` when absent (nullopt: required).
   std::optional<std::int64_t> count(const char* key, std::optional<std::int64_t> fallback,
                                     std::int64_t min, std::string& error) const {
+    if (is_flat_) {
+      const FlatField* f = flat_.find(key);
+      if (f == nullptr) {
+        if (!fallback) error = op() + ": \"" + key + "\" is required (an integer >= 0)";
+        return fallback;
+      }
+      if (f->is_string || f->integer < min || f->integer > kMaxCount) {
+        error = op() + ": \"" + key + "\" must be an integer from " + std::to_string(min) + " to " +
+                std::to_string(kMaxCount) + ", got " + dump(*f);
+        return std::nullopt;
+      }
+      return f->integer;
+    }
     auto it = j_.find(key);
     if (it == j_.end()) {
       if (!fallback) error = op() + ": \"" + key + "\" is required (an integer >= 0)";
@@ -236,6 +259,18 @@ class Body {
   // The "model" field: required, a string, and a name the model-name rule accepts (args.h);
   // `bad_name` is set when the string breaks that rule.
   std::optional<std::string> model(std::string& error, bool& bad_name) const {
+    if (is_flat_) {
+      const FlatField* f = flat_.find("model");
+      if (f == nullptr) {
+        error = op() + ": \"model\" is required";
+        return std::nullopt;
+      }
+      if (!f->is_string) {
+        error = op() + ": \"model\" must be a string, got " + dump(*f);
+        return std::nullopt;
+      }
+      return checked_model(std::string(f->text), error, bad_name);
+    }
     auto it = j_.find("model");
     if (it == j_.end()) {
       error = op() + ": \"model\" is required";
@@ -246,16 +281,16 @@ class Body {
               it->dump(-1, ' ', false, Json::error_handler_t::replace);
       return std::nullopt;
     }
-    std::string name = it->get<std::string>();
-    if (auto why = model_problem(name)) {
-      error = op() + ": " + *why;
-      bad_name = true;
-      return std::nullopt;
-    }
-    return name;
+    return checked_model(it->get<std::string>(), error, bad_name);
   }
 
   std::optional<bool> flag(const char* key, std::string& error) const {
+    if (is_flat_) {  // a flat body holds no booleans
+      const FlatField* f = flat_.find(key);
+      if (f == nullptr) return false;
+      error = op() + ": \"" + key + "\" must be true or false, got " + dump(*f);
+      return std::nullopt;
+    }
     auto it = j_.find(key);
     if (it == j_.end()) return false;
     if (!it->is_boolean()) {
@@ -269,8 +304,34 @@ class Body {
  private:
   std::string op() const { return request_name(*req_); }
 
+  std::optional<std::string> checked_model(std::string name, std::string& error,
+                                           bool& bad_name) const {
+    if (auto why = model_problem(name)) {
+      error = op() + ": " + *why;
+      bad_name = true;
+      return std::nullopt;
+    }
+    return name;
+  }
+
+  // True when every field of the flat body is accepted (else the DOM path words the error).
+  bool flat_known(std::initializer_list<const char*> accepted) const {
+    for (std::size_t i = 0; i < flat_.size(); ++i) {
+      bool known = false;
+      for (const char* a : accepted) known = known || flat_[i].key == a;
+      if (!known) return false;
+    }
+    return true;
+  }
+  // What nlohmann's dump() writes for the field (a flat string needs no escapes).
+  static std::string dump(const FlatField& f) {
+    return f.is_string ? "\"" + std::string(f.text) + "\"" : std::string(f.text);
+  }
+
   const Request* req_ = nullptr;
-  Json j_;
+  FlatJson flat_;
+  bool is_flat_ = false;
+  mutable Json j_;
 };
 
 // Hash for heterogeneous lookup of std::string keys by string_view.
