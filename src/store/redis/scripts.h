@@ -85,10 +85,7 @@ if existed then
     end
   end
 end
-local function parse_quota(v)
-  local a, b, c, d, e, f = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d)$')
-  return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
-end
+-- (Functions are defined where they are needed: each definition is a closure made per call.)
 local meta = redis.call('HMGET', M, 'epoch', 'id')
 local epoch_text, sid = meta[1] or '0', meta[2] or ''
 local epoch = tonumber(epoch_text)
@@ -97,6 +94,10 @@ if c_epoch == epoch_text and c_sid == sid then
   known, deny, has_quota, q = c_known, c_deny, c_has, {c_q1, c_q2, c_q3, c_q4, c_q5, c_q6}
 else
   known, deny, has_quota, q = 0, 0, 0, {0, 0, 0, 0, 0, 0}
+  local function parse_quota(v)
+    local a, b, c, d, e, f = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d)$')
+    return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
+  end
   local qv = redis.call('HGET', Q, name)
   if qv then known = 1; has_quota = 1; q = parse_quota(qv)
   else
@@ -117,10 +118,6 @@ local function day_end(ds)
   return ds + 86400000000
 end
 local dirty = false
-local function entry(v)
-  local a, b, k, g = string.match(v, '^(%d+) (%d+) (%a) (%d+)$')
-  return tonumber(a), tonumber(b), k, tonumber(g)
-end
 -- A member of Z: "<seq> <input> <output>".
 local function member(m)
   local sq, a, b = string.match(m, '^(%d+) (%d+) (%d+)$')
@@ -159,17 +156,20 @@ if day_s then
   if now_us >= day_end(day_s) then day_s = nil; day_n = 0; gen = gen + 1; dirty = true end
 end
 if cool and not ns_lt(now_ns, cool) then cool = nil; dirty = true end
-for _, k in ipairs(ckeys) do
-  if ceil[k] and not ns_lt(now_ns, ceil[k][2]) then ceil[k] = nil; dirty = true end
-end
--- "left until" of one ceiling ("-1 -": none).
-local function ceil_text(k)
-  local c = ceil[k]
-  if c then return fmt(c[1]) .. ' ' .. c[2] end
-  return '-1 -'
+-- (Learned ceilings are rare: the loops over them run only when there is one.)
+if next(ceil) then
+  for _, k in ipairs(ckeys) do
+    if ceil[k] and not ns_lt(now_ns, ceil[k][2]) then ceil[k] = nil; dirty = true end
+  end
 end
 local function learned_text()
   if not (cool or ceil.lr or ceil.lt or ceil.li or ceil.lo) then return NO_LEARNED end
+  -- "left until" of one ceiling ("-1 -": none).
+  local function ceil_text(k)
+    local c = ceil[k]
+    if c then return fmt(c[1]) .. ' ' .. c[2] end
+    return '-1 -'
+  end
   return (cool or '-') .. ' ' .. ceil_text('lr') .. ' ' .. ceil_text('lt') .. ' ' ..
     ceil_text('li') .. ' ' .. ceil_text('lo')
 end
@@ -208,29 +208,18 @@ local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
 local total = ein + eout
 local allowed = 1
 local rt, tt, ti, to = -1, -1, -1, -1
-local function tokens_time(need, dim)
-  local acc, start = 0, 0
-  while true do
-    local page = redis.call('ZRANGE', Z, start, start + 255, 'WITHSCORES')
-    if #page == 0 then return -1 end
-    for i = 1, #page, 2 do
-      local _, a, b = member(page[i])
-      if dim == 0 then acc = acc + a + b elseif dim == 1 then acc = acc + a else acc = acc + b end
-      if acc >= need then return tonumber(page[i + 1]) end
-    end
-    start = start + 256
-  end
-end
 if ein < 0 or eout < 0 then
   allowed = 0
 elseif known == 0 and deny == 1 then
   allowed = 0
 else
   if cool and ns_lt(now_ns, cool) then allowed = 0 end
-  local function ceiling(c, need)
-    if c and ns_lt(now_ns, c[2]) and (need > c[1] or c[1] == 0) then allowed = 0 end
+  if next(ceil) then
+    local function ceiling(c, need)
+      if c and ns_lt(now_ns, c[2]) and (need > c[1] or c[1] == 0) then allowed = 0 end
+    end
+    ceiling(ceil.lr, 1); ceiling(ceil.lt, total); ceiling(ceil.li, ein); ceiling(ceil.lo, eout)
   end
-  ceiling(ceil.lr, 1); ceiling(ceil.lt, total); ceiling(ceil.li, ein); ceiling(ceil.lo, eout)
   local unlimited = q[1] == 0 and q[2] == 0 and q[3] == 0 and q[4] == 0 and q[5] == 0
   if known == 1 and not unlimited then
     if q[3] > 0 and day_s and day_n >= q[3] then allowed = 0 end
@@ -241,15 +230,32 @@ else
         rt = tonumber(r[2])
       end
     end
-    local function tokens(limit, usage, want, dim)
-      if limit <= 0 or usage + want <= limit then return -1 end
-      allowed = 0
-      if want > limit or mode == 0 then return -1 end
-      return tokens_time(usage + want - limit, dim)
+    local function over(limit, usage, want) return limit > 0 and usage + want > limit end
+    if over(q[2], tok, total) or over(q[4], inp, ein) or over(q[5], tok - inp, eout) then
+      local function tokens_time(need, dim)
+        local acc, start = 0, 0
+        while true do
+          local page = redis.call('ZRANGE', Z, start, start + 255, 'WITHSCORES')
+          if #page == 0 then return -1 end
+          for i = 1, #page, 2 do
+            local _, a, b = member(page[i])
+            if dim == 0 then acc = acc + a + b elseif dim == 1 then acc = acc + a else
+              acc = acc + b end
+            if acc >= need then return tonumber(page[i + 1]) end
+          end
+          start = start + 256
+        end
+      end
+      local function tokens(limit, usage, want, dim)
+        if not over(limit, usage, want) then return -1 end
+        allowed = 0
+        if want > limit or mode == 0 then return -1 end
+        return tokens_time(usage + want - limit, dim)
+      end
+      tt = tokens(q[2], tok, total, 0)
+      ti = tokens(q[4], inp, ein, 1)
+      to = tokens(q[5], tok - inp, eout, 2)
     end
-    tt = tokens(q[2], tok, total, 0)
-    ti = tokens(q[4], inp, ein, 1)
-    to = tokens(q[5], tok - inp, eout, 2)
   end
 end
 local de = -1
@@ -271,12 +277,14 @@ if grant then
   req = req + 1; tok = tok + total; inp = inp + ein
   if not day_s then day_s = now_us; day_n = 0 end
   day_n = day_n + 1
-  local function take(k, m)
-    local c = ceil[k]
-    if not c then return end
-    if m >= c[1] then c[1] = 0 else c[1] = c[1] - m end
+  if next(ceil) then
+    local function take(k, m)
+      local c = ceil[k]
+      if not c then return end
+      if m >= c[1] then c[1] = 0 else c[1] = c[1] - m end
+    end
+    take('lr', 1); take('lt', total); take('li', ein); take('lo', eout)
   end
-  take('lr', 1); take('lt', total); take('li', ein); take('lo', eout)
   save()
 elseif dirty and existed then
   save()
@@ -308,6 +316,10 @@ if ARGV[11] ~= '' and (not existed or no ~= tonumber(ARGV[11]) or tonumber(key) 
   return {'not_found', 0, epoch}
 end
 local status, released = 'ok', 0
+local function entry(t)
+  local a, b, k, g = string.match(t, '^(%d+) (%d+) (%a) (%d+)$')
+  return tonumber(a), tonumber(b), k, tonumber(g)
+end
 local v = redis.call('HGET', E, key)
 if v then
   local a, b, k, g = entry(v)
