@@ -97,9 +97,10 @@ class AppendedStream : public BodyStream {
   bool next(std::string& out) override {
     if (first_ && first_->next(out)) return true;
     first_.reset();
-    out += tail_;
+    if (tail_.empty()) return false;
+    out += tail_;  // a piece of its own, then the end (as write_piece expects)
     tail_.clear();
-    return false;
+    return true;
   }
 
  private:

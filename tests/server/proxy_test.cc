@@ -247,9 +247,11 @@ TEST(Proxy, NonInferenceRequestsPassUnlimited) {
   EXPECT_EQ(limiter->stats("gpt-4o")->rpm, 0);
 }
 
-TEST(Proxy, ExactlyTheQuotaReachesTheProviderUnderConcurrency) {
+// 16 clients send 100 calls in all with --max-wait 0 under `quota`: exactly 60 reach the
+// provider, 40 get the proxy's 429 in OpenAI's shape with Retry-After.
+void expect_exactly_sixty(ModelQuota quota, const std::string& body) {
   FakeProvider fake;
-  auto limiter = limiter_with({{"gpt-4o", {.max_rpm = 60, .max_tpm = 0}}});
+  auto limiter = limiter_with({{"gpt-4o", quota}});
   ServerOptions o;
   o.max_wait = Duration(0);
   Proxied proxy(*limiter, fake, o);
@@ -260,9 +262,7 @@ TEST(Proxy, ExactlyTheQuotaReachesTheProviderUnderConcurrency) {
     clients.emplace_back([&] {
       auto cli = proxy.client();
       while (next.fetch_add(1) < 100) {
-        auto res = cli.Post("/openai/v1/chat/completions",
-                            R"({"model":"gpt-4o","messages":[{"role":"user","content":"x"}]})",
-                            "application/json");
+        auto res = cli.Post("/openai/v1/chat/completions", body, "application/json");
         if (res && res->status == 200) {
           ok.fetch_add(1);
         } else if (res && res->status == 429 && !res->get_header_value("Retry-After").empty() &&
@@ -279,6 +279,42 @@ TEST(Proxy, ExactlyTheQuotaReachesTheProviderUnderConcurrency) {
   EXPECT_EQ(limited.load(), 40);
   EXPECT_EQ(other.load(), 0);
   EXPECT_EQ(fake.hits(), 60);
+}
+
+TEST(Proxy, ExactlyTheRpmReachesTheProviderUnderConcurrency) {
+  expect_exactly_sixty({.max_rpm = 60, .max_tpm = 0},
+                       R"({"model":"gpt-4o","messages":[{"role":"user","content":"x"}]})");
+}
+
+TEST(Proxy, ExactlyTheTpmReachesTheProviderUnderConcurrency) {
+  // Estimate 11 + 7 tokens ("user" and 40 bytes of content; max_tokens 7), the fake's usage
+  // too: a budget of 60 such calls admits exactly 60.
+  const std::string content(40, 'a');
+  expect_exactly_sixty(
+      {.max_rpm = 0, .max_tpm = 60 * 18},
+      R"({"model":"gpt-4o","max_tokens":7,"messages":[{"role":"user","content":")" + content +
+          R"("}]})");
+}
+
+TEST(Proxy, MetricsShowTheProxiedCalls) {
+  FakeProvider fake;
+  auto limiter = limiter_with(kQuotas);
+  Proxied proxy(*limiter, fake);
+  auto res = proxy.client().Post("/openai/v1/chat/completions",
+                                 R"({"model":"gpt-4o","messages":[]})", "application/json");
+  ASSERT_TRUE(res);
+  auto m = proxy.client().Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  for (const char* line :
+       {"ratelimit_proxy_requests_total{upstream=\"openai\",model=\"gpt-4o\",outcome=\"forwarded\"}"
+        " 1",
+        "ratelimit_proxy_tokens_committed_total 18",
+        "ratelimit_proxy_upstream_latency_seconds_count{upstream=\"openai\"} 1",
+        "ratelimit_proxy_upstream_latency_seconds_count{upstream=\"gemini\"} 0"}) {
+    EXPECT_NE(m->body.find(line), std::string::npos) << line;
+  }
+  EXPECT_NE(m->body.find("ratelimit_server_"), std::string::npos);  // the sidecar's own too
 }
 
 TEST(Proxy, UpstreamTooManyRequestsIsObservedSoOthersWaitInstead) {
