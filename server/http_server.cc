@@ -36,6 +36,7 @@
 
 #include "args.h"
 #include "handlers.h"
+#include "proxy.h"
 #include "server.h"
 
 namespace ratelimit::server {
@@ -95,15 +96,36 @@ std::string decode_path(std::string_view target) {
 
 class Connection;
 
+// A body stream followed by one more piece (the proxy's /metrics series).
+class AppendedStream : public BodyStream {
+ public:
+  AppendedStream(std::shared_ptr<BodyStream> first, std::string tail)
+      : first_(std::move(first)), tail_(std::move(tail)) {}
+  bool next(std::string& out) override {
+    if (first_ && first_->next(out)) return true;
+    first_.reset();
+    if (tail_.empty()) return false;
+    out += tail_;  // a piece of its own, then the end (as write_piece expects)
+    tail_.clear();
+    return true;
+  }
+
+ private:
+  std::shared_ptr<BodyStream> first_;
+  std::string tail_;
+};
+
 // What every connection shares: the io_context, the handlers and the set of open connections.
 struct Core {
-  Core(Handlers& h, std::size_t threads)
+  Core(Handlers& h, RateLimiter& limiter, std::size_t threads)
       : handlers(h),
         options(h.options()),
         ioc(static_cast<int>(threads)),
         acceptor(net::make_strand(ioc)),
         accept_timer(acceptor.get_executor()),
-        grace_timer(acceptor.get_executor()) {}
+        grace_timer(acceptor.get_executor()) {
+    if (!options.upstreams.empty()) proxy = std::make_unique<Proxy>(limiter, options, ioc);
+  }
 
   Handlers& handlers;
   const ServerOptions& options;
@@ -111,7 +133,8 @@ struct Core {
   std::mutex mu;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> live;
   net::io_context ioc;
-  tcp::acceptor acceptor;  // and the two timers: on the acceptor's strand
+  std::unique_ptr<Proxy> proxy;  // with --upstream: routes /NAME/... (proxy.h)
+  tcp::acceptor acceptor;        // and the two timers: on the acceptor's strand
   net::steady_timer accept_timer;
   net::steady_timer grace_timer;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> guard;
@@ -198,6 +221,59 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Strand& strand() { return strand_; }
 
+  // --- a streamed proxy answer (ProxyDownstream, on the strand) ---
+
+  void stream_start(Response head, std::function<void(bool)> ready) {
+    if (state_ != State::handling || peer_gone_) return ready(false);
+    if (watching_) {  // stop watching first: on_watch begins the stream
+      pending_start_.emplace(std::move(head), std::move(ready));
+      beast::error_code ignored;
+      socket_.cancel(ignored);
+      return;
+    }
+    begin_stream(std::move(head), std::move(ready));
+  }
+
+  void stream_send(std::string piece, std::function<void(bool)> ready) {
+    if (state_ != State::writing || !streaming_) return ready(false);
+    if (chunked_) {
+      char size[24];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      out_head_ = size;
+      piece += "\r\n";
+    } else {
+      out_head_.clear();
+    }
+    out_body_ = std::move(piece);
+    write_stream_part(std::move(ready));
+  }
+
+  void stream_end() {
+    if (state_ != State::writing || !streaming_) return;
+    streaming_ = false;
+    if (watching_) {  // stop watching first: on_watch writes the end
+      end_pending_ = true;
+      beast::error_code ignored;
+      socket_.cancel(ignored);  // no write is in progress (the last send completed)
+      return;
+    }
+    write_stream_end();
+  }
+
+  void write_stream_end() {
+    out_head_ = chunked_ ? "0\r\n\r\n" : "";
+    out_body_.clear();
+    arm(kWriteTimeout);
+    std::array<net::const_buffer, 2> buffers = {net::buffer(out_head_), net::buffer(out_body_)};
+    net::async_write(socket_, buffers,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->exchange_.reset();
+                       self->on_written(ec);
+                     });
+  }
+
+  void stream_abort() { close(); }
+
  private:
   enum class State { idle, head, body, handling, writing, closing, closed };
 
@@ -236,7 +312,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     arm(core_.options.header_timeout);
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(kHeadLimit));
-    parser_->body_limit(core_.options.max_body_bytes);
+    parser_->body_limit(core_.proxy
+                            ? std::max(core_.options.max_body_bytes, core_.options.proxy_max_body)
+                            : core_.options.max_body_bytes);
+    proxy_up_ = nullptr;
     http::async_read_header(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_head(ec); });
@@ -248,6 +327,32 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const std::string_view seen(static_cast<const char*>(data.data()),
                                 std::min(data.size(), kRequestLineLimit + 1));
     return seen.find('\n') == std::string_view::npos && data.size() > kRequestLineLimit;
+  }
+
+  void begin_stream(Response head, std::function<void(bool)> ready) {
+    state_ = State::writing;
+    streaming_ = true;
+    if (!keep_alive_ || core_.stopping || version_ == 10) close_after_ = true;
+    chunked_ = version_ == 11;
+    put_head(head, chunked_ ? "Transfer-Encoding: chunked\r\n" : "");
+    out_body_.clear();
+    write_stream_part(std::move(ready));
+  }
+
+  void write_stream_part(std::function<void(bool)> ready) {
+    arm(kWriteTimeout);
+    std::array<net::const_buffer, 2> buffers = {net::buffer(out_head_), net::buffer(out_body_)};
+    net::async_write(
+        socket_, buffers,
+        [self = shared_from_this(), ready = std::move(ready)](beast::error_code ec, std::size_t) {
+          self->disarm();
+          if (ec || self->state_ != State::writing) {
+            self->close();
+            return ready(false);
+          }
+          self->watch();
+          ready(true);
+        });
   }
 
   void refuse(int status, std::string_view code, std::string message) {
@@ -307,9 +412,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
     keep_alive_ = m.keep_alive();
     head_only_ = request_.method == "HEAD";
     const bool has_body = !parser_->is_done();
-    if (auto refusal = core_.handlers.check_head(request_)) {
+    // The proxy's routes (/NAME/ of an --upstream) have their own checks and body limit.
+    proxy_up_ = core_.proxy ? core_.proxy->route(request_.path) : nullptr;
+    auto refusal = proxy_up_ ? core_.proxy->check_head(*proxy_up_, request_)
+                             : core_.handlers.check_head(request_);
+    if (refusal) {
       if (has_body) refusal->close = true;
       return write(std::move(*refusal));
+    }
+    if (core_.proxy) {
+      const std::uint64_t limit =
+          proxy_up_ ? core_.options.proxy_max_body : core_.options.max_body_bytes;
+      if (parser_->content_length() && *parser_->content_length() > limit) return too_large();
+      parser_->body_limit(limit);
     }
     request_.head_checked = true;
     bool continue_first = false;
@@ -361,6 +476,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void too_large() {
+    if (proxy_up_) {
+      keep_alive_ = false;
+      return write(core_.proxy->too_large(*proxy_up_));
+    }
     refuse(413, "payload_too_large",
            "the body is larger than " + std::to_string(core_.options.max_body_bytes) +
                " bytes (the server's --max-body)");
@@ -386,7 +505,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     state_ = State::handling;
     disarm();
     parser_.reset();
-    exchange_ = std::make_shared<Exchange>([self = shared_from_this()](Response r) {
+    // With the proxy, GET /metrics also carries its series (appended after the handlers').
+    const bool proxy_metrics = core_.proxy && request_.path == "/metrics";
+    exchange_ = std::make_shared<Exchange>([self = shared_from_this(), proxy_metrics](Response r) {
+      if (proxy_metrics && r.status == 200 && r.stream) {
+        r.stream =
+            std::make_shared<AppendedStream>(std::move(r.stream), self->core_.proxy->prometheus());
+      }
       if (self->strand_.running_in_this_thread()) {
         self->answer_ = std::move(r);  // answered at once, within handle()
         return;
@@ -394,7 +519,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto held = std::make_shared<Response>(std::move(r));
       net::post(self->strand_, [self, held] { self->on_answer(std::move(*held)); });
     });
-    core_.handlers.handle(request_, exchange_);
+    if (proxy_up_) {
+      core_.proxy->handle(*proxy_up_, std::move(request_), make_downstream());
+    } else {
+      core_.handlers.handle(request_, exchange_);
+    }
     request_ = Request{};
     if (answer_) {
       Response r = std::move(*answer_);
@@ -405,9 +534,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // While an answer is pending (a waiting acquire), read on: pipelined requests are kept for
-  // later, and the end of the stream means the client left.
+  // later, and the end of the stream means the client left. The same while a streamed proxy
+  // answer is written: close() then tells the exchange, so the proxy stops the upstream at once.
   void watch() {
-    if (state_ != State::handling) return;
+    const bool streaming = state_ == State::writing && streaming_;
+    if (watching_ || (state_ != State::handling && !streaming)) return;
     if (buffer_.max_size() - buffer_.size() < kWatchRead) return;  // full: stop reading
     watching_ = true;
     socket_.async_read_some(buffer_.prepare(kWatchRead),
@@ -419,6 +550,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void on_watch(beast::error_code ec, std::size_t n) {
     watching_ = false;
     if (!ec) buffer_.commit(n);
+    if (end_pending_) {  // stream_end() stopped the watch: write the end now
+      end_pending_ = false;
+      if (state_ == State::writing) write_stream_end();
+      return;
+    }
+    if (state_ == State::writing && streaming_) {
+      if (ec) return close();
+      return watch();
+    }
+    if (pending_start_) {
+      auto [head, ready] = std::move(*pending_start_);
+      pending_start_.reset();
+      if (ec && ec != net::error::operation_aborted) {
+        peer_gone_ = true;
+        if (exchange_) exchange_->client_gone();
+        return ready(false);
+      }
+      return begin_stream(std::move(head), std::move(ready));
+    }
     if (answer_) {
       Response r = std::move(*answer_);
       answer_.reset();
@@ -456,6 +606,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const bool no_body = head_only_ || r.status == 204 || r.status == 304;
     chunked_ = stream_ && version_ == 11 && !no_body;
     if (stream_ && version_ == 10) close_after_ = true;  // the end of the body is the close
+    if (chunked_) {
+      put_head(r, "Transfer-Encoding: chunked\r\n");
+    } else if (!stream_ && r.status != 204) {
+      put_head(r, "", static_cast<std::int64_t>(r.body.size()));
+    } else {
+      put_head(r, "");
+    }
+    out_body_ = no_body ? std::string() : std::move(r.body);
+    if (no_body) stream_.reset();
+    arm(kWriteTimeout);
+    std::array<net::const_buffer, 2> buffers = {net::buffer(out_head_), net::buffer(out_body_)};
+    net::async_write(
+        socket_, buffers,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_written(ec); });
+  }
+
+  // The status line and headers of `r` into out_head_; `framing`: a Transfer-Encoding header or
+  // nothing, and `content_length` (>= 0) the Content-Length header.
+  void put_head(const Response& r, std::string_view framing, std::int64_t content_length = -1) {
     out_head_.clear();
     out_head_ += "HTTP/1.1 ";
     append_number(out_head_, static_cast<std::uint64_t>(r.status));
@@ -473,11 +642,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       out_head_ += r.content_type;
       out_head_ += "\r\n";
     }
-    if (chunked_) {
-      out_head_ += "Transfer-Encoding: chunked\r\n";
-    } else if (!stream_ && r.status != 204) {
+    out_head_ += framing;
+    if (content_length >= 0) {
       out_head_ += "Content-Length: ";
-      append_number(out_head_, r.body.size());
+      append_number(out_head_, static_cast<std::uint64_t>(content_length));
       out_head_ += "\r\n";
     }
     if (close_after_) {
@@ -486,14 +654,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       out_head_ += "Connection: keep-alive\r\n";
     }
     out_head_ += "\r\n";
-    out_body_ = no_body ? std::string() : std::move(r.body);
-    if (no_body) stream_.reset();
-    arm(kWriteTimeout);
-    std::array<net::const_buffer, 2> buffers = {net::buffer(out_head_), net::buffer(out_body_)};
-    net::async_write(
-        socket_, buffers,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_written(ec); });
   }
+
+  std::shared_ptr<Downstream> make_downstream();
 
   void on_written(beast::error_code ec) {
     if (ec || state_ != State::writing) return close();
@@ -589,6 +752,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool peer_gone_ = false;
   bool watching_ = false;
   bool chunked_ = false;
+  bool streaming_ = false;    // a streamed proxy answer is being written
+  bool end_pending_ = false;  // its end waits for the watch to stop
+  const Upstream* proxy_up_ = nullptr;
+  std::optional<std::pair<Response, std::function<void(bool)>>> pending_start_;
   std::shared_ptr<Exchange> exchange_;
   std::optional<Response> answer_;
   std::shared_ptr<BodyStream> stream_;
@@ -596,6 +763,48 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<char> drain_buffer_;
   std::size_t drained_ = 0;
 };
+
+// The HTTP layer's side of a proxied exchange: every call goes onto the connection's strand.
+class ProxyDownstream : public Downstream {
+ public:
+  ProxyDownstream(std::weak_ptr<Connection> c, std::shared_ptr<Exchange> ex)
+      : c_(std::move(c)), ex_(std::move(ex)) {}
+  void respond(Response r) override { ex_->respond(std::move(r)); }
+  void start(Response head, std::function<void(bool)> ready) override {
+    on_strand([h = std::move(head),
+               ready](Connection& c) mutable { c.stream_start(std::move(h), std::move(ready)); },
+              ready);
+  }
+  void send(std::string piece, std::function<void(bool)> ready) override {
+    on_strand([p = std::move(piece),
+               ready](Connection& c) mutable { c.stream_send(std::move(p), std::move(ready)); },
+              ready);
+  }
+  void end() override {
+    on_strand([](Connection& c) { c.stream_end(); }, nullptr);
+  }
+  void abort() override {
+    on_strand([](Connection& c) { c.stream_abort(); }, nullptr);
+  }
+  void on_gone(std::function<void()> f) override { ex_->on_gone(std::move(f)); }
+
+ private:
+  template <class F>
+  void on_strand(F f, const std::function<void(bool)>& ready) {
+    auto c = c_.lock();
+    if (!c) {
+      if (ready) ready(false);
+      return;
+    }
+    net::post(c->strand(), [c, f = std::move(f)]() mutable { f(*c); });
+  }
+  std::weak_ptr<Connection> c_;
+  std::shared_ptr<Exchange> ex_;
+};
+
+std::shared_ptr<Downstream> Connection::make_downstream() {
+  return std::make_shared<ProxyDownstream>(weak_from_this(), exchange_);
+}
 
 void Core::accept() {
   next_strand.emplace(net::make_strand(ioc));
@@ -665,7 +874,7 @@ void raise_fd_limit() {
 struct Server::Impl {
   Impl(RateLimiter& limiter, ServerOptions o)
       : handlers(limiter, std::move(o)),
-        core(handlers, handlers.options().threads == 0 ? 1 : handlers.options().threads) {}
+        core(handlers, limiter, handlers.options().threads == 0 ? 1 : handlers.options().threads) {}
 
   Handlers handlers;
   Core core;
@@ -713,6 +922,9 @@ Result<int> Server::bind() {
                           " without a token: anyone who can reach it could spend your quotas; "
                           "pass --token-file PATH (a file holding a secret), or listen on "
                           "127.0.0.1");
+  }
+  if (impl_->core.proxy) {
+    if (auto s = impl_->core.proxy->status(); !s) return tl::unexpected(s.error());
   }
   raise_fd_limit();
   auto fail = [&](const std::string& why) {
@@ -766,6 +978,7 @@ void Server::run() {
   // Waiting acquires were cancelled by the stop; their callbacks may still be on their way.
   // Then run what they posted, so that every connection is gone before run() returns.
   impl_->handlers.wait_idle();
+  if (core.proxy) core.proxy->wait_idle();
   core.ioc.restart();
   core.ioc.poll();
 }
@@ -773,6 +986,7 @@ void Server::run() {
 void Server::stop() {
   impl_->stopping = true;
   impl_->handlers.begin_shutdown();
+  if (impl_->core.proxy) impl_->core.proxy->begin_shutdown();
   if (!impl_->running) return;
   Core& core = impl_->core;
   if (core.stopping.exchange(true)) return;

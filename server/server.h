@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ratelimit/limiter.h"
 #include "ratelimit/status.h"
@@ -38,6 +39,27 @@ Result<std::string> read_token_file(const std::string& path, std::string& warnin
 // The equal-time comparison used for bearer tokens: the time depends on the lengths only.
 bool constant_time_equal(std::string_view a, std::string_view b);
 
+// An upstream of the limiting proxy (`serve --upstream NAME=URL[,api=...]`, docs/proxy.md):
+// requests to /NAME/... are forwarded to URL/... and limited per the API's rules.
+enum class UpstreamApi { openai, anthropic, gemini };
+std::string_view to_string(UpstreamApi api);
+
+struct Upstream {
+  std::string name;  // the route prefix: /NAME/
+  std::string url;   // as given, without a trailing '/'
+  UpstreamApi api = UpstreamApi::openai;
+  bool tls = false;       // https
+  std::string host;       // from the URL (brackets removed for IPv6)
+  std::string port;       // "443"/"80" when the URL gives none
+  std::string base_path;  // the URL's path without a trailing '/' ("" or "/v1beta")
+};
+// Parses one --upstream value: NAME=URL[,api=openai|anthropic|gemini], or a bare provider name
+// (openai, anthropic, gemini) for its public base URL. invalid_argument, naming the flag and
+// the fix, for a name that is not [A-Za-z0-9_.-]+ or collides with the server's own routes
+// (v1, metrics, healthz), a URL that is not http(s)://HOST[:PORT][/PATH] without a query, and
+// an unknown api.
+Result<Upstream> parse_upstream(std::string_view text);
+
 struct ServerOptions {
   ListenAddress listen{"127.0.0.1", 8787};
   // When not empty, every endpoint but /healthz and / needs it as a bearer token. (A string,
@@ -60,6 +82,13 @@ struct ServerOptions {
   Duration idle_timeout = std::chrono::seconds(5);     // between requests on a connection
   // YAML store: how often the state is written while serving (and always at shutdown).
   std::optional<Duration> persist_every;
+
+  // The limiting proxy (docs/proxy.md). A proxied inference call waits up to max_wait.
+  std::vector<Upstream> upstreams;
+  std::size_t proxy_max_body = 32 * 1024 * 1024;  // request bodies of proxied calls
+  int retry_429 = 0;          // an upstream 429 is retried after its hint this many times
+  bool pass_unknown = false;  // forward an inference call the proxy cannot parse, unlimited
+  std::string upstream_ca;    // PEM file of extra CAs for https upstreams ("" : none)
 };
 
 // The counters the server keeps about itself (for /metrics and tests).

@@ -1,6 +1,7 @@
 // The umbrella header: everything a user of the library needs.
 #pragma once
 
+#include "ratelimit/call.h"        // IWYU pragma: export
 #include "ratelimit/clock.h"       // IWYU pragma: export
 #include "ratelimit/config.h"      // IWYU pragma: export
 #include "ratelimit/decision.h"    // IWYU pragma: export

@@ -335,6 +335,19 @@ TEST_F(ServerProcess, BadFlagsExitTwoWithAMessage) {
       {{"--listen", "127.0.0.1:0", "--token-file", "/dev/zero"}, {"--token-file", "regular file"}},
       {{"--listen", "127.0.0.1:0", "--token-file", dir_.path().string()},
        {"--token-file", "regular file"}},
+      // The proxy's flags (docs/proxy.md).
+      {{"--listen", "127.0.0.1:0", "--upstream", "v1=http://127.0.0.1:1"},
+       {"--upstream", "own routes"}},
+      {{"--listen", "127.0.0.1:0", "--upstream", "openai=ftp://example"},
+       {"--upstream", "http://"}},
+      {{"--listen", "127.0.0.1:0", "--upstream", "mine=http://127.0.0.1:1"},
+       {"--upstream", "api=openai"}},
+      {{"--listen", "127.0.0.1:0", "--upstream", "openai", "--upstream", "openai"},
+       {"--upstream", "twice"}},
+      {{"--listen", "127.0.0.1:0", "--pass-unknown"}, {"--pass-unknown", "--upstream"}},
+      {{"--listen", "127.0.0.1:0", "--upstream", "openai", "--upstream-ca",
+        (dir_.path() / "missing.pem").string()},
+       {"--upstream-ca", "PEM"}},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"--state", db, "serve"};

@@ -47,6 +47,12 @@ struct ServeArgs {
   std::string max_connections = "10000";
   std::string max_waiters = "1024";
   std::string shutdown_grace = "5s";
+  // The limiting proxy (docs/proxy.md).
+  std::vector<std::string> upstreams;  // --upstream, repeatable
+  std::string proxy_max_body = "33554432";
+  std::string retry_429 = "0";
+  bool pass_unknown = false;
+  std::optional<std::string> upstream_ca;
 };
 
 // `quota set` and `quota unknown` flags as given (checked by the command).

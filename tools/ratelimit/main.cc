@@ -229,7 +229,7 @@ int main(int argc, char** argv) {
 
   // serve
   ratelimit::cli::ServeArgs serve_args;
-  std::string serve_token_file;
+  std::string serve_token_file, serve_upstream_ca;
   auto* serve = app.add_subcommand(
       "serve", "Run the HTTP/JSON server (and /metrics) so that any language shares the quotas");
   serve->add_option("--listen", serve_args.listen,
@@ -242,7 +242,21 @@ int main(int argc, char** argv) {
                     "Forget a reservation not settled within this long; it keeps its estimate "
                     "(default 10m)");
   serve->add_option("--max-wait", serve_args.max_wait,
-                    "The largest wait_ms an acquire may ask for (default 5m)");
+                    "The largest wait_ms an acquire may ask for, and how long a proxied call "
+                    "waits for capacity before its 429 (default 5m)");
+  serve->add_option("--upstream", serve_args.upstreams,
+                    "NAME=URL[,api=openai|anthropic|gemini], or openai|anthropic|gemini: proxy "
+                    "/NAME/... to URL/..., limited (repeatable; docs/proxy.md)");
+  serve->add_option("--proxy-max-body", serve_args.proxy_max_body,
+                    "Largest request body of a proxied call in bytes (default 33554432)");
+  serve->add_option("--retry-429", serve_args.retry_429,
+                    "Retry a proxied call the upstream answered 429 after its hint, up to N "
+                    "times (default 0: pass the 429 on)");
+  serve->add_flag("--pass-unknown", serve_args.pass_unknown,
+                  "Forward an inference call the proxy cannot parse, unlimited (default: 400)");
+  auto* upstream_ca_opt = serve->add_option(
+      "--upstream-ca", serve_upstream_ca,
+      "PEM file of the CA that signed an https upstream's certificate (besides the system's)");
   serve->add_option("--persist-every", serve_args.persist_every,
                     "YAML store: write the state this often (default 5s; always at shutdown)");
   serve->add_option("--max-models", serve_args.max_models,
@@ -359,6 +373,7 @@ int main(int argc, char** argv) {
   }
   if (serve->parsed()) {
     if (token_opt->count() > 0) serve_args.token_file = serve_token_file;
+    if (upstream_ca_opt->count() > 0) serve_args.upstream_ca = serve_upstream_ca;
     return run.serve(serve_args);
   }
   return run.fail("", ratelimit::cli::usage_error("no command given; see `ratelimit --help`"));

@@ -93,6 +93,31 @@ Outcome<ServerOptions> server_options(const ServeArgs& a) {
     if (!v) return tl::unexpected(v.error());
     *s.out = *v;
   }
+  for (const std::string& text : a.upstreams) {
+    auto up = server::parse_upstream(text);
+    if (!up) return tl::unexpected(from_error(up.error()));
+    for (const server::Upstream& other : o.upstreams) {
+      if (other.name == up->name) {
+        return tl::unexpected(
+            usage_error("--upstream " + up->name + " is given twice; give each name once"));
+      }
+    }
+    o.upstreams.push_back(std::move(*up));
+  }
+  const bool proxy = !o.upstreams.empty();
+  if (!proxy && (a.pass_unknown || a.upstream_ca)) {
+    return tl::unexpected(
+        usage_error(std::string(a.pass_unknown ? "--pass-unknown" : "--upstream-ca") +
+                    " applies to the proxy only; add --upstream NAME=URL (see docs/proxy.md)"));
+  }
+  auto proxy_body = size_option("--proxy-max-body", a.proxy_max_body, 64, std::size_t{1} << 32);
+  if (!proxy_body) return tl::unexpected(proxy_body.error());
+  o.proxy_max_body = *proxy_body;
+  auto retries = size_option("--retry-429", a.retry_429, 0, 10);
+  if (!retries) return tl::unexpected(retries.error());
+  o.retry_429 = static_cast<int>(*retries);
+  o.pass_unknown = a.pass_unknown;
+  if (a.upstream_ca) o.upstream_ca = *a.upstream_ca;
   return o;
 }
 
@@ -144,12 +169,17 @@ int Commands::serve(const ServeArgs& args) {
   const std::string host = options->listen.host;
   const bool yaml = session && session->location().backend == Backend::yaml;
   const std::string persist_every = args.persist_every;
+  const std::vector<server::Upstream> upstreams = options->upstreams;
   server::Server server(*limiter, std::move(*options));
   auto port = server.bind();
   if (!port) return fail("serve", from_error(port.error()));
   const bool v6 = host.find(':') != std::string::npos;
   std::printf("ratelimit serve: listening on http://%s%s%s:%d (store: %s)\n", v6 ? "[" : "",
               host.c_str(), v6 ? "]" : "", *port, where.c_str());
+  for (const server::Upstream& up : upstreams) {
+    std::printf("ratelimit serve: proxy /%s/ -> %s (api %s)\n", up.name.c_str(), up.url.c_str(),
+                std::string(server::to_string(up.api)).c_str());
+  }
   std::fflush(stdout);
   if (yaml) {
     std::fprintf(stderr,
