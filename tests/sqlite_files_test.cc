@@ -323,15 +323,18 @@ TEST(SqliteFileTest, NegativeValuesInTheDatabaseAreCorruptState) {
   EXPECT_EQ(s.error().code, ErrorCode::corrupt_state);
   EXPECT_NE(s.error().message.find("rl_log.day_count (totals row)"), std::string::npos);
   EXPECT_EQ(limiter->decide("m", 0).code, DecisionCode::store_unavailable);
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_log SET day_count = 1 WHERE seq = 9223372036854775807; "
-                                 "UPDATE quotas SET max_tpm = -1"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE rl_log SET day_count = 1 WHERE seq = 9223372036854775807; "
+                       "UPDATE quotas SET max_tpm = -1"));
   EXPECT_EQ(limiter->record_usage("m", 1, 0).error().code, ErrorCode::corrupt_state);
   EXPECT_EQ(limiter->load().error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE quotas SET max_tpm = 0; UPDATE rl_log SET requests = -1 "
-                                 "WHERE seq = 9223372036854775807"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE quotas SET max_tpm = 0; UPDATE rl_log SET requests = -1 "
+                       "WHERE seq = 9223372036854775807"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_log SET requests = 1, tokens_hi = -1 WHERE seq = "
-                                 "9223372036854775807"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE rl_log SET requests = 1, tokens_hi = -1 WHERE seq = "
+                       "9223372036854775807"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
 }
 
@@ -593,18 +596,22 @@ TEST(SqliteOpenTest, VersionThreeDatabasesAreMigratedKeepingTheirUsageExactly) {
   EXPECT_EQ(testing::query_text(path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
             "4");
   // Every entry is kept as it was; one totals row per model is added.
-  EXPECT_EQ(testing::query_int(path, "SELECT COUNT(*) FROM rl_log WHERE seq < "
-                                     "9223372036854775807"),
+  EXPECT_EQ(testing::query_int(path,
+                               "SELECT COUNT(*) FROM rl_log WHERE seq < "
+                               "9223372036854775807"),
             4);
-  EXPECT_EQ(testing::query_int(path, "SELECT COUNT(*) FROM rl_log WHERE seq = "
-                                     "9223372036854775807 AND state = 3"),
+  EXPECT_EQ(testing::query_int(path,
+                               "SELECT COUNT(*) FROM rl_log WHERE seq = "
+                               "9223372036854775807 AND state = 3"),
             2);
-  EXPECT_EQ(testing::query_text(path, "SELECT group_concat(model || '=' || model_no) FROM "
-                                      "(SELECT * FROM rl_models ORDER BY model)"),
+  EXPECT_EQ(testing::query_text(path,
+                                "SELECT group_concat(model || '=' || model_no) FROM "
+                                "(SELECT * FROM rl_models ORDER BY model)"),
             "m=1,n=2");
-  EXPECT_EQ(testing::query_text(path, "SELECT group_concat(x) FROM (SELECT next_seq || '/' || "
-                                      "head_seq || '/' || tail_seq || '/' || day_gen AS x FROM "
-                                      "rl_log WHERE seq = 9223372036854775807 ORDER BY model_no)"),
+  EXPECT_EQ(testing::query_text(path,
+                                "SELECT group_concat(x) FROM (SELECT next_seq || '/' || "
+                                "head_seq || '/' || tail_seq || '/' || day_gen AS x FROM "
+                                "rl_log WHERE seq = 9223372036854775807 ORDER BY model_no)"),
             "4/2/1/5,2/1/1/0");
   const ModelStats s = *again->stats("m");
   EXPECT_EQ(s.rpm, 2);  // seq 1 had left the window

@@ -235,19 +235,27 @@ TEST(SqliteDecideTest, DecideAndStatsDoNotWriteToPruneEvenAfterLongIdleSpells) {
   EXPECT_EQ(f->limiter->decide("m", 0).stats.rpm, 0);
   EXPECT_EQ(f->limiter->stats("n")->tpm, 0);
   EXPECT_EQ((*f->limiter->all_stats())["n"].rpm, 0);
-  EXPECT_EQ(query_int(f->path, "SELECT g.requests FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no "
-                      "AND g.seq = 9223372036854775807 WHERE m.model = 'n'"), 100);
+  EXPECT_EQ(
+      query_int(f->path,
+                "SELECT g.requests FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no "
+                "AND g.seq = 9223372036854775807 WHERE m.model = 'n'"),
+      100);
   // The first look at a new day is written once (so that it stays new if the clock steps back).
   f->clock->advance(24h);
   EXPECT_EQ(f->limiter->stats("n")->rpd, 0);
-  EXPECT_EQ(query_int(f->path, "SELECT g.day_count FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no "
-                      "AND g.seq = 9223372036854775807 WHERE m.model = 'n'"), 0);
+  EXPECT_EQ(
+      query_int(
+          f->path,
+          "SELECT g.day_count FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no "
+          "AND g.seq = 9223372036854775807 WHERE m.model = 'n'"),
+      0);
 }
 
 TEST(SqliteDecideTest, DecideAndStatsDoNotWriteOnTheCommonPath) {
   auto f = sqlite_limiter({{"m", {10, 0, 0}}});
   ASSERT_TRUE(f->limiter->record_usage("m", 1, 0));
-  const std::int64_t version = query_int(f->path, "SELECT horizon FROM rl_log WHERE seq = 9223372036854775807");
+  const std::int64_t version =
+      query_int(f->path, "SELECT horizon FROM rl_log WHERE seq = 9223372036854775807");
   f->clock->advance(5s);
   f->limiter->decide("m", 0);
   f->limiter->stats("m");

@@ -221,9 +221,8 @@ inline bool write_version_3_database(const std::string& path, std::int64_t t_ns)
       ", 1, 7, 0, 0, 5), (2, 1, " + t +
       ", 1, 9, 0, 2, 0);"
       "INSERT INTO rl_models VALUES ('m', 1, 4, 2, 0, 47, 0, 10, " +
-      t90 + ", 2, 1, " + t + ", " + t + ", 1, " + t100 +
-      ", 3, 5), ('n', 2, 2, 0, 0, 0, 0, 0, " + t90 + ", 1, 1, " + t + ", " + t + ", 1, " + t +
-      ", 0, 0);";
+      t90 + ", 2, 1, " + t + ", " + t + ", 1, " + t100 + ", 3, 5), ('n', 2, 2, 0, 0, 0, 0, 0, " +
+      t90 + ", 1, 1, " + t + ", " + t + ", 1, " + t + ", 0, 0);";
   return exec_sql(path, sql);
 }
 

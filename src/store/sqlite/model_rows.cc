@@ -84,7 +84,9 @@ RowState ModelRows::load(std::string_view model) {
     s.day_gen = u.i64(23);
     if (s.requests < 0) corrupt(model, "rl_log.requests (totals row)", s.requests);
     if (s.tokens < 0) corrupt(model, "rl_log.tokens (totals row)", u.i64(11));
-    if (s.output < 0 || s.output > s.tokens) corrupt(model, "rl_log.output (totals row)", u.i64(13));
+    if (s.output < 0 || s.output > s.tokens) {
+      corrupt(model, "rl_log.output (totals row)", u.i64(13));
+    }
     if (s.day_count < 0) corrupt(model, "rl_log.day_count (totals row)", s.day_count);
     if (s.head_seq < s.tail_seq || s.next_seq < s.head_seq) {
       corrupt(model, "rl_log.head_seq (totals row)", -1);

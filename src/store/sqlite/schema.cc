@@ -51,8 +51,8 @@ constexpr std::string_view kOwnSchema[] = {
 };
 // The columns of rl_log that only the totals row (seq = INT64_MAX) fills, NULL on an entry (a
 // version 3 database gets them with ALTER TABLE).
-constexpr const char* kTotalsColumns[] = {"next_seq", "tokens_hi", "output_hi", "horizon",
-                                          "head_seq", "tail_seq",  "oldest_ts", "has_day",
+constexpr const char* kTotalsColumns[] = {"next_seq",  "tokens_hi", "output_hi", "horizon",
+                                          "head_seq",  "tail_seq",  "oldest_ts", "has_day",
                                           "day_start", "day_count"};
 // Columns of ours added to the seed's tables (go-ratelimit's, and those of version 1).
 struct AddedColumn {
@@ -228,8 +228,9 @@ void set_aside_version_3(Connection& c, const std::string& where) {
   if (is_damage_code(rc)) c.fail(rc);
   if (rc != SQLITE_OK) {
     throw OpFailure{{ErrorCode::corrupt_state,
-                     where + "schema version 3 without the columns of its table rl_models: the "
-                             "database is damaged" +
+                     where +
+                         "schema version 3 without the columns of its table rl_models: the "
+                         "database is damaged" +
                          recover_hint(c.path())}};
   }
   c.exec("ALTER TABLE rl_models RENAME TO rl_models_v3");
