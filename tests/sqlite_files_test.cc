@@ -177,7 +177,7 @@ TEST(SqliteFileTest, AnotherApplicationsDatabaseIsNeverMoved) {
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("schema version \"9\""), std::string::npos);
   ASSERT_TRUE(exec_sql(newer,
-                       "UPDATE rl_meta SET value = '3' WHERE key = 'schema_version';"
+                       "UPDATE rl_meta SET value = '4' WHERE key = 'schema_version';"
                        "UPDATE rl_meta SET value = 'xyz' WHERE key = 'store_id'"));
   EXPECT_EQ(open_with(newer, false).error().code, ErrorCode::corrupt_state);
   // Version 2 without its live tables: damaged, not migrated.
@@ -317,18 +317,24 @@ TEST(SqliteFileTest, NegativeValuesInTheDatabaseAreCorruptState) {
   const std::string path = dir.file("neg.db");
   auto limiter = open_db(path, {{"m", {5, 0, 0}}});
   ASSERT_TRUE(limiter->record_usage("m", 1, 0));
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET day_count = -4"));
+  ASSERT_TRUE(exec_sql(path, "UPDATE rl_log SET day_count = -4 WHERE seq = 9223372036854775807"));
   auto s = limiter->stats("m");
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code, ErrorCode::corrupt_state);
-  EXPECT_NE(s.error().message.find("rl_models.day_count"), std::string::npos);
+  EXPECT_NE(s.error().message.find("rl_log.day_count (totals row)"), std::string::npos);
   EXPECT_EQ(limiter->decide("m", 0).code, DecisionCode::store_unavailable);
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET day_count = 1; UPDATE quotas SET max_tpm = -1"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE rl_log SET day_count = 1 WHERE seq = 9223372036854775807; "
+                       "UPDATE quotas SET max_tpm = -1"));
   EXPECT_EQ(limiter->record_usage("m", 1, 0).error().code, ErrorCode::corrupt_state);
   EXPECT_EQ(limiter->load().error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE quotas SET max_tpm = 0; UPDATE rl_models SET requests = -1"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE quotas SET max_tpm = 0; UPDATE rl_log SET requests = -1 "
+                       "WHERE seq = 9223372036854775807"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
-  ASSERT_TRUE(exec_sql(path, "UPDATE rl_models SET requests = 1, tokens_hi = -1"));
+  ASSERT_TRUE(exec_sql(path,
+                       "UPDATE rl_log SET requests = 1, tokens_hi = -1 WHERE seq = "
+                       "9223372036854775807"));
   EXPECT_EQ(limiter->stats("m").error().code, ErrorCode::corrupt_state);
 }
 
@@ -543,7 +549,7 @@ TEST(SqliteOpenTest, VersionOneAndTwoDatabasesAreMigratedKeepingTheirUsage) {
     auto again = testing::open_db(path, {}, clock);
     ASSERT_NE(again, nullptr);
     EXPECT_EQ(testing::query_text(path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
-              "3");
+              "4");
     const ModelStats s = *again->stats("m");
     EXPECT_EQ(s.rpm, 2);  // the row below the old horizon had left
     EXPECT_EQ(s.tpm, 47);
@@ -573,6 +579,75 @@ TEST(SqliteOpenTest, VersionOneAndTwoDatabasesAreMigratedKeepingTheirUsage) {
     EXPECT_EQ(again->stats("m")->rpm, 0);
     EXPECT_EQ(again->stats("m")->rpd, 3);
   }
+}
+
+// A database of schema version 3 (the totals in rl_models) is migrated when opened: each
+// model's totals row moves into rl_log at (model_no, INT64_MAX), usage, the day, the day
+// generation, the reservation numbers and the store id are kept exactly. The old rl_models is
+// replaced by name -> number, so a process of the old release still running fails loudly.
+TEST(SqliteOpenTest, VersionThreeDatabasesAreMigratedKeepingTheirUsageExactly) {
+  testing::TempDir dir;
+  const std::string path = dir.file("v3.db");
+  const std::int64_t t = testing::start_time().time_since_epoch().count();
+  ASSERT_TRUE(testing::write_version_3_database(path, t));
+  auto clock = std::make_shared<ManualClock>(testing::start_time() + 1s);
+  auto again = testing::open_db(path, {}, clock);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(testing::query_text(path, "SELECT value FROM rl_meta WHERE key = 'schema_version'"),
+            "4");
+  // Every entry is kept as it was; one totals row per model is added.
+  EXPECT_EQ(testing::query_int(path,
+                               "SELECT COUNT(*) FROM rl_log WHERE seq < "
+                               "9223372036854775807"),
+            4);
+  EXPECT_EQ(testing::query_int(path,
+                               "SELECT COUNT(*) FROM rl_log WHERE seq = "
+                               "9223372036854775807 AND state = 3"),
+            2);
+  EXPECT_EQ(testing::query_text(path,
+                                "SELECT group_concat(model || '=' || model_no) FROM "
+                                "(SELECT * FROM rl_models ORDER BY model)"),
+            "m=1,n=2");
+  EXPECT_EQ(testing::query_text(path,
+                                "SELECT group_concat(x) FROM (SELECT next_seq || '/' || "
+                                "head_seq || '/' || tail_seq || '/' || day_gen AS x FROM "
+                                "rl_log WHERE seq = 9223372036854775807 ORDER BY model_no)"),
+            "4/2/1/5,2/1/1/0");
+  const ModelStats s = *again->stats("m");
+  EXPECT_EQ(s.rpm, 2);  // seq 1 had left the window
+  EXPECT_EQ(s.tpm, 47);
+  EXPECT_EQ(s.input_tpm, 37);
+  EXPECT_EQ(s.output_tpm, 10);
+  EXPECT_EQ(s.rpd, 3);
+  EXPECT_EQ(s.day_start, testing::start_time() - 100s);
+  EXPECT_EQ(again->stats("n")->rpm, 0);  // its only entry was cancelled
+  EXPECT_EQ(again->stats("n")->tpm, 0);
+  EXPECT_EQ(again->quota("m")->value(), (ModelQuota{5, 100, 10}));
+  EXPECT_EQ(again->decide("m-alias", 0).resolved_model, "m");
+  // The reservation issued before the upgrade settles as it would have (same day generation).
+  ASSERT_TRUE(again->commit("00000000000000ab-1-3", 3, 2));
+  EXPECT_EQ(again->stats("m")->tpm, 45);
+  EXPECT_EQ(again->stats("m")->output_tpm, 12);
+  EXPECT_FALSE(again->commit("00000000000000ab-1-3", 3, 2));  // settled once
+  // New ids continue the old numbering; the store id is kept.
+  Reservation r = again->try_acquire("m", 1);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.id(), "00000000000000ab-1-4");
+  ASSERT_TRUE(r.cancel());
+  EXPECT_EQ(again->stats("m")->rpd, 3);
+  // The old rl_models is gone: the old release's statements fail.
+  EXPECT_FALSE(testing::exec_sql(path, "UPDATE rl_models SET requests = 0"));
+  EXPECT_FALSE(testing::exec_sql(path, "SELECT * FROM rl_models_v3"));
+  // A second open does not migrate again.
+  again.reset();
+  again = testing::open_db(path, {}, clock);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->stats("m")->rpm, 2);
+  EXPECT_EQ(again->stats("m")->tpm, 45);
+  clock->advance(60s);
+  EXPECT_EQ(again->stats("m")->rpm, 0);
+  EXPECT_EQ(again->stats("m")->rpd, 3);
+  EXPECT_EQ(testing::query_text(path, "PRAGMA integrity_check"), "ok");
 }
 
 // A new database gets 1 KiB pages (a quarter of the WAL bytes per call); a file that already has

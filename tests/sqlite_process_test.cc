@@ -155,7 +155,8 @@ TEST(SqliteProcessTest, FourProcessesShareOneRpmQuotaExactly) {
   });
   EXPECT_EQ(sum(counts), 1000);
   EXPECT_EQ(query_int(path, "SELECT COUNT(*) FROM rl_log WHERE requests = 1 AND state = 0"), 1000);
-  EXPECT_EQ(query_int(path, "SELECT max(seq) FROM rl_log"), 1000);  // one seq per grant
+  EXPECT_EQ(query_int(path, "SELECT max(seq) FROM rl_log WHERE seq < 9223372036854775807"),
+            1000);  // one seq per grant
   auto limiter = open_db(path, {});
   EXPECT_EQ(limiter->stats("m")->rpm, 1000);
   EXPECT_EQ(limiter->stats("m")->rpd, 1000);
@@ -198,7 +199,8 @@ TEST(SqliteProcessTest, FourProcessesShareOneTpmQuotaExactly) {
     return n;
   });
   EXPECT_EQ(sum(counts), 1000);
-  EXPECT_EQ(query_int(path, "SELECT sum(tokens) FROM rl_log"), 10'000);
+  EXPECT_EQ(query_int(path, "SELECT sum(tokens) FROM rl_log WHERE seq < 9223372036854775807"),
+            10'000);
   auto limiter = open_db(path, {});
   EXPECT_EQ(limiter->stats("m")->tpm, 10'000);
 }
@@ -272,7 +274,8 @@ TEST(SqliteProcessTest, AChildKilledMidLoopLeavesAConsistentDatabase) {
   EXPECT_EQ(wait_exit(pids[1]), 0);
   EXPECT_EQ(wait_exit(pids[2]), 0);
   EXPECT_EQ(query_text(path, "PRAGMA integrity_check"), "ok");
-  const std::int64_t total = query_int(path, "SELECT COUNT(*) FROM rl_log");
+  const std::int64_t total =
+      query_int(path, "SELECT COUNT(*) FROM rl_log WHERE seq < 9223372036854775807");
   EXPECT_EQ(total, 3000);
   const std::int64_t killed = total - static_cast<std::int64_t>(second + third);
   // The grant in flight may have committed without being reported.

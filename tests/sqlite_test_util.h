@@ -172,4 +172,58 @@ inline bool write_old_database(const std::string& path, std::int64_t t_ns, int v
   return exec_sql(path, sql);
 }
 
+// A database as the release with schema version 3 wrote it (its DDL): the live window in
+// rl_log, each model's totals in its rl_models row. Model "m" (quota {5, 100, 10}, model_no 1,
+// day started at t - 100 s) holds seq 1 at t - 100 s (left the window: before head_seq, the
+// horizon is t - 90 s), seq 2 recorded at t with 40 tokens of which 10 output, seq 3 reserved
+// at t with an estimate of 7 (not settled); day count 3, day generation 5. Model "n" (model_no
+// 2) holds one cancelled reservation at t (not in its totals) and a day count of 0. Store id
+// 00000000000000ab.
+inline bool write_version_3_database(const std::string& path, std::int64_t t_ns) {
+  const std::string t = std::to_string(t_ns);
+  const std::string t100 = std::to_string(t_ns - 100'000'000'000);
+  const std::string t90 = std::to_string(t_ns - 90'000'000'000);
+  const std::string sql =
+      "PRAGMA journal_mode=WAL; PRAGMA application_id = 1380732244;"
+      "CREATE TABLE quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL DEFAULT 0, max_tpm "
+      "INTEGER NOT NULL DEFAULT 0, max_rpd INTEGER NOT NULL DEFAULT 0, max_input_tpm INTEGER NOT "
+      "NULL DEFAULT 0, max_output_tpm INTEGER NOT NULL DEFAULT 0, day_start INTEGER NOT NULL "
+      "DEFAULT 0);"
+      "CREATE TABLE requests (model TEXT NOT NULL, ts INTEGER NOT NULL);"
+      "CREATE TABLE tokens (model TEXT NOT NULL, ts INTEGER NOT NULL, count INTEGER NOT NULL, "
+      "output INTEGER NOT NULL DEFAULT 0);"
+      "CREATE TABLE daily (model TEXT PRIMARY KEY, day_start INTEGER NOT NULL, day_count INTEGER "
+      "NOT NULL DEFAULT 0);"
+      "CREATE INDEX idx_requests_model_ts ON requests(model, ts);"
+      "CREATE INDEX idx_tokens_model_ts ON tokens(model, ts);"
+      "CREATE TABLE rl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE rl_models (model TEXT PRIMARY KEY, model_no INTEGER NOT NULL UNIQUE, "
+      "next_seq INTEGER NOT NULL, requests INTEGER NOT NULL, tokens_hi INTEGER NOT NULL, "
+      "tokens_lo INTEGER NOT NULL, output_hi INTEGER NOT NULL, output_lo INTEGER NOT NULL, "
+      "horizon INTEGER NOT NULL, head_seq INTEGER NOT NULL, tail_seq INTEGER NOT NULL, "
+      "newest_ts INTEGER NOT NULL, oldest_ts INTEGER NOT NULL, has_day INTEGER NOT NULL, "
+      "day_start INTEGER NOT NULL, day_count INTEGER NOT NULL, day_gen INTEGER NOT NULL) "
+      "WITHOUT ROWID;"
+      "CREATE TABLE rl_log (model_no INTEGER NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT "
+      "NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, output INTEGER NOT NULL, state "
+      "INTEGER NOT NULL, day_gen INTEGER NOT NULL, PRIMARY KEY (model_no, seq)) WITHOUT ROWID;"
+      "CREATE TABLE rl_aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE rl_learned (model TEXT PRIMARY KEY, cooldown_until INTEGER NOT NULL, "
+      "req_left INTEGER NOT NULL, req_until INTEGER NOT NULL, tok_left INTEGER NOT NULL, "
+      "tok_until INTEGER NOT NULL, in_left INTEGER NOT NULL, in_until INTEGER NOT NULL, "
+      "out_left INTEGER NOT NULL, out_until INTEGER NOT NULL) WITHOUT ROWID;"
+      "INSERT INTO rl_meta VALUES ('schema_version', '3'), ('store_id', '00000000000000ab'), "
+      "('config_version', '0');"
+      "INSERT INTO quotas (model, max_rpm, max_tpm, max_rpd) VALUES ('m', 5, 100, 10);"
+      "INSERT INTO rl_aliases VALUES ('m-alias', 'm');"
+      "INSERT INTO rl_log VALUES (1, 1, " +
+      t100 + ", 1, 0, 0, 1, 5), (1, 2, " + t + ", 1, 40, 10, 1, 5), (1, 3, " + t +
+      ", 1, 7, 0, 0, 5), (2, 1, " + t +
+      ", 1, 9, 0, 2, 0);"
+      "INSERT INTO rl_models VALUES ('m', 1, 4, 2, 0, 47, 0, 10, " +
+      t90 + ", 2, 1, " + t + ", " + t + ", 1, " + t100 + ", 3, 5), ('n', 2, 2, 0, 0, 0, 0, 0, " +
+      t90 + ", 1, 1, " + t + ", " + t + ", 1, " + t + ", 0, 0);";
+  return exec_sql(path, sql);
+}
+
 }  // namespace ratelimit::testing

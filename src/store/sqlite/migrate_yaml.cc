@@ -62,7 +62,8 @@ Status migrate_yaml(const std::string& yaml_path, const std::string& sqlite_path
     c.exec("BEGIN IMMEDIATE");
     std::int64_t day_gen = 1;
     {
-      sqlite3_stmt* s = c.prepare("SELECT coalesce(max(day_gen), 0) + 1 FROM rl_models");
+      sqlite3_stmt* s = c.prepare(
+          "SELECT coalesce(max(day_gen), 0) + 1 FROM rl_log WHERE seq = 9223372036854775807");
       Query u(c, s);
       if (u.row()) day_gen = u.i64(0);
     }

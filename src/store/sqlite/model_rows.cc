@@ -65,9 +65,10 @@ RowState ModelRows::load(std::string_view model) {
     s.learned.input = {u.i64(30), u.i64(31)};
     s.learned.output = {u.i64(32), u.i64(33)};
   }
+  s.has_model = !u.is_null(8);
+  s.model_no = u.i64(8);
   if (u.i64(7) != 0) {
     s.has_totals = true;
-    s.model_no = u.i64(8);
     s.next_seq = u.i64(9);
     s.requests = u.i64(10);
     s.tokens = join_hi_lo(u.i64(11), u.i64(12));
@@ -81,12 +82,14 @@ RowState ModelRows::load(std::string_view model) {
     s.day_start = u.i64(21);
     s.day_count = u.i64(22);
     s.day_gen = u.i64(23);
-    if (s.requests < 0) corrupt(model, "rl_models.requests", s.requests);
-    if (s.tokens < 0) corrupt(model, "rl_models.tokens", u.i64(11));
-    if (s.output < 0 || s.output > s.tokens) corrupt(model, "rl_models.output", u.i64(13));
-    if (s.day_count < 0) corrupt(model, "rl_models.day_count", s.day_count);
+    if (s.requests < 0) corrupt(model, "rl_log.requests (totals row)", s.requests);
+    if (s.tokens < 0) corrupt(model, "rl_log.tokens (totals row)", u.i64(11));
+    if (s.output < 0 || s.output > s.tokens) {
+      corrupt(model, "rl_log.output (totals row)", u.i64(13));
+    }
+    if (s.day_count < 0) corrupt(model, "rl_log.day_count (totals row)", s.day_count);
     if (s.head_seq < s.tail_seq || s.next_seq < s.head_seq) {
-      corrupt(model, "rl_models.head_seq", -1);
+      corrupt(model, "rl_log.head_seq (totals row)", -1);
     }
   }
   return s;
@@ -193,14 +196,19 @@ std::int64_t ModelRows::model_no_of(RowState& s) {
 }
 
 void ModelRows::save(std::string_view model, RowState& s) {
+  if (!s.has_model) {
+    Query u(conn_, st_.insert_model);
+    u.bind(1, model).bind(2, model_no_of(s)).run();
+    s.has_model = true;
+  }
   {
-    Query u(conn_, s.has_totals ? st_.update_model : st_.upsert_model);
-    u.bind(1, model).bind(2, model_no_of(s)).bind(3, s.next_seq).bind(4, s.requests);
-    u.bind(5, hi_of(s.tokens)).bind(6, lo_of(s.tokens));
-    u.bind(7, hi_of(s.output)).bind(8, lo_of(s.output));
-    u.bind(9, s.horizon).bind(10, s.head_seq).bind(11, s.tail_seq);
-    u.bind(12, s.newest).bind(13, s.oldest).bind(14, s.has_day ? 1 : 0);
-    u.bind(15, s.day_start).bind(16, s.day_count).bind(17, s.day_gen).run();
+    Query u(conn_, s.has_totals ? st_.update_totals : st_.upsert_totals);
+    u.bind(1, model_no_of(s)).bind(2, s.next_seq).bind(3, s.requests);
+    u.bind(4, hi_of(s.tokens)).bind(5, lo_of(s.tokens));
+    u.bind(6, hi_of(s.output)).bind(7, lo_of(s.output));
+    u.bind(8, s.horizon).bind(9, s.head_seq).bind(10, s.tail_seq);
+    u.bind(11, s.newest).bind(12, s.oldest).bind(13, s.has_day ? 1 : 0);
+    u.bind(14, s.day_start).bind(15, s.day_count).bind(16, s.day_gen).run();
     s.has_totals = true;
   }
   if (s.learned_dirty) {
@@ -385,11 +393,11 @@ void ModelRows::reset(std::string_view model) {
 
 void ModelRows::reset_all() {
   for (const char* sql :
-       {"DELETE FROM rl_log", "DELETE FROM rl_learned",
-        "UPDATE rl_models SET requests = 0, tokens_hi = 0, tokens_lo = 0, output_hi = 0, "
-        "output_lo = 0, newest_ts = -9223372036854775807 - 1, oldest_ts = 9223372036854775807, "
-        "head_seq = next_seq, tail_seq = next_seq, has_day = 0, day_start = 0, day_count = 0, "
-        "day_gen = day_gen + 1"}) {
+       {"DELETE FROM rl_log WHERE seq < 9223372036854775807", "DELETE FROM rl_learned",
+        "UPDATE rl_log SET requests = 0, tokens_hi = 0, tokens = 0, output_hi = 0, output = 0, "
+        "ts = -9223372036854775807 - 1, oldest_ts = 9223372036854775807, head_seq = next_seq, "
+        "tail_seq = next_seq, has_day = 0, day_start = 0, day_count = 0, day_gen = day_gen + 1 "
+        "WHERE seq = 9223372036854775807"}) {
     conn_.exec(sql);
   }
 }

@@ -1,8 +1,10 @@
 // Internal: one model's rows in the SQLite store, read and written inside a transaction.
 //
 // The live window is rl_log: one row per request (or token record), keyed by (model_no, seq);
-// per model, seq order is time order. rl_models holds the running totals of the rows from
-// head_seq on (those with ts > horizon), the day and the counters. Each write transaction on a
+// per model, seq order is time order. The model's totals row in rl_log (seq = INT64_MAX, after
+// its newest row, so a grant writes one leaf) holds the running totals of the rows from
+// head_seq on (those with ts > horizon), the day and the counters; rl_models maps the name to
+// model_no. Each write transaction on a
 // model moves its horizon to now - 60 s, walking the rows from head_seq that crossed it (each
 // row is walked once: amortised O(1)), and deletes expired rows in batches. A row before
 // head_seq has left the window ("gone"). Reads (decide, stats) do the same walk without writing
@@ -35,9 +37,10 @@ struct RowState {
   std::int64_t newest = INT64_MIN;
   std::int64_t oldest = kNone;  // no row from head_seq on is older than this
   std::int64_t day_gen = 0;
-  std::int64_t model_no = 0;  // 0: not assigned yet (no rl_models row)
+  std::int64_t model_no = 0;  // 0: not assigned yet
+  bool has_model = false;     // an rl_models row (name -> model_no) exists
   std::int64_t next_seq = 1;
-  bool has_totals = false;
+  bool has_totals = false;  // its totals row in rl_log exists
   bool has_day = false;
   std::int64_t day_start = 0;
   std::int64_t day_count = 0;

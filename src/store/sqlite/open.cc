@@ -177,12 +177,11 @@ tl::expected<Opened, OpenFailure> try_open(const std::string& path, const Seeds&
   try {
     c.open();
     // 1 KiB pages for a new file (SQLite's default is 4 KiB; an existing file keeps its size:
-    // the pragma changes nothing there). A grant changes two rows of about 40 and 150 bytes,
-    // but every changed page is a whole WAL frame, copied and checksummed at the commit and
-    // synced by the next checkpoint: with 1 KiB pages a call writes a quarter of the bytes and
-    // a checkpoint of 4,000 frames takes 13-26 ms instead of 32-66 ms (docs/benchmarks.md).
-    // An rl_models row stays on its page for model names up to about 150 bytes (a longer name
-    // spills its row to an overflow page: slower, not wrong).
+    // the pragma changes nothing there). A grant changes two rl_log rows of about 40 and 80
+    // bytes in one leaf, but every changed page is a whole WAL frame, copied and checksummed at
+    // the commit and synced by the next checkpoint: with 1 KiB pages a call writes a quarter of
+    // the bytes and a checkpoint of 4,000 frames takes 13-26 ms instead of 32-66 ms
+    // (docs/benchmarks.md).
     c.exec("PRAGMA page_size=1024");
     {
       sqlite3_stmt* s = c.prepare("PRAGMA journal_mode=WAL");
@@ -200,7 +199,7 @@ tl::expected<Opened, OpenFailure> try_open(const std::string& path, const Seeds&
     // Checkpoint (it syncs the WAL and the database: 13-26 ms for 4,000 frames of 1 KiB on
     // this kind of disk) every 4,000 WAL frames instead of 1,000: a quarter as many pauses
     // (1,000 put them in the p99: docs/benchmarks.md); the pages every transaction rewrites
-    // (the rl_models row, the end of rl_log) are copied once per checkpoint anyway. It runs
+    // (the end of rl_log, with the totals rows) are copied once per checkpoint anyway. It runs
     // after the commit that crosses the threshold, with the write lock released. (16,000
     // frames of 1 KiB, the old WAL size in bytes, measured no better.)
     // (A checkpointing thread of our own took the pauses off the commit path but made the

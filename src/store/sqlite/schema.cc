@@ -14,10 +14,11 @@ namespace ratelimit::detail {
 namespace {
 
 constexpr std::int64_t kAppId = 0x524c4d54;  // "RLMT", in the database header
-constexpr std::string_view kSchemaVersion = "3";
+constexpr std::string_view kSchemaVersion = "4";
 // Versions 1 and 2 kept the live window in the seed's tables (plus rl_totals and
-// rl_reservations); they are migrated in the opening transaction.
-constexpr std::string_view kOlderSchemaVersions[] = {"1", "2"};
+// rl_reservations); version 3 kept the totals in rl_models. They are migrated in the opening
+// transaction.
+constexpr std::string_view kOlderSchemaVersions[] = {"1", "2", "3"};
 
 constexpr std::string_view kSeedSchema[] = {
     "CREATE TABLE IF NOT EXISTS quotas (model TEXT PRIMARY KEY, max_rpm INTEGER NOT NULL "
@@ -34,16 +35,13 @@ constexpr std::string_view kOwnSchema[] = {
     "CREATE TABLE IF NOT EXISTS rl_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_models (model TEXT PRIMARY KEY, model_no INTEGER NOT NULL "
-    "UNIQUE, next_seq INTEGER NOT NULL, requests INTEGER NOT NULL, tokens_hi INTEGER NOT NULL, "
-    "tokens_lo INTEGER NOT NULL, output_hi INTEGER NOT NULL, output_lo INTEGER NOT NULL, "
-    "horizon INTEGER NOT NULL, head_seq INTEGER NOT NULL, tail_seq INTEGER NOT NULL, "
-    "newest_ts INTEGER NOT NULL, oldest_ts INTEGER NOT NULL, has_day INTEGER NOT NULL, "
-    "day_start INTEGER NOT NULL, day_count INTEGER NOT NULL, day_gen INTEGER NOT NULL) "
-    "WITHOUT ROWID",
+    "UNIQUE) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_log (model_no INTEGER NOT NULL, seq INTEGER NOT NULL, "
     "ts INTEGER NOT NULL, requests INTEGER NOT NULL, tokens INTEGER NOT NULL, output INTEGER NOT "
-    "NULL, state INTEGER NOT NULL, day_gen INTEGER NOT NULL, PRIMARY KEY (model_no, seq)) "
-    "WITHOUT ROWID",
+    "NULL, state INTEGER NOT NULL, day_gen INTEGER NOT NULL, next_seq INTEGER, tokens_hi "
+    "INTEGER, output_hi INTEGER, horizon INTEGER, head_seq INTEGER, tail_seq INTEGER, oldest_ts "
+    "INTEGER, has_day INTEGER, day_start INTEGER, day_count INTEGER, PRIMARY KEY (model_no, "
+    "seq)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_aliases (name TEXT PRIMARY KEY, target TEXT NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS rl_learned (model TEXT PRIMARY KEY, cooldown_until INTEGER NOT "
@@ -51,6 +49,11 @@ constexpr std::string_view kOwnSchema[] = {
     "tok_until INTEGER NOT NULL, in_left INTEGER NOT NULL, in_until INTEGER NOT NULL, "
     "out_left INTEGER NOT NULL, out_until INTEGER NOT NULL) WITHOUT ROWID",
 };
+// The columns of rl_log that only the totals row (seq = INT64_MAX) fills, NULL on an entry (a
+// version 3 database gets them with ALTER TABLE).
+constexpr const char* kTotalsColumns[] = {"next_seq",  "tokens_hi", "output_hi", "horizon",
+                                          "head_seq",  "tail_seq",  "oldest_ts", "has_day",
+                                          "day_start", "day_count"};
 // Columns of ours added to the seed's tables (go-ratelimit's, and those of version 1).
 struct AddedColumn {
   const char* table;
@@ -201,14 +204,48 @@ void migrate_live_tables(Connection& c, const std::string& version, const char* 
     }
   }
   c.exec(
-      "INSERT INTO rl_models (model, model_no, next_seq, requests, tokens_hi, tokens_lo, "
-      "output_hi, output_lo, horizon, head_seq, tail_seq, newest_ts, oldest_ts, has_day, "
-      "day_start, day_count, day_gen) SELECT model, model_no, next_seq, 0, 0, 0, 0, 0, horizon, "
-      "next_seq, next_seq, -9223372036854775807 - 1, 9223372036854775807, 0, 0, 0, day_gen FROM "
-      "rl_totals WHERE true ON CONFLICT(model) DO NOTHING");
+      "INSERT INTO rl_models (model, model_no) SELECT model, model_no FROM rl_totals WHERE true "
+      "ON CONFLICT(model) DO NOTHING");
+  c.exec("INSERT INTO " + std::string(kTotalsRowColumns) +
+         " SELECT model_no, 9223372036854775807, -9223372036854775807 - 1, 0, 0, 0, 3, day_gen, "
+         "next_seq, 0, 0, horizon, next_seq, next_seq, 9223372036854775807, 0, 0, 0 FROM "
+         "rl_totals WHERE true ON CONFLICT DO NOTHING");
   import_seed_usage(c, true, std::nullopt, op);
   c.exec("DROP TABLE rl_totals");
   c.exec("DROP TABLE IF EXISTS rl_reservations");
+}
+
+// Schema version 3 kept each model's totals in its rl_models row: a grant wrote that row and
+// the rl_log tail, two b-trees. Before the tables of version 4 are created, rl_models is set
+// aside and rl_log gets the totals columns; after, each old row becomes the model's totals row
+// in rl_log and the old table is dropped, so that a process of the old release still running
+// fails loudly (no such column: next_seq) instead of writing where nobody reads.
+void set_aside_version_3(Connection& c, const std::string& where) {
+  sqlite3_stmt* probe = nullptr;
+  const char* check = "SELECT next_seq, head_seq, day_gen FROM rl_models LIMIT 0";
+  const int rc = sqlite3_prepare_v2(c.db(), check, -1, &probe, nullptr);
+  sqlite3_finalize(probe);
+  if (is_damage_code(rc)) c.fail(rc);
+  if (rc != SQLITE_OK) {
+    throw OpFailure{{ErrorCode::corrupt_state,
+                     where +
+                         "schema version 3 without the columns of its table rl_models: the "
+                         "database is damaged" +
+                         recover_hint(c.path())}};
+  }
+  c.exec("ALTER TABLE rl_models RENAME TO rl_models_v3");
+  for (const char* column : kTotalsColumns) {
+    c.exec(std::string("ALTER TABLE rl_log ADD COLUMN ") + column + " INTEGER");
+  }
+}
+
+void finish_version_3(Connection& c) {
+  c.exec("INSERT INTO rl_models (model, model_no) SELECT model, model_no FROM rl_models_v3");
+  c.exec("INSERT INTO " + std::string(kTotalsRowColumns) +
+         " SELECT model_no, 9223372036854775807, newest_ts, requests, tokens_lo, output_lo, 3, "
+         "day_gen, next_seq, tokens_hi, output_hi, horizon, head_seq, tail_seq, oldest_ts, "
+         "has_day, day_start, day_count FROM rl_models_v3");
+  c.exec("DROP TABLE rl_models_v3");
 }
 
 }  // namespace
@@ -237,11 +274,14 @@ void add_missing_columns(Connection& c) {
 std::uint64_t prepare_schema(Connection& c, const Seeds& seeds, const char* op) {
   const std::string where = std::string(op) + ": sqlite " + c.path() + ": ";
   const std::string version = check_existing_schema(c, where);
+  if (version == "3") set_aside_version_3(c, where);
   for (std::string_view sql : kSeedSchema) c.exec(sql);
   for (std::string_view sql : kOwnSchema) c.exec(sql);
   add_missing_columns(c);
   if (version.empty()) {
     create_meta(c, op);
+  } else if (version == "3") {
+    finish_version_3(c);
   } else if (version != kSchemaVersion) {
     migrate_live_tables(c, version, op);
   }

@@ -1,19 +1,25 @@
-// Internal: the SQLite store's schema (version 3): go-ratelimit's four tables (quotas,
+// Internal: the SQLite store's schema (version 4): go-ratelimit's four tables (quotas,
 // requests, tokens, daily, and their two indexes) plus ours:
 //   rl_meta     schema version, a random store id (the prefix of reservation ids, so an id from
 //               another database is not_found), config_version (bumped by every change to
 //               quotas, aliases or the unknown-model policy), unknown_policy, unknown_quota.
-//   rl_models   per model: its number (model_no) and next seq, the running totals (requests,
-//               tokens, output) of its rl_log rows from head_seq on (those with ts > horizon),
-//               tail_seq (rows before head_seq from there on await deletion), the newest and a
-//               lower bound of the oldest row time, the day (has_day, day_start, day_count) and
-//               the day generation (bumped when the day starts over, so a cancel refunds the
-//               day count only within its own day). WITHOUT ROWID.
+//   rl_models   per model, its number (model_no): name -> number, written once per model.
+//               WITHOUT ROWID.
 //   rl_log      the live window: one row per request, keyed by (model_no, seq); seq only grows
 //               and per model seq order is time order. ts, requests (1; 0 for a tokens-only row
 //               imported from go-ratelimit), tokens, output, state (reserved, committed or
 //               recorded, cancelled), day_gen. The reservation id is
-//               "<store id>-<model_no>-<seq>". WITHOUT ROWID: a grant appends to one leaf.
+//               "<store id>-<model_no>-<seq>". Plus, per model, its totals row at seq =
+//               INT64_MAX (state 3), after its newest entry so that it shares the tail leaf
+//               and a grant rewrites one page: ts = the newest entry's time, requests, tokens
+//               and output = the running totals (low 64 bits; tokens_hi, output_hi the high
+//               ones) of the entries from head_seq on (those with ts > horizon), day_gen = the
+//               day generation (bumped when the day starts over, so a cancel refunds the day
+//               count only within its own day), and the columns only it fills (NULL on an
+//               entry): next_seq, horizon, head_seq, tail_seq (entries before head_seq from
+//               there on await deletion), oldest_ts (a lower bound of the oldest entry's time),
+//               has_day, day_start, day_count. Every range query over entries stops below
+//               INT64_MAX. WITHOUT ROWID: a grant writes into one leaf.
 //   rl_aliases  model-name aliases (name -> target), owned by the database.
 //   rl_learned  per model, what providers said (observe): a cooldown and ceilings.
 // Columns of ours on the seed's tables (go-ratelimit names the columns it reads, so it still
@@ -25,6 +31,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/time_util.h"
 #include "ratelimit/config.h"
@@ -36,7 +43,18 @@ namespace ratelimit::detail {
 
 inline constexpr std::int64_t kNone = INT64_MAX;  // "no row" for oldest_ts
 
-enum ReservationState : std::int64_t { kReserved = 0, kCommitted = 1, kCancelled = 2 };
+// rl_log.state; kTotalsRow marks the model's totals row (seq = kTotalsSeq).
+enum ReservationState : std::int64_t {
+  kReserved = 0,
+  kCommitted = 1,
+  kCancelled = 2,
+  kTotalsRow = 3
+};
+inline constexpr std::int64_t kTotalsSeq = INT64_MAX;
+// rl_log and the columns of a totals row, for INSERT.
+inline constexpr std::string_view kTotalsRowColumns =
+    "rl_log (model_no, seq, ts, requests, tokens, output, state, day_gen, next_seq, tokens_hi, "
+    "output_hi, horizon, head_seq, tail_seq, oldest_ts, has_day, day_start, day_count)";
 
 // The tokens total is an exact non-negative Int128 kept as two int64 columns.
 std::int64_t hi_of(Int128 v);

@@ -15,8 +15,10 @@ void import_seed_usage(Connection& c, bool keep_horizon, std::optional<std::int6
   sqlite3_stmt* models = c.prepare(
       "SELECT model FROM requests UNION SELECT model FROM tokens UNION SELECT model FROM daily "
       "UNION SELECT model FROM rl_models");
-  sqlite3_stmt* known =
-      c.prepare("SELECT model_no, next_seq, horizon, day_gen FROM rl_models WHERE model = ?1");
+  sqlite3_stmt* known = c.prepare(
+      "SELECT m.model_no, coalesce(g.next_seq, 1), coalesce(g.horizon, -9223372036854775807 - 1), "
+      "coalesce(g.day_gen, 0) FROM rl_models AS m LEFT JOIN rl_log AS g ON g.model_no = "
+      "m.model_no AND g.seq = 9223372036854775807 WHERE m.model = ?1");
   sqlite3_stmt* next_no = c.prepare("SELECT coalesce(max(model_no), 0) + 1 FROM rl_models");
   // Per model in time order: a request row, or a token row (go-ratelimit keeps them apart).
   sqlite3_stmt* rows = c.prepare(
@@ -26,15 +28,32 @@ void import_seed_usage(Connection& c, bool keep_horizon, std::optional<std::int6
   sqlite3_stmt* insert = c.prepare(
       "INSERT INTO rl_log (model_no, seq, ts, requests, tokens, output, state, day_gen) VALUES "
       "(?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)");
-  sqlite3_stmt* upsert = c.prepare(
-      "INSERT OR REPLACE INTO rl_models (model, model_no, next_seq, requests, tokens_hi, "
-      "tokens_lo, output_hi, output_lo, horizon, head_seq, tail_seq, newest_ts, oldest_ts, "
-      "has_day, day_start, day_count, day_gen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-      "?10, ?11, ?12, ?13, ?14, ?15, ?16)");
-  std::vector<std::string> names;
+  sqlite3_stmt* name = c.prepare(
+      "INSERT INTO rl_models (model, model_no) VALUES (?1, ?2) ON CONFLICT(model) DO NOTHING");
+  // The model's totals row (rl_log was emptied, so a plain insert).
+  sqlite3_stmt* upsert = c.prepare("INSERT INTO " + std::string(kTotalsRowColumns) +
+                                   " VALUES (?2, 9223372036854775807, ?11, ?4, ?6, ?8, 3, ?16, "
+                                   "?3, ?5, ?7, ?9, ?10, ?10, ?12, ?13, ?14, ?15)");
+  // Per model: its number, next seq, horizon and day generation (0, 1, INT64_MIN, 0: new),
+  // read before rl_log (and the totals rows in it) is emptied.
+  struct Known {
+    std::string model;
+    std::int64_t model_no = 0, next_seq = 1, horizon = INT64_MIN, gen = 0;
+  };
+  std::vector<Known> names;
   {
     Query m(c, models);
-    while (m.row()) names.push_back(m.text(0));
+    while (m.row()) names.push_back(Known{m.text(0)});
+  }
+  for (Known& n : names) {
+    Query k(c, known);
+    k.bind(1, n.model);
+    if (k.row()) {
+      n.model_no = k.i64(0);
+      n.next_seq = k.i64(1);
+      n.horizon = k.i64(2);
+      n.gen = k.i64(3);
+    }
   }
   c.exec("DELETE FROM rl_log");
   auto corrupt = [&](const std::string& model, const char* what, std::int64_t v) {
@@ -42,18 +61,9 @@ void import_seed_usage(Connection& c, bool keep_horizon, std::optional<std::int6
                                                     quoted(model) + ": " + what + " is negative (" +
                                                     std::to_string(v) + ")"}};
   };
-  for (const std::string& model : names) {
-    std::int64_t model_no = 0, next_seq = 1, horizon = INT64_MIN, gen = 0;
-    {
-      Query k(c, known);
-      k.bind(1, model);
-      if (k.row()) {
-        model_no = k.i64(0);
-        next_seq = k.i64(1);
-        horizon = k.i64(2);
-        gen = k.i64(3);
-      }
-    }
+  for (const Known& n : names) {
+    const std::string& model = n.model;
+    std::int64_t model_no = n.model_no, next_seq = n.next_seq, horizon = n.horizon, gen = n.gen;
     if (model_no == 0) {
       Query n(c, next_no);
       model_no = n.row() ? n.i64(0) : 1;
@@ -92,6 +102,10 @@ void import_seed_usage(Connection& c, bool keep_horizon, std::optional<std::int6
         has_day = true;
       }
     }
+    {
+      Query n(c, name);
+      n.bind(1, model).bind(2, model_no).run();
+    }
     Query u(c, upsert);
     u.bind(1, model).bind(2, model_no).bind(3, next_seq).bind(4, requests);
     u.bind(5, hi_of(tokens)).bind(6, lo_of(tokens)).bind(7, hi_of(output)).bind(8, lo_of(output));
@@ -105,10 +119,12 @@ void export_seed_usage(Connection& c, std::int64_t now_ns) {
   for (const char* sql : {"DELETE FROM requests", "DELETE FROM tokens", "DELETE FROM daily"}) {
     c.exec(sql);
   }
-  // Cancelled rows were refunded; rows before head_seq had left the window.
+  // Cancelled rows were refunded; rows before head_seq had left the window; the totals row
+  // (g, seq = INT64_MAX) is not an entry.
   const std::string live =
-      " FROM rl_models AS m JOIN rl_log AS l ON l.model_no = m.model_no WHERE l.seq >= "
-      "m.head_seq AND l.state != 2 AND l.ts > " +
+      " FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no AND g.seq = "
+      "9223372036854775807 JOIN rl_log AS l ON l.model_no = m.model_no WHERE l.seq >= "
+      "g.head_seq AND l.seq < 9223372036854775807 AND l.state != 2 AND l.ts > " +
       std::to_string(h);
   for (std::string sql :
        {std::string("INSERT INTO requests (model, ts) SELECT m.model, l.ts") + live +
@@ -119,8 +135,9 @@ void export_seed_usage(Connection& c, std::int64_t now_ns) {
     c.exec(sql);
   }
   c.exec(
-      "INSERT INTO daily (model, day_start, day_count) SELECT model, day_start, day_count FROM "
-      "rl_models WHERE has_day = 1");
+      "INSERT INTO daily (model, day_start, day_count) SELECT m.model, g.day_start, g.day_count "
+      "FROM rl_models AS m JOIN rl_log AS g ON g.model_no = m.model_no AND g.seq = "
+      "9223372036854775807 WHERE g.has_day = 1");
 }
 
 }  // namespace ratelimit::detail

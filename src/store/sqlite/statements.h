@@ -14,8 +14,9 @@ struct Statements {
   sqlite3_stmt* scan_log;
   sqlite3_stmt* delete_log;
   sqlite3_stmt* clamp_log;
-  sqlite3_stmt* upsert_model;
-  sqlite3_stmt* update_model;  // the same, for a model with a row (cheaper than the upsert)
+  sqlite3_stmt* insert_model;   // rl_models: name -> number
+  sqlite3_stmt* upsert_totals;  // the model's totals row in rl_log
+  sqlite3_stmt* update_totals;  // the same, for a model with the row (cheaper than the upsert)
   sqlite3_stmt* insert_log;
   sqlite3_stmt* get_log;
   sqlite3_stmt* set_log;
