@@ -29,9 +29,10 @@ bool read_integer(std::string_view t, std::size_t& p, FlatField& f) {
   std::int64_t v = 0;
   std::size_t digits = 0;
   for (; p < t.size() && t[p] >= '0' && t[p] <= '9'; ++p, ++digits) {
+    if (digits == 18) return false;  // more would not fit (and 19 digits may not)
     v = v * 10 + (t[p] - '0');
   }
-  if (digits > 18 || (digits > 1 && t[start + (negative ? 1 : 0)] == '0')) return false;
+  if (digits > 1 && t[start + (negative ? 1 : 0)] == '0') return false;
   if (negative && v == 0) return false;
   if (p < t.size() && (t[p] == '.' || t[p] == 'e' || t[p] == 'E')) return false;
   f.integer = negative ? -v : v;

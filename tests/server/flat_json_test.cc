@@ -55,7 +55,9 @@ TEST(FlatJson, LeavesEverythingElseToTheFullParser) {
            "{\"a\":-0}",
            "{\"a\":-}",
            "{\"a\":+1}",
-           "{\"a\":1234567890123456789}",  // 19 digits
+           "{\"a\":1234567890123456789}",       // 19 digits
+           "{\"a\":18446744073709551616}",      // beyond 64 bits
+           "{\"a\":-99999999999999999999999}",  // far beyond
            "{\"a\":true}",
            "{\"a\":null}",  // not a string or an integer
            "{\"a\":{}}",
