@@ -184,6 +184,13 @@ inline ModelStats stats_of(const Limits& limits, const Usage& u) {
   return s;
 }
 
+// The answer of decide/try_acquire when the store cannot be reached (or is closed).
+inline Decision unavailable_decision() {
+  Decision d;
+  d.code = DecisionCode::store_unavailable;
+  return d;
+}
+
 // Records a denial in `d`: the first limit found names the code, the retry-after is the latest.
 inline void deny_into(Decision& d, bool& denied, DecisionCode code, Duration retry) {
   if (!denied) d.code = code;

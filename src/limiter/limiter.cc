@@ -243,12 +243,6 @@ Decision invalid_model_decision() {
   return d;
 }
 
-Decision unavailable_decision() {
-  Decision d;
-  d.code = DecisionCode::store_unavailable;
-  return d;
-}
-
 }  // namespace
 
 // --- Reservation ---
@@ -384,7 +378,7 @@ Reservation RateLimiter::try_acquire(std::string_view model, std::int64_t estima
 }
 
 Reservation RateLimiter::try_acquire(std::string_view model, TokenEstimate estimate) {
-  if (core_->is_closed()) return detail::Grants::denied(unavailable_decision());
+  if (core_->is_closed()) return detail::Grants::denied(detail::unavailable_decision());
   StoreModel* own = core_->store->find(model);
   if (own == nullptr) {
     // invalid_tokens is checked first (go-ratelimit's order); only an invalid_model answer
@@ -400,7 +394,7 @@ Reservation RateLimiter::try_acquire(std::string_view model, TokenEstimate estim
   }
   // A negative estimate too gets a handle (once per name), for its invalid_tokens count.
   auto target = core_->target_of(model, own, /*create=*/true, "ratelimit.try_acquire");
-  if (!target) return detail::Grants::denied(unavailable_decision());
+  if (!target) return detail::Grants::denied(detail::unavailable_decision());
   CheckRequest request;
   request.operation = "ratelimit.try_acquire";
   request.estimate = estimate;

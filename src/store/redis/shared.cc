@@ -116,12 +116,6 @@ std::optional<CheckReply> parse_check(const RedisValue& v) {
   return r;
 }
 
-Decision unavailable_decision() {
-  Decision d;
-  d.code = DecisionCode::store_unavailable;
-  return d;
-}
-
 Decision unchecked_decision() {
   Decision d;
   d.code = DecisionCode::admitted_unchecked;

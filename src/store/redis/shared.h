@@ -68,7 +68,6 @@ struct AnsweredProbe {
 
 // What a check answers while Redis fails: store_unavailable, or under fail_open
 // admitted_unchecked.
-Decision unavailable_decision();
 Decision unchecked_decision();
 
 // The connection and what every handle shares; a Reservation may outlive the store.

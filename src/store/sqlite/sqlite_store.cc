@@ -26,12 +26,6 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(25);  // change-signal polling
 
-Decision unavailable_decision() {
-  Decision d;
-  d.code = DecisionCode::store_unavailable;
-  return d;
-}
-
 // One model's handle. Its counters are written under the database's mutex.
 class SqliteModel final : public StoreModel {
  public:
