@@ -10,6 +10,8 @@
 // too; a report in a child's stderr fails the test (see process_util.h).
 #include "server_process.h"
 
+#include "fake_provider.h"
+
 namespace {
 
 // --- 1. shutdown: waiting acquires answer 503, the state is saved, exit 0 ----------------------
@@ -441,6 +443,40 @@ TEST_F(ServerProcess, ServerAndCliAgreeOnOneDatabase) {
   EXPECT_EQ(m["rpm"], 2) << after.out;
   EXPECT_EQ(m["tpm"], 16) << after.out;
   EXPECT_EQ(m["rpd"], 2) << after.out;
+}
+
+// The proxy of the real binary (`serve --upstream`) limits calls in the pool the CLI shares:
+// one SQLite database, the CLI's request and the proxied one count against the same RPM, the
+// proxied call's actual usage (what the provider reported) is committed where the CLI reads it,
+// and past the limit the proxy answers in OpenAI's error shape without reaching the provider.
+TEST_F(ServerProcess, ProxyLimitsCallsInThePoolTheCliShares) {
+  ratelimit::testing::FakeProvider fake(4);
+  const std::string db = dir_.file("rl.db");
+  ASSERT_EQ(rl({"--state", db, "quota", "set", "gpt-4o", "--rpm", "2", "--tpm", "100000"}).code, 0);
+  ASSERT_EQ(rl({"--state", db, "record", "gpt-4o", "--prompt", "100", "--output", "50"}).code, 0);
+  ASSERT_NO_FATAL_FAILURE(start_server({"--state", db, "serve", "--listen", "127.0.0.1:0",
+                                        "--upstream", "openai=" + fake.url(), "--max-wait", "0s"}));
+  const json call = {{"model", "gpt-4o"},
+                     {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}};
+  const Reply first = http("POST", "/openai/v1/chat/completions", call);
+  EXPECT_EQ(first.status, 200) << first.raw;
+  EXPECT_EQ(first.body["usage"]["prompt_tokens"], ratelimit::testing::FakeProvider::kOpenAiIn);
+  EXPECT_EQ(fake.hits(), 1);
+
+  const Reply second = http("POST", "/openai/v1/chat/completions", call);
+  EXPECT_EQ(second.status, 429) << second.raw;
+  EXPECT_FALSE(second.header("Retry-After").empty()) << second.raw;
+  EXPECT_EQ(second.body["error"]["code"], "rate_limit_exceeded") << second.raw;
+  EXPECT_EQ(fake.hits(), 1);  // the provider never saw the call over the limit
+
+  Finished status = rl({"--state", db, "--json", "status", "gpt-4o"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  const json m = json::parse(status.out)["models"]["gpt-4o"];
+  EXPECT_EQ(m["rpm"], 2) << status.out;
+  EXPECT_EQ(m["tpm"], 150 + ratelimit::testing::FakeProvider::kOpenAiIn +
+                          ratelimit::testing::FakeProvider::kOpenAiOut)
+      << status.out;
+  EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
 }
 
 }  // namespace
