@@ -4,7 +4,8 @@
 // nlohmann/json and the Prometheus writer stay in the .cc files of server/.
 //
 // Layers: http.h (plain request/response values), handlers.h (routes, auth, leases: testable
-// without a socket), http_server.cc (the only file that touches Beast/Asio).
+// without a socket), the HTTP layer (http_server.cc, http_connection.*, http_write.cc: with the
+// proxy's proxy.cc, the only files that touch Beast/Asio).
 #pragma once
 
 #include <chrono>
