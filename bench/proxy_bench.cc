@@ -396,7 +396,7 @@ class Sidecar {
       std::vector<char*> args;
       for (auto& a : argv) args.push_back(a.data());
       args.push_back(nullptr);
-      ::execv(args[0], args.data());
+      ::execvp(args[0], args.data());
       _exit(127);
     }
     {
