@@ -3,12 +3,13 @@
 // OpenAI upstream that this program serves itself, and HTTP/1.1 keep-alive clients (one
 // blocking socket per client thread) call the fake directly and through the proxy.
 //
-//   BM_AddedLatency/store/clients  a non-streamed chat completion, 1 and 64 concurrent clients.
+//   BM_AddedLatency/store/pace/clients  a non-streamed chat completion, 1 and 64 concurrent
+//       clients, back to back or paced (see the registrations at the end).
 //       Each iteration is a round: every client makes 10 calls straight to the fake, all wait
 //       at a barrier, then every client makes 10 calls through the proxy, barrier again; so
 //       both figures see the same machine load. Counters (µs, over the calls of every client):
 //       direct_p50/p99, proxy_p50/p99 and added_p50/p99 = proxy - direct.
-//   BM_StreamTtfb/store/clients    a streamed chat completion (SSE): the fake sends the head and
+//   BM_StreamTtfb/store/pace/clients  a streamed chat completion (SSE): the fake sends the head and
 //       the first event at once and the rest 1 ms later; time to the first event byte
 //       (ttfb_direct/proxy/added p50/p99, µs), rounds as above.
 //   BM_InFlightMemory/store        a fresh sidecar; VmRSS of the server (/proc/PID/status)
@@ -505,11 +506,22 @@ void rounds(benchmark::State& state, bool stream, const char* a, const char* b) 
     call(direct, to_direct);
     call(proxied, to_proxy);
   }
+  // Paced (range(1) = an interval in ms per client): each client starts its calls that far
+  // apart, the clients spread evenly over the interval.
+  const auto interval = std::chrono::milliseconds(state.range(1));
+  auto phase = [&](Client& c, const std::string& req, std::vector<double>& out) {
+    auto next = Clock::now() + interval * state.thread_index() / state.threads();
+    for (int i = 0; i < kCallsPerPhase; ++i) {
+      if (interval.count() > 0) std::this_thread::sleep_until(next);
+      next += interval;
+      out.push_back(call(c, req));
+    }
+  };
   Samples mine;
   for (auto _ : state) {
-    for (int i = 0; i < kCallsPerPhase; ++i) mine.direct.push_back(call(direct, to_direct));
+    phase(direct, to_direct, mine.direct);
     g_shared.barrier->arrive_and_wait();
-    for (int i = 0; i < kCallsPerPhase; ++i) mine.proxy.push_back(call(proxied, to_proxy));
+    phase(proxied, to_proxy, mine.proxy);
     g_shared.barrier->arrive_and_wait();
   }
   {
@@ -578,34 +590,39 @@ void BM_InFlightMemory(benchmark::State& state) {
 }  // namespace
 }  // namespace ratelimit
 
-// Arg: store (0 memory, 1 SQLite). Iterations are rounds of 10 + 10 calls per client.
+// Args: store (0 memory, 1 SQLite), pace (0: back to back; N: each client calls every N ms).
+// Iterations are rounds of 10 + 10 calls per client. 64 clients back to back keep both cores
+// busy (the figure is then mostly queueing: 64 x the server's time per call); paced at 64 ms
+// they make 1,000 calls/s in all, with 64 connections open and calls overlapping.
 BENCHMARK(ratelimit::BM_AddedLatency)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"store", "pace_ms"})
+    ->Args({0, 0})
+    ->Args({1, 0})
     ->Threads(1)
     ->Iterations(300)
     ->UseRealTime();
 BENCHMARK(ratelimit::BM_AddedLatency)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"store", "pace_ms"})
+    ->Args({0, 0})
+    ->Args({1, 0})
+    ->Args({0, 64})
+    ->Args({1, 64})
     ->Threads(64)
-    ->Iterations(20)
+    ->Iterations(5)
     ->UseRealTime();
 BENCHMARK(ratelimit::BM_StreamTtfb)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"store", "pace_ms"})
+    ->Args({0, 0})
+    ->Args({1, 0})
     ->Threads(1)
     ->Iterations(100)
     ->UseRealTime();
 BENCHMARK(ratelimit::BM_StreamTtfb)
-    ->ArgName("store")
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"store", "pace_ms"})
+    ->Args({0, 64})
+    ->Args({1, 64})
     ->Threads(64)
-    ->Iterations(5)
+    ->Iterations(3)
     ->UseRealTime();
 BENCHMARK(ratelimit::BM_InFlightMemory)
     ->ArgName("store")
