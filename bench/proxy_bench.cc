@@ -28,7 +28,7 @@
 //   build-rel/bench/proxy_bench --benchmark_repetitions=3
 // The sidecar is the binary of the same build; RATELIMIT_BENCH_BIN=PATH runs another one (e.g.
 // under `valgrind --tool=callgrind`: RATELIMIT_BENCH_WRAP="valgrind --tool=callgrind" prefixes
-// the command line with those words).
+// the command line with those words); RATELIMIT_BENCH_SERVE_ARGS="--threads 1" adds serve options.
 // First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 // clang-format off
 #include <utility>
@@ -387,6 +387,7 @@ class Sidecar {
     }
     argv.insert(argv.end(), {"serve", "--listen", "127.0.0.1:0", "--upstream",
                              "openai=http://127.0.0.1:" + std::to_string(fake().port())});
+    for (std::string& w : words(std::getenv("RATELIMIT_BENCH_SERVE_ARGS"))) argv.push_back(w);
     pid_ = ::fork();
     if (pid_ < 0) die("fork: " + std::string(std::strerror(errno)));
     if (pid_ == 0) {
