@@ -3,15 +3,15 @@
 // OpenAI upstream that this program serves itself, and HTTP/1.1 keep-alive clients (one
 // blocking socket per client thread) call the fake directly and through the proxy.
 //
-//   BM_AddedLatency/store/pace/clients  a non-streamed chat completion, 1 and 64 concurrent
-//       clients, back to back or paced (see the registrations at the end).
+//   BM_AddedLatency/store/pace_ms/clients  a non-streamed chat completion, 1 and 64
+//       concurrent clients, back to back (pace_ms 0) or each client calling every pace_ms.
 //       Each iteration is a round: every client makes 10 calls straight to the fake, all wait
 //       at a barrier, then every client makes 10 calls through the proxy, barrier again; so
 //       both figures see the same machine load. Counters (µs, over the calls of every client):
 //       direct_p50/p99, proxy_p50/p99 and added_p50/p99 = proxy - direct.
-//   BM_StreamTtfb/store/pace/clients  a streamed chat completion (SSE): the fake sends the head and
-//       the first event at once and the rest 1 ms later; time to the first event byte
-//       (ttfb_direct/proxy/added p50/p99, µs), rounds as above.
+//   BM_StreamTtfb/store/pace_ms/clients  a streamed chat completion (SSE): the fake sends the
+//       head and the first event at once and the rest 1 ms later; time from sending the
+//       request to the first body byte (ttfb_direct/proxy/added p50/p99, µs), rounds as above.
 //   BM_InFlightMemory/store        a fresh sidecar; VmRSS of the server (/proc/PID/status)
 //       after 200 warm-up calls, then with 1,000 calls held open at once by the fake (every
 //       call on its own client connection); kib_per_in_flight = the growth / 1,000. Then the
@@ -26,9 +26,12 @@
 //   cmake -S . -B build-rel -G Ninja -DCMAKE_BUILD_TYPE=Release
 //   ninja -C build-rel proxy_bench ratelimit_cli
 //   build-rel/bench/proxy_bench --benchmark_repetitions=3
-// The sidecar is the binary of the same build; RATELIMIT_BENCH_BIN=PATH runs another one (e.g.
-// under `valgrind --tool=callgrind`: RATELIMIT_BENCH_WRAP="valgrind --tool=callgrind" prefixes
-// the command line with those words); RATELIMIT_BENCH_SERVE_ARGS="--threads 1" adds serve options.
+// About 100 s. The sidecar is the binary of the same build; in the environment,
+//   RATELIMIT_BENCH_BIN=PATH          runs another one (an older build, to compare),
+//   RATELIMIT_BENCH_WRAP="valgrind --tool=callgrind"   prefixes its command line with those
+//                                     words (instruction counts do not depend on the load),
+//   RATELIMIT_BENCH_SERVE_ARGS="--threads 1"           adds options to its `serve`.
+
 // First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 // clang-format off
 #include <utility>
