@@ -33,6 +33,7 @@
 #include <limits>
 #include <mutex>
 #include <stop_token>
+#include <thread>
 
 #include "args.h"
 #include "proxy_api.h"
@@ -241,18 +242,22 @@ class Session : public std::enable_shared_from_this<Session> {
     WaitOptions wait;
     wait.timeout = p_->options.max_wait;
     wait.stop = p_->shutdown.get_token();
-    // A grant at once runs the callback on this thread; a wait runs it on the limiter's waiter
-    // thread: either way the rest continues on an upstream connection's strand.
-    const Decision first = p_->limiter.decide(call_.model, call_.estimate);
-    waited_ = !first.allowed;
+    // A grant at once runs the callback on this thread, inside acquire_async (nothing waited:
+    // no decide() beforehand to tell, which would cost the store a second read); a wait runs it
+    // on the limiter's waiter thread. Either way the rest continues on an upstream
+    // connection's strand.
+    const std::thread::id caller = std::this_thread::get_id();
+    in_acquire_ = true;
     p_->callback_begins();
     PendingAcquire pending = p_->limiter.acquire_async(
         call_.model, call_.estimate,
-        [self](Result<Reservation> got) {
+        [self, caller](Result<Reservation> got) {
+          self->waited_ = !(self->in_acquire_ && std::this_thread::get_id() == caller);
           self->waited(std::move(got));
           self->p_->callback_ends();
         },
         wait);
+    in_acquire_ = false;
     {
       std::lock_guard lock(live_mu_);
       pending_ = pending;
@@ -360,15 +365,22 @@ class Session : public std::enable_shared_from_this<Session> {
   // --- the upstream exchange ---
 
   void build_wire() {
+    std::size_t size =
+        req_.method.size() + target_.size() + up_.host.size() + 128 + req_.body.size();
+    for (const Header& h : req_.headers) size += h.name.size() + h.value.size() + 4;
     wire_.clear();
-    wire_ += req_.method + " " + target_ + " HTTP/1.1\r\nHost: ";
-    const bool v6 = up_.host.find(':') != std::string::npos;
-    wire_ += v6 ? "[" + up_.host + "]" : up_.host;
-    if (up_.port != (up_.tls ? "443" : "80")) wire_ += ":" + up_.port;
+    wire_.reserve(size);  // appended piece by piece, without temporaries
+    wire_.append(req_.method).append(" ").append(target_).append(" HTTP/1.1\r\nHost: ");
+    if (up_.host.find(':') != std::string::npos) {
+      wire_.append("[").append(up_.host).append("]");
+    } else {
+      wire_.append(up_.host);
+    }
+    if (up_.port != (up_.tls ? "443" : "80")) wire_.append(":").append(up_.port);
     wire_ += "\r\n";
     for (const Header& h : req_.headers) {
       if (hop_by_hop(h.name)) continue;
-      wire_ += h.name + ": " + h.value + "\r\n";
+      wire_.append(h.name).append(": ").append(h.value).append("\r\n");
     }
     wire_ += "Accept-Encoding: identity\r\n";
     if (!req_.body.empty() || req_.method == "POST" || req_.method == "PUT" ||
@@ -648,7 +660,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string target_, wire_;
   Reservation reservation_;
   bool reserved_ = false;
-  bool waited_ = false;
+  bool waited_ = false;                  // the grant came after a wait (a 429 avoided)
+  std::atomic<bool> in_acquire_{false};  // start() is inside acquire_async
   std::atomic<bool> gone_{false};
   std::shared_ptr<UpConn> conn_;
   std::mutex live_mu_;

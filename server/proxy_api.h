@@ -37,12 +37,19 @@ struct Call {
 Call classify(UpstreamApi api, std::string_view method, std::string_view path,
               std::string_view body);
 
+// classify() and usage_of() read the common shapes without building a JSON tree and fall back
+// to a full JSON parser for the rest (escaped keys, duplicates, huge integers, invalid JSON).
+// These two always use the full parser: the reference that tests compare the fast reader with.
+Call classify_with_full_parser(UpstreamApi api, std::string_view method, std::string_view path,
+                               std::string_view body);
+
 // The body with "stream_options":{"include_usage":true} inserted after its opening '{' (the
 // rest of the JSON text as sent). Call only for a body that classify() parsed as an object.
 std::string splice_include_usage(std::string_view body);
 
 // The usage in a whole JSON response body (nullopt: none, or not JSON).
 std::optional<Usage> usage_of(UpstreamApi api, std::string_view body);
+std::optional<Usage> usage_of_with_full_parser(UpstreamApi api, std::string_view body);
 
 // Reads a server-sent-event stream as it passes: events are given back whole (so that one can
 // be dropped) and the usage they carry is kept. Not thread-safe.

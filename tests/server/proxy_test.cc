@@ -92,6 +92,115 @@ TEST(ProxyApi, ClassifiesAndEstimatesPerProvider) {
   EXPECT_EQ(c.estimate.output, kDefaultOutputEstimate);
 }
 
+// classify() and usage_of() read common bodies without nlohmann/json and fall back to it for
+// the rest: on every body, valid or not, they must say what the full parser says.
+TEST(ProxyApi, TheFastReaderAgreesWithTheFullParser) {
+  const std::string requests[] = {
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":50})",
+      R"( {"model" : "m", "messages" : [ {"role":"user", "content":"a\nb\"c\\d\/e\u00e9\u20ac"} ],
+          "stream" : true , "max_completion_tokens": 7} )",
+      R"({"model":"m","messages":[{"content":"\ud83d\ude00 é € 😀"}],"stream":false})",
+      R"({"model":"m","prompt":"x","max_tokens":1.5,"max_output_tokens":9})",
+      R"({"model":"m","prompt":"x","max_tokens":-3})",
+      R"({"model":"m","prompt":"x","max_tokens":-0,"stream":"true"})",
+      R"({"model":"m","prompt":"x","max_tokens":1e3})",
+      R"({"model":"m","prompt":"x","max_tokens":12345678901234567890})",
+      R"({"model":"m","prompt":"x","max_tokens":123456789012345678})",
+      R"({"model":"m","prompt":"x","max_tokens":"5"})",
+      R"({"model":"m","input":[1,2.5,-3e-2,true,false,null,{"a":{"b":["c"]}}],"tools":[]})",
+      R"({"model":"m","system":"s","instructions":"i","messages":[],"input":"n","prompt":"p"})",
+      R"({"model":"m","model":"n","messages":[]})",
+      R"({"model":"m","messages":[{"content":"a"}],"messages":[{"content":"bbbb"}]})",
+      R"({"model":"m","max_tokens":5,"max_tokens":6})",
+      R"({"mod\u0065l":"m","messages":[]})",
+      R"({"model":"m\u0031","messages":[]})",
+      R"({"model":"","messages":[]})",
+      R"({"model":5,"messages":[]})",
+      R"({"messages":[]})",
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":true}})",
+      R"({"model":"m","stream":true,"stream_options":null})",
+      R"({"model":"m","stream":true,"stream_options":{}})",
+      R"({"model":"m","messages":[{"content":"\ud800"}]})",
+      R"({"model":"m","messages":[{"content":"\udc00"}]})",
+      R"({"model":"m","messages":[{"content":"\ud83dx"}]})",
+      R"({"model":"m","messages":[{"content":"\x"}]})",
+      R"({"model":"m","messages":[01]})",
+      R"({"model":"m","messages":[1.]})",
+      R"({"model":"m","messages":[-]})",
+      R"({"model":"m","messages":[tru]})",
+      R"({"model":"m","messages":[1,]})",
+      R"({"model":"m",})",
+      R"({"model":"m"} x)",
+      R"({"model":"m"}})",
+      "{\"model\":\"m\",\"messages\":[\"\xc3\x28\"]}",          // invalid UTF-8
+      "{\"model\":\"m\",\"messages\":[\"\xe0\x80\xaf\"]}",      // overlong
+      "{\"model\":\"m\",\"messages\":[\"\xed\xa0\x80\"]}",      // an encoded surrogate
+      "{\"model\":\"m\",\"messages\":[\"\xf4\x90\x80\x80\"]}",  // above U+10FFFF
+      "{\"model\":\"m\",\"messages\":[\"a\tb\"]}",              // a raw control character
+      "\xef\xbb\xbf{\"model\":\"m\"}",                          // a byte order mark
+      std::string(300, '[') + std::string(300, ']'),
+      R"({"model":"m","input":)" + std::string(300, '[') + std::string(300, ']') + "}",
+      "",
+      "[]",
+      "null",
+      R"({"contents":[{"parts":[{"text":"abcd"}]}],"generationConfig":{"maxOutputTokens":77}})",
+      R"({"contents":[],"systemInstruction":{"parts":[{"text":"xy"}]},"generationConfig":5})",
+      R"({"contents":[],"generationConfig":{"maxOutputTokens":7,"maxOutputTokens":8}})",
+      R"({"contents":[],"generationConfig":{"maxOutputTokens":7.0}})",
+  };
+  const std::pair<UpstreamApi, std::string> paths[] = {
+      {UpstreamApi::openai, "/v1/chat/completions"},
+      {UpstreamApi::openai, "/v1/embeddings"},
+      {UpstreamApi::anthropic, "/v1/messages"},
+      {UpstreamApi::gemini, "/v1beta/models/gemini-2.0-flash:streamGenerateContent"},
+  };
+  for (const auto& [api, path] : paths) {
+    for (const std::string& body : requests) {
+      const proxy::Call fast = proxy::classify(api, "POST", path, body);
+      const proxy::Call full = proxy::classify_with_full_parser(api, "POST", path, body);
+      SCOPED_TRACE(path + " " + body);
+      EXPECT_EQ(fast.kind, full.kind);
+      EXPECT_EQ(fast.model, full.model);
+      EXPECT_EQ(fast.estimate.input, full.estimate.input);
+      EXPECT_EQ(fast.estimate.output, full.estimate.output);
+      EXPECT_EQ(fast.stream, full.stream);
+      EXPECT_EQ(fast.add_include_usage, full.add_include_usage);
+      EXPECT_EQ(fast.error, full.error);
+    }
+  }
+  const std::string responses[] = {
+      R"({"id":"x","usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}})",
+      R"({"usage":{"input_tokens":5,"output_tokens":6,"cache_creation_input_tokens":2}})",
+      R"({"usage":{"input_tokens":5,"output_tokens":6.5}})",
+      R"({"usage":{"prompt_tokens":1,"prompt_tokens":2}})",
+      R"({"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}})",
+      R"({"usage":{"prompt_tokens":12345678901234567890}})",
+      R"({"usage":{"prompt_t\u006fkens":3}})",
+      R"({"usage":null})",
+      R"({"usage":[1]})",
+      R"({"usage":{}})",
+      R"({"choices":[{"message":{"content":"\"usage\":{\"prompt_tokens\":9}"}}]})",
+      R"({"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4,"thoughtsTokenCount":5}})",
+      R"({"usageMetadata":{"promptTokenCount":-3}} )",
+      R"({"usage":{"prompt_tokens":1}} trailing)",
+      "{\"usage\":{\"prompt_tokens\":1},\"x\":\"\xff\"}",
+      "",
+      "[]",
+  };
+  for (UpstreamApi api : {UpstreamApi::openai, UpstreamApi::anthropic, UpstreamApi::gemini}) {
+    for (const std::string& body : responses) {
+      SCOPED_TRACE(std::string(to_string(api)) + " " + body);
+      const auto fast = proxy::usage_of(api, body);
+      const auto full = proxy::usage_of_with_full_parser(api, body);
+      ASSERT_EQ(fast.has_value(), full.has_value());
+      if (fast) {
+        EXPECT_EQ(fast->input, full->input);
+        EXPECT_EQ(fast->output, full->output);
+      }
+    }
+  }
+}
+
 TEST(ProxyApi, SplicesIncludeUsageIntoTheTextAsSent) {
   EXPECT_EQ(proxy::splice_include_usage(R"( {"model":"m", "stream":true})"),
             R"( {"stream_options":{"include_usage":true},"model":"m", "stream":true})");
