@@ -343,7 +343,8 @@ void Connection::dispatch() {
     net::post(self->strand_, [self, held] { self->on_answer(std::move(*held)); });
   });
   if (proxy_up_) {
-    core_.proxy->handle(*proxy_up_, std::move(request_), make_downstream());
+    core_.proxy->handle(*proxy_up_, std::move(request_), make_downstream(),
+                        strand_.get_inner_executor().context());
   } else {
     core_.handlers.handle(request_, exchange_);
   }

@@ -37,29 +37,42 @@ using Socket = net::basic_stream_socket<tcp, Strand>;
 
 class Connection;
 
-// What every connection shares: the io_context, the handlers and the set of open connections.
+// The io_contexts, one per io thread (each run by its thread alone): a connection lives on
+// one of them, picked in turn at accept, and so do the upstream connections of the proxied
+// calls it makes. One shared io_context run by every thread handed each completion to
+// whichever thread woke first: a proxied call then crossed between the cores several times
+// (client read, upstream write and read, client write), which cost more than the call itself
+// on loopback (docs/benchmarks.md, proxy_bench).
+inline std::vector<std::unique_ptr<net::io_context>> make_io_contexts(std::size_t threads) {
+  std::vector<std::unique_ptr<net::io_context>> out;
+  for (std::size_t i = 0; i < threads; ++i) out.push_back(std::make_unique<net::io_context>(1));
+  return out;
+}
+
+// What every connection shares: the io_contexts, the handlers and the set of open connections.
 struct Core {
   Core(Handlers& h, RateLimiter& limiter, std::size_t threads)
       : handlers(h),
         options(h.options()),
-        ioc(static_cast<int>(threads)),
-        acceptor(net::make_strand(ioc)),
+        iocs(make_io_contexts(threads)),
+        acceptor(net::make_strand(*iocs.front())),
         accept_timer(acceptor.get_executor()),
         grace_timer(acceptor.get_executor()) {
-    if (!options.upstreams.empty()) proxy = std::make_unique<Proxy>(limiter, options, ioc);
+    if (!options.upstreams.empty()) proxy = std::make_unique<Proxy>(limiter, options);
   }
 
   Handlers& handlers;
   const ServerOptions& options;
-  // Before the io_context: connections destroyed with it still unregister here.
+  // Before the io_contexts: connections destroyed with them still unregister here.
   std::mutex mu;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> live;
-  net::io_context ioc;
+  std::vector<std::unique_ptr<net::io_context>> iocs;
+  std::size_t next_ioc = 0;      // the io_context of the next connection (acceptor's strand)
   std::unique_ptr<Proxy> proxy;  // with --upstream: routes /NAME/... (proxy.h)
   tcp::acceptor acceptor;        // and the two timers: on the acceptor's strand
   net::steady_timer accept_timer;
   net::steady_timer grace_timer;
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> guard;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;
   std::atomic<bool> stopping{false};
 
   void accept();

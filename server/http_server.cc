@@ -1,7 +1,7 @@
-// The HTTP layer of `ratelimit serve` (Boost.Asio): a few io threads run one io_context; this
-// file binds, accepts (or refuses past --max-connections) and shuts down. Each connection is a
-// state machine on its own strand (http_connection.h: reading in http_connection.cc, writing
-// in http_write.cc); what they share is Core (http_core.h).
+// The HTTP layer of `ratelimit serve` (Boost.Asio): each io thread runs its own io_context
+// (http_core.h says why); this file binds, accepts (or refuses past --max-connections) and shuts
+// down. Each connection is a state machine on its own strand (http_connection.h: reading in
+// http_connection.cc, writing in http_write.cc); what they share is Core (http_core.h).
 
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -18,7 +18,8 @@ namespace ratelimit::server {
 namespace http_layer {
 
 void Core::accept() {
-  next_strand.emplace(net::make_strand(ioc));
+  next_strand.emplace(net::make_strand(*iocs[next_ioc]));
+  next_ioc = (next_ioc + 1) % iocs.size();
   next_socket.emplace(*next_strand);
   acceptor.async_accept(*next_socket, [this](error_code ec) { on_accept(ec); });
 }
@@ -67,7 +68,7 @@ void Core::begin_stop() {
 
 void Core::end_grace() {
   for (auto& c : connections()) cut_connection(*c);
-  guard.reset();
+  guards.clear();
 }
 
 }  // namespace http_layer
@@ -184,21 +185,27 @@ void Server::run() {
   impl_->running = true;
   if (impl_->stopping) return;
   Core& core = impl_->core;
-  core.guard.emplace(core.ioc.get_executor());
+  for (auto& ioc : core.iocs) core.guards.push_back(net::make_work_guard(*ioc));
   impl_->maintenance = std::thread([this] { impl_->maintain(); });
   net::post(core.acceptor.get_executor(), [&core] { core.accept(); });
-  const std::size_t threads =
-      impl_->handlers.options().threads == 0 ? 1 : impl_->handlers.options().threads;
   std::vector<std::thread> io;
-  for (std::size_t i = 1; i < threads; ++i) io.emplace_back([&core] { core.ioc.run(); });
-  core.ioc.run();
+  for (std::size_t i = 1; i < core.iocs.size(); ++i) {
+    io.emplace_back([ioc = core.iocs[i].get()] { ioc->run(); });
+  }
+  core.iocs.front()->run();
   for (auto& t : io) t.join();
   // Waiting acquires were cancelled by the stop; their callbacks may still be on their way.
   // Then run what they posted, so that every connection is gone before run() returns.
   impl_->handlers.wait_idle();
   if (core.proxy) core.proxy->wait_idle();
-  core.ioc.restart();
-  core.ioc.poll();
+  // Until none has work left: what one io_context's handlers post may land on another's.
+  for (std::size_t ran = 1; ran != 0;) {
+    ran = 0;
+    for (auto& ioc : core.iocs) {
+      ioc->restart();
+      ran += ioc->poll();
+    }
+  }
 }
 
 void Server::stop() {

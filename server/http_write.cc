@@ -117,7 +117,14 @@ void Connection::begin_stream(Response head, std::function<void(bool)> ready) {
   if (!keep_alive_ || core_.stopping || version_ == 10) close_after_ = true;
   chunked_ = version_ == 11;
   put_head(head, chunked_ ? "Transfer-Encoding: chunked\r\n" : "");
-  out_body_.clear();
+  // The first piece, when the head carries one, goes in the same write.
+  out_body_ = std::move(head.body);
+  if (chunked_ && !out_body_.empty()) {
+    char size[24];
+    std::snprintf(size, sizeof size, "%zx\r\n", out_body_.size());
+    out_head_ += size;
+    out_body_ += "\r\n";
+  }
   write_stream_part(std::move(ready));
 }
 

@@ -1,6 +1,7 @@
-// The proxy's upstream side: a Boost.Beast client on the server's io_context (no thread per
-// request), a keep-alive pool per upstream, TLS through Asio's OpenSSL wrapper, and the
-// limiter calls around each forwarded inference call. One Session per proxied request:
+// The proxy's upstream side: a Boost.Beast client on the client connection's io_context (no
+// thread per request), a keep-alive pool per upstream and io_context, TLS through Asio's OpenSSL
+// wrapper, and the limiter calls around each forwarded inference call. One Session per proxied
+// request:
 //
 //   classify -> acquire (try, or wait up to --max-wait without a thread) -> connect (or take a
 //   pooled connection) -> write the request -> read the head (observe it) -> body: whole
@@ -110,8 +111,8 @@ struct UpConn {
 }  // namespace
 
 struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
-  Impl(RateLimiter& l, const ServerOptions& o, net::io_context& io)
-      : limiter(l), options(o), ioc(io), tls(ssl::context::tls_client) {
+  Impl(RateLimiter& l, const ServerOptions& o)
+      : limiter(l), options(o), tls(ssl::context::tls_client) {
     beast::error_code ec;
     tls.set_default_verify_paths(ec);
     tls.set_verify_mode(ssl::verify_peer);
@@ -126,7 +127,6 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       }
     }
     for (const Upstream& u : options.upstreams) {
-      idle[u.name];
       counters.latency[u.name] = {std::vector<std::uint64_t>(std::size(kProxyLatencyBounds) + 1),
                                   0.0};
     }
@@ -134,13 +134,15 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   RateLimiter& limiter;
   const ServerOptions& options;
-  net::io_context& ioc;
   ssl::context tls;
   Status tls_status;
   std::stop_source shutdown;
 
   std::mutex mu;  // guards idle and counters
-  std::map<std::string, std::deque<std::shared_ptr<UpConn>>> idle;
+  // Idle keep-alive connections per upstream and io_context (a call uses those of its client
+  // connection's io_context, so that it stays on one thread).
+  using PoolKey = std::pair<const Upstream*, const net::io_context*>;
+  std::map<PoolKey, std::deque<std::shared_ptr<UpConn>>> idle;
   ProxyCounters counters;
 
   // acquire_async callbacks not finished yet (wait_idle).
@@ -156,18 +158,18 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (--callbacks == 0) idle_cv.notify_all();
   }
 
-  std::shared_ptr<UpConn> pooled(const Upstream& up) {
+  std::shared_ptr<UpConn> pooled(const Upstream& up, const net::io_context& ioc) {
     std::lock_guard lock(mu);
-    auto& q = idle[up.name];
-    if (q.empty()) return nullptr;
-    auto c = std::move(q.back());
-    q.pop_back();
+    auto it = idle.find(PoolKey{&up, &ioc});
+    if (it == idle.end() || it->second.empty()) return nullptr;
+    auto c = std::move(it->second.back());
+    it->second.pop_back();
     return c;
   }
-  void give_back(const Upstream& up, std::shared_ptr<UpConn> c) {
+  void give_back(const Upstream& up, const net::io_context& ioc, std::shared_ptr<UpConn> c) {
     if (shutdown.stop_requested()) return;
     std::lock_guard lock(mu);
-    auto& q = idle[up.name];
+    auto& q = idle[PoolKey{&up, &ioc}];
     if (q.size() < kMaxIdlePerUpstream) q.push_back(std::move(c));
   }
   void count(const Upstream& up, const std::string& model, const char* outcome) {
@@ -196,8 +198,8 @@ namespace {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(std::shared_ptr<Proxy::Impl> p, const Upstream& up, Request req,
-          std::shared_ptr<Downstream> down)
-      : p_(std::move(p)), up_(up), req_(std::move(req)), down_(std::move(down)) {}
+          std::shared_ptr<Downstream> down, net::io_context& ioc)
+      : p_(std::move(p)), up_(up), ioc_(ioc), req_(std::move(req)), down_(std::move(down)) {}
 
   ~Session() {
     std::lock_guard lock(p_->mu);
@@ -394,9 +396,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void forward() {
     if (wire_.empty()) build_wire();
     if (gone_) return settle_unreached();
-    conn_ = p_->pooled(up_);
+    conn_ = p_->pooled(up_, ioc_);
     reused_ = conn_ != nullptr;
-    if (!conn_) conn_ = std::make_shared<UpConn>(p_->ioc, up_.tls ? &p_->tls : nullptr);
+    if (!conn_) conn_ = std::make_shared<UpConn>(ioc_, up_.tls ? &p_->tls : nullptr);
     set_live(conn_);
     auto self = shared_from_this();
     net::dispatch(conn_->strand, [self] {
@@ -475,7 +477,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void stale_or_dropped(const std::string& why) {
     if (reused_ && !gone_) {
       reused_ = false;
-      conn_ = std::make_shared<UpConn>(p_->ioc, up_.tls ? &p_->tls : nullptr);
+      conn_ = std::make_shared<UpConn>(ioc_, up_.tls ? &p_->tls : nullptr);
       set_live(conn_);
       auto self = shared_from_this();
       return net::dispatch(conn_->strand, [self] { self->connect(); });
@@ -524,15 +526,28 @@ class Session : public std::enable_shared_from_this<Session> {
     body_.clear();
     if (sse && status_ / 100 == 2 && !parser_->is_done()) {
       reader_.emplace(up_.api, call_.add_include_usage);
-      auto self = shared_from_this();
-      return down_->start(std::move(head_), [self](bool ok) {
-        net::dispatch(self->conn_->strand, [self, ok] {
-          if (!ok) return self->dropped("the client went away");
-          self->read_piece();
-        });
-      });
+      // The first events came with the head: they go to the client in one write with it
+      // (one write and one wake-up fewer before the first token). Otherwise the head goes
+      // at once, whatever the upstream's time to its first event.
+      if (conn_->buffer.size() > 0) {
+        head_pending_ = true;
+        return read_piece();
+      }
+      return start_stream("");
     }
     read_piece();
+  }
+
+  void start_stream(std::string first) {
+    head_pending_ = false;
+    head_.body = std::move(first);
+    auto self = shared_from_this();
+    down_->start(std::move(head_), [self](bool ok) {
+      net::dispatch(self->conn_->strand, [self, ok] {
+        if (!ok) return self->dropped("the client went away");
+        self->read_piece();
+      });
+    });
   }
 
   void read_piece() {
@@ -562,6 +577,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string out;
     reader_->feed(got, out);
     if (parser_->is_done()) reader_->finish(out);
+    if (head_pending_ && (!out.empty() || conn_->buffer.size() == 0 || parser_->is_done())) {
+      return start_stream(std::move(out));
+    }
     if (out.empty()) return read_piece();
     auto self = shared_from_this();
     down_->send(std::move(out), [self](bool ok) {
@@ -580,7 +598,7 @@ class Session : public std::enable_shared_from_this<Session> {
       (void)p_->limiter.observe(call_.model, observed_);
     }
     set_live(nullptr);
-    if (keep && !gone_) p_->give_back(up_, conn_);
+    if (keep && !gone_) p_->give_back(up_, ioc_, conn_);
     conn_.reset();
     if (status_ == 429 && retries_ < p_->options.retry_429 && !gone_ && !reader_) {
       return retry_after_hint();
@@ -608,7 +626,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (iequals(name, "retry-after")) wait = std::chrono::seconds(std::atoll(value.c_str()));
     }
     wait = std::clamp<Duration>(wait, Duration(0), kMaxRetryWait);
-    timer_.emplace(p_->ioc);
+    timer_.emplace(ioc_);
     timer_->expires_after(wait);
     timer_->async_wait([self = shared_from_this()](beast::error_code) { self->forward(); });
   }
@@ -625,7 +643,7 @@ class Session : public std::enable_shared_from_this<Session> {
     broken_ = true;
     settle(reader_ ? reader_->usage() : std::nullopt);
     if (gone_) return;
-    if (reader_) return down_->abort();
+    if (reader_ && !head_pending_) return down_->abort();
     fail(502, "unavailable",
          "ratelimit proxy: upstream " + up_.name + " (" + up_.url + "): " + why);
   }
@@ -653,6 +671,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::shared_ptr<Proxy::Impl> p_;
   const Upstream& up_;
+  net::io_context& ioc_;  // the client connection's: the upstream exchange runs on it
   Request req_;
   std::shared_ptr<Downstream> down_;
   proxy::Call call_;
@@ -680,12 +699,13 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string body_;
   std::string piece_;
   std::optional<proxy::EventReader> reader_;
+  bool head_pending_ = false;  // a streamed answer's head waits for its first piece (on_head)
 };
 
 }  // namespace
 
-Proxy::Proxy(RateLimiter& limiter, const ServerOptions& options, net::io_context& ioc)
-    : impl_(std::make_shared<Impl>(limiter, options, ioc)) {}
+Proxy::Proxy(RateLimiter& limiter, const ServerOptions& options)
+    : impl_(std::make_shared<Impl>(limiter, options)) {}
 
 Proxy::~Proxy() = default;
 
@@ -722,14 +742,15 @@ Response Proxy::too_large(const Upstream& up) const {
   return r;
 }
 
-void Proxy::handle(const Upstream& up, Request request, std::shared_ptr<Downstream> down) {
-  std::make_shared<Session>(impl_, up, std::move(request), std::move(down))->start();
+void Proxy::handle(const Upstream& up, Request request, std::shared_ptr<Downstream> down,
+                   net::io_context& ioc) {
+  std::make_shared<Session>(impl_, up, std::move(request), std::move(down), ioc)->start();
 }
 
 void Proxy::begin_shutdown() {
   impl_->shutdown.request_stop();
   std::lock_guard lock(impl_->mu);
-  for (auto& [name, q] : impl_->idle) {
+  for (auto& [key, q] : impl_->idle) {
     for (auto& c : q) {
       net::post(c->strand, [c] {
         beast::error_code ignored;

@@ -1,9 +1,10 @@
 // The limiting reverse proxy of `ratelimit serve --upstream` (docs/proxy.md): requests under
 // /NAME/ are limited (acquire before, commit the actual usage after, observe the response
-// headers) and forwarded to the upstream on the server's own io_context (Boost.Beast client,
-// keep-alive pool per upstream, TLS through OpenSSL). The HTTP layer (http_server.cc) hands a
-// request whose path starts with an upstream's prefix to Proxy::handle together with a
-// Downstream, through which the answer goes back whole or streamed chunk by chunk.
+// headers) and forwarded to the upstream on the client connection's own io_context
+// (Boost.Beast client, keep-alive pool per upstream and io_context, TLS through OpenSSL). The
+// HTTP layer (http_connection.cc) hands a request whose path starts with an upstream's prefix
+// to Proxy::handle together with a Downstream, through which the answer goes back whole or
+// streamed chunk by chunk.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +32,8 @@ class Downstream {
   virtual ~Downstream() = default;
   // A whole answer (errors, non-streamed responses).
   virtual void respond(Response r) = 0;
-  // A streamed answer: its head (its body is ignored), then pieces, then end(); each `ready`
+  // A streamed answer: its head (its body, when not empty, is the first piece, written with
+  // the head), then pieces, then end(); each `ready`
   // runs once that part is written (true) or the client is gone (false). One at a time.
   virtual void start(Response head, std::function<void(bool)> ready) = 0;
   virtual void send(std::string piece, std::function<void(bool)> ready) = 0;
@@ -63,8 +65,8 @@ inline constexpr double kProxyLatencyBounds[] = {0.005, 0.025, 0.1, 0.5, 1, 5, 3
 // Thread-safe.
 class Proxy {
  public:
-  // `limiter` and `ioc` must outlive the proxy; options.upstreams is not empty.
-  Proxy(RateLimiter& limiter, const ServerOptions& options, boost::asio::io_context& ioc);
+  // `limiter` and `options` must outlive the proxy; options.upstreams is not empty.
+  Proxy(RateLimiter& limiter, const ServerOptions& options);
   ~Proxy();
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;
@@ -78,8 +80,11 @@ class Proxy {
   std::optional<Response> check_head(const Upstream& up, const Request& head) const;
   // 413 in the provider's shape (a body over --proxy-max-body).
   Response too_large(const Upstream& up) const;
-  // Limits and forwards `request` (head_checked, body read); answers through `down`.
-  void handle(const Upstream& up, Request request, std::shared_ptr<Downstream> down);
+  // Limits and forwards `request` (head_checked, body read); answers through `down`. The
+  // upstream exchange runs on `ioc` (the client connection's: no hand-off between threads),
+  // which must outlive the proxy's connections on it (those idle in the pool included).
+  void handle(const Upstream& up, Request request, std::shared_ptr<Downstream> down,
+              boost::asio::io_context& ioc);
   // Shutting down: waiting calls answer 503; idle upstream connections are closed.
   void begin_shutdown();
   // Blocks until no acquire that waited is still delivering its answer (after

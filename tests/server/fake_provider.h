@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -88,6 +89,16 @@ class FakeProvider {
   std::atomic<int> drop{0};
   // Streamed answers pause this long between events.
   std::atomic<int> event_gap_ms{0};
+  // Streamed answers send their head, then hold their first event until release_first()
+  // (at most 10 s).
+  std::atomic<bool> hold_first{false};
+  void release_first() {
+    {
+      std::lock_guard lock(mu_);
+      released_ = true;
+    }
+    released_cv_.notify_all();
+  }
 
  private:
   void record(const httplib::Request& q) {
@@ -141,20 +152,23 @@ class FakeProvider {
   void stream(httplib::Response& r, std::vector<std::string> events) {
     const bool cut = drop.load() > 0 && drop.fetch_sub(1) > 0;
     const int gap = event_gap_ms.load();
-    r.set_chunked_content_provider("text/event-stream",
-                                   [events = std::move(events), cut, gap, i = std::size_t{0}](
-                                       std::size_t, httplib::DataSink& sink) mutable {
-                                     if (i > 0 && gap > 0)
-                                       std::this_thread::sleep_for(std::chrono::milliseconds(gap));
-                                     if (i == events.size()) {
-                                       sink.done();
-                                       return true;
-                                     }
-                                     if (cut && i == 1)
-                                       return false;  // the connection is closed mid-stream
-                                     const std::string& e = events[i++];
-                                     return sink.write(e.data(), e.size());
-                                   });
+    const bool hold = hold_first.load();
+    r.set_chunked_content_provider(
+        "text/event-stream", [this, events = std::move(events), cut, gap, hold, i = std::size_t{0}](
+                                 std::size_t, httplib::DataSink& sink) mutable {
+          if (i == 0 && hold) {
+            std::unique_lock lock(mu_);
+            released_cv_.wait_for(lock, std::chrono::seconds(10), [this] { return released_; });
+          }
+          if (i > 0 && gap > 0) std::this_thread::sleep_for(std::chrono::milliseconds(gap));
+          if (i == events.size()) {
+            sink.done();
+            return true;
+          }
+          if (cut && i == 1) return false;  // the connection is closed mid-stream
+          const std::string& e = events[i++];
+          return sink.write(e.data(), e.size());
+        });
   }
 
   void whole(httplib::Response& r, const std::string& body) {
@@ -249,6 +263,8 @@ class FakeProvider {
   std::thread thread_;
   std::atomic<int> hits_{0};
   mutable std::mutex mu_;
+  bool released_ = false;  // release_first() was called (guarded by mu_)
+  std::condition_variable released_cv_;
   std::vector<Seen> seen_;
 };
 

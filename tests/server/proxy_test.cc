@@ -539,6 +539,30 @@ TEST(Proxy, AClientThatLeavesMidStreamLeaksNoReservation) {
   EXPECT_EQ(limiter->stats("gpt-4o")->rpm, 1);
 }
 
+// The head of a streamed answer reaches the client at once, even while the upstream takes its
+// time over the first event (a model's time to its first token); when the first event comes
+// with the head, they are written together (proxy_bench's fake does that).
+TEST(Proxy, AStreamsHeadIsNotHeldBackUntilItsFirstEvent) {
+  FakeProvider fake;
+  fake.hold_first = true;
+  auto limiter = limiter_with(kQuotas);
+  Proxied proxy(*limiter, fake);
+  testing::RawConn raw(proxy.port());
+  ASSERT_TRUE(raw.ok()) << raw.error();
+  raw.send(
+      "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+      "application/json\r\nContent-Length: 55\r\n\r\n"
+      R"({"model":"gpt-4o","messages":[],"stream":true,"n":1234})");
+  const std::string head = read_until(raw.fd(), "\r\n\r\n", 10s);
+  fake.release_first();
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  EXPECT_NE(head.find("text/event-stream"), std::string::npos) << head;
+  EXPECT_EQ(head.find("data: "), std::string::npos) << head;  // the event was still held
+  const std::string rest = read_until(raw.fd(), "\r\n0\r\n\r\n", 10s);
+  EXPECT_NE(rest.find("[DONE]"), std::string::npos) << rest;
+  EXPECT_EQ(limiter->stats("gpt-4o")->rpm, 1);
+}
+
 TEST(Proxy, BadInputGetsTheProvidersErrorShape) {
   FakeProvider fake;
   auto limiter = limiter_with(kQuotas);
