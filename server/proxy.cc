@@ -510,12 +510,13 @@ class Session : public std::enable_shared_from_this<Session> {
     head_ = Response{};
     head_.status = status_;
     observed_.headers.clear();
-    bool sse = false;
+    bool sse = false, json = false;
     for (const auto& f : m) {
       const std::string name(f.name_string()), value(f.value());
       observed_.headers.emplace_back(name, value);
-      if (iequals(name, "content-type") && value.find("text/event-stream") != std::string::npos) {
-        sse = true;
+      if (iequals(name, "content-type")) {
+        sse = value.find("text/event-stream") != std::string::npos;
+        json = value.find("json") != std::string::npos;
       }
       if (!hop_by_hop(name)) head_.headers.push_back({name, value});
     }
@@ -524,8 +525,11 @@ class Session : public std::enable_shared_from_this<Session> {
       ++p_->counters.upstream_429;
     }
     body_.clear();
-    if (sse && status_ / 100 == 2 && !parser_->is_done()) {
-      reader_.emplace(up_.api, call_.add_include_usage);
+    // Gemini's streamGenerateContent without ?alt=sse streams one JSON array, element by
+    // element: passed on as it comes too.
+    const bool array = !sse && json && call_.stream && up_.api == UpstreamApi::gemini;
+    if ((sse || array) && status_ / 100 == 2 && !parser_->is_done()) {
+      reader_.emplace(up_.api, call_.add_include_usage, array);
       // The first events came with the head: they go to the client in one write with it
       // (one write and one wake-up fewer before the first token). Otherwise the head goes
       // at once, whatever the upstream's time to its first event.

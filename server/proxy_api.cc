@@ -328,7 +328,48 @@ std::optional<Usage> usage_of_with_full_parser(UpstreamApi api, std::string_view
   return usage_in(api, json::parse(body, nullptr, false));
 }
 
+void EventReader::array_bytes(std::string_view data) {
+  for (const char ch : data) {
+    const bool inside = depth_ >= 2 || (depth_ == 1 && ch == '{');
+    if (inside && !overflow_) pending_ += ch;
+    if (in_string_) {
+      if (escaped_) {
+        escaped_ = false;
+      } else if (ch == '\\') {
+        escaped_ = true;
+      } else if (ch == '"') {
+        in_string_ = false;
+      }
+      continue;
+    }
+    if (ch == '"') {
+      in_string_ = true;
+    } else if (ch == '{' || ch == '[') {
+      ++depth_;
+    } else if (ch == '}' || ch == ']') {
+      --depth_;
+      if (depth_ == 1) {  // an element of the array is complete
+        if (!overflow_ && pending_.find("usageMetadata") != std::string::npos) {
+          if (auto u = usage_in(api_, json::parse(pending_, nullptr, false))) {
+            input_ = u->input, output_ = u->output;
+          }
+        }
+        pending_.clear();
+        overflow_ = false;
+      }
+    }
+    if (pending_.size() > kMaxEvent) {  // a huge element: its usage is not read
+      overflow_ = true;
+      pending_.clear();
+    }
+  }
+}
+
 void EventReader::feed(std::string_view data, std::string& out) {
+  if (array_) {
+    out.append(data);
+    return array_bytes(data);
+  }
   if (overflow_) {
     out.append(data);
     return;
@@ -353,6 +394,7 @@ void EventReader::feed(std::string_view data, std::string& out) {
 }
 
 void EventReader::finish(std::string& out) {
+  if (array_) return pending_.clear();  // an element cut short carries no usage
   if (!pending_.empty() && !overflow_) event(pending_, out);
   pending_.clear();
 }

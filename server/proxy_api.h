@@ -55,7 +55,11 @@ std::optional<Usage> usage_of_with_full_parser(UpstreamApi api, std::string_view
 // be dropped) and the usage they carry is kept. Not thread-safe.
 class EventReader {
  public:
-  EventReader(UpstreamApi api, bool strip_usage_chunk) : api_(api), strip_(strip_usage_chunk) {}
+  // `json_array`: the stream is not server-sent events but one JSON array sent element by
+  // element (Gemini's streamGenerateContent without ?alt=sse): the bytes go to `out` as they
+  // come, and usage is read from the last element that carries it.
+  EventReader(UpstreamApi api, bool strip_usage_chunk, bool json_array = false)
+      : api_(api), strip_(strip_usage_chunk), array_(json_array) {}
   // Appends `data` and moves to `out` every complete event (those to forward).
   void feed(std::string_view data, std::string& out);
   // The end of the stream: what is left (an unterminated event) goes to `out`.
@@ -64,8 +68,14 @@ class EventReader {
 
  private:
   void event(std::string_view text, std::string& out);
+  void array_bytes(std::string_view data);
   UpstreamApi api_;
   bool strip_;
+  // json_array: where the scan of the array stands (nesting depth, inside a string, after a
+  // backslash); pending_ holds the element being read (from its '{'), up to the size bound.
+  bool array_;
+  int depth_ = 0;
+  bool in_string_ = false, escaped_ = false;
   std::string pending_;
   bool overflow_ = false;  // an event beyond the size bound: forwarded unread from then on
   std::optional<std::int64_t> input_, output_;

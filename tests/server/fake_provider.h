@@ -149,13 +149,14 @@ class FakeProvider {
 
   // Streams `events` (each a complete "data: ...\n\n" text), breaking off after the first when
   // a drop is pending.
-  void stream(httplib::Response& r, std::vector<std::string> events) {
+  void stream(httplib::Response& r, std::vector<std::string> events,
+              const char* content_type = "text/event-stream") {
     const bool cut = drop.load() > 0 && drop.fetch_sub(1) > 0;
     const int gap = event_gap_ms.load();
     const bool hold = hold_first.load();
     r.set_chunked_content_provider(
-        "text/event-stream", [this, events = std::move(events), cut, gap, hold, i = std::size_t{0}](
-                                 std::size_t, httplib::DataSink& sink) mutable {
+        content_type, [this, events = std::move(events), cut, gap, hold, i = std::size_t{0}](
+                          std::size_t, httplib::DataSink& sink) mutable {
           if (i == 0 && hold) {
             std::unique_lock lock(mu_);
             released_cv_.wait_for(lock, std::chrono::seconds(10), [this] { return released_; });
@@ -249,6 +250,16 @@ class FakeProvider {
                               std::to_string(kGeminiOut) + "}";
     const std::string part =
         R"({"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"}}]})";
+    if (q.matches[2] == "streamGenerateContent" && q.get_param_value("alt") != "sse") {
+      // Without ?alt=sse, Gemini streams one JSON array, element by element (each element's
+      // usageMetadata is the running total; a '}' in a text must not end an element).
+      const std::string early =
+          R"({"candidates":[{"content":{"parts":[{"text":"a } \" ]"}]}}],)"
+          R"("usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}})";
+      return stream(
+          r, {"[" + early, ",\r\n" + part.substr(0, part.size() - 1) + "," + usage + "}", "]"},
+          "application/json; charset=UTF-8");
+    }
     if (q.matches[2] == "streamGenerateContent") {
       return stream(r, {"data: " + part + "\r\n\r\n",
                         "data: " + part.substr(0, part.size() - 1) + "," + usage + "}\r\n\r\n"});

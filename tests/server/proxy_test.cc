@@ -222,6 +222,44 @@ TEST(ProxyApi, EventReaderKeepsUsageAndStripsTheChunkItAskedFor) {
   EXPECT_EQ(r.usage()->output, 4);
 }
 
+TEST(ProxyApi, ArrayReaderTakesTheLastUsageOfAJsonArrayStream) {
+  const std::string first = R"({"candidates":[{"content":{"parts":[{"text":"} ] { [ \\\" \\"}]}}],)"
+                            R"("usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}})";
+  const std::string last =
+      R"({"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":9,)"
+      R"("thoughtsTokenCount":2}})";
+  const std::string all = "[" + first + ",\r\n" + last + "]";
+  proxy::EventReader r(UpstreamApi::gemini, false, true);
+  std::string out;
+  EXPECT_FALSE(r.usage());
+  for (char ch : all) r.feed(std::string_view(&ch, 1), out);  // byte by byte
+  r.finish(out);
+  EXPECT_EQ(out, all);  // passed on untouched
+  ASSERT_TRUE(r.usage());
+  EXPECT_EQ(r.usage()->input, 7);
+  EXPECT_EQ(r.usage()->output, 11);
+
+  // Cut short inside the second element: the first element's usage is what was seen.
+  proxy::EventReader cut(UpstreamApi::gemini, false, true);
+  out.clear();
+  cut.feed(all.substr(0, all.size() - 20), out);
+  cut.finish(out);
+  ASSERT_TRUE(cut.usage());
+  EXPECT_EQ(cut.usage()->output, 1);
+
+  // An element past the size bound is passed on, unread; the next one is read again.
+  proxy::EventReader big(UpstreamApi::gemini, false, true);
+  out.clear();
+  const std::string huge = R"({"x":")" + std::string(5 * 1024 * 1024, 'a') +
+                           R"(","usageMetadata":{"promptTokenCount":99}})";
+  big.feed("[" + huge + ",", out);
+  EXPECT_FALSE(big.usage());
+  big.feed(last + "]", out);
+  ASSERT_TRUE(big.usage());
+  EXPECT_EQ(big.usage()->input, 7);
+  EXPECT_EQ(out.size(), huge.size() + last.size() + 3);
+}
+
 // --- end to end ---
 
 std::unique_ptr<RateLimiter> limiter_with(QuotaMap quotas) {
@@ -343,6 +381,25 @@ void expect_end_to_end(bool stream) {
 }
 
 TEST(Proxy, EachApiNotStreamedCommitsTheReportedUsage) { expect_end_to_end(false); }
+
+// Gemini's streamGenerateContent without ?alt=sse: one JSON array, passed on as it comes, and
+// its last usageMetadata committed (not the estimate).
+TEST(Proxy, GeminiStreamedAsAJsonArrayCommitsItsLastUsage) {
+  FakeProvider fake;
+  auto limiter = limiter_with(kQuotas);
+  Proxied proxy(*limiter, fake);
+  auto cli = proxy.client();
+  auto res = cli.Post("/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+                      R"({"contents":[{"parts":[{"text":"hi"}]}]})", "application/json");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->get_header_value("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(res->body.front(), '[');
+  EXPECT_EQ(res->body.back(), ']');
+  EXPECT_TRUE(nlohmann::json::parse(res->body, nullptr, false).is_array()) << res->body;
+  EXPECT_EQ(tokens_of(*limiter, "gemini-2.0-flash"),
+            FakeProvider::kGeminiIn + FakeProvider::kGeminiOut);
+}
 TEST(Proxy, EachApiStreamedCommitsTheReportedUsage) { expect_end_to_end(true); }
 
 TEST(Proxy, NonInferenceRequestsPassUnlimited) {
