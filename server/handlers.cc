@@ -14,6 +14,7 @@
 #include "leases.h"
 #include "live_page.h"
 #include "prometheus_text.h"
+#include "proxy_stats.h"
 #include "ratelimit/model_name.h"
 
 namespace ratelimit::server {
@@ -54,6 +55,8 @@ struct Handlers::Impl {
   std::atomic<std::uint64_t> invalid_model_requests{0};
   std::mutex persist_mu;
   std::chrono::steady_clock::time_point last_persist = std::chrono::steady_clock::now();
+  std::mutex proxy_mu;
+  std::function<ProxyCounters()> proxy_counters;  // set_proxy_counters; empty: no proxy
 
   void count(Route route, int status, std::chrono::nanoseconds took) {
     RouteCounters& c = routes[static_cast<std::size_t>(route)];
@@ -417,7 +420,12 @@ struct Handlers::Impl {
       if (d.code == DecisionCode::store_unavailable) return store_failed(op, "decide");
       rows.push_back({std::move(name), d});
     }
-    return json_response(200, json::status(rows));
+    std::string body = json::status(rows);
+    std::unique_lock lock(proxy_mu);
+    const auto proxy = proxy_counters;  // called unlocked
+    lock.unlock();
+    if (proxy) add_proxy_stats(body, proxy());
+    return json_response(200, std::move(body));
   }
 
   Response model_stats(const Request& req) {
@@ -766,6 +774,11 @@ void Handlers::maintain() {
                  s.error().to_string().c_str());
   }
   impl_->last_persist = now;
+}
+
+void Handlers::set_proxy_counters(std::function<ProxyCounters()> source) {
+  std::lock_guard lock(impl_->proxy_mu);
+  impl_->proxy_counters = std::move(source);
 }
 
 ServerCounters Handlers::counters() const {

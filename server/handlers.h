@@ -9,12 +9,14 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "http.h"
+#include "proxy.h"
 #include "ratelimit/limiter.h"
 #include "server.h"
 
@@ -52,6 +54,14 @@ class Handlers {
   // Expires leases and, on the YAML store, writes the state every persist_every. Call about
   // once a second.
   void maintain();
+
+  // The limiting proxy's counters (Proxy::counters), shown in GET /v1/stats as "proxy" (and
+  // on the live page): set by the server right after it constructs its Proxy. Without a
+  // source (no --upstream), /v1/stats has no "proxy" key. Thread-safe (meant for before the
+  // server runs; a later call takes effect from the next request); `source` is called on io
+  // threads, once per GET /v1/stats, and must stay valid until the handlers are destroyed or
+  // it is replaced. An empty function removes the source.
+  void set_proxy_counters(std::function<ProxyCounters()> source);
 
   ServerCounters counters() const;
   // Open connections, kept by the HTTP layer (shown in /metrics).

@@ -3,7 +3,8 @@
 namespace ratelimit::server {
 namespace {
 
-// Model names are user data: they only ever reach the page through textContent, never HTML.
+// Model and upstream names are user data: they only ever reach the page through textContent,
+// never HTML.
 constexpr std::string_view kPage = R"html(<!doctype html>
 <html lang="en">
 <head>
@@ -29,6 +30,9 @@ constexpr std::string_view kPage = R"html(<!doctype html>
   .usage + .usage { margin-top: .2rem; }
   .label { color: #5a6272; width: 1.8rem; }
   .provider { color: #5a6272; font-size: .9em; }
+  h2 { font-size: 1rem; margin: 1.5rem 0 .25rem; }
+  #proxy table + table { margin-top: .75rem; }
+  .all { color: #5a6272; }
 </style>
 </head>
 <body>
@@ -38,6 +42,17 @@ constexpr std::string_view kPage = R"html(<!doctype html>
   <thead><tr><th>Model</th><th>Requests / min</th><th>Tokens / min</th><th>Requests today</th><th>Next request</th></tr></thead>
   <tbody id="rows"></tbody>
 </table>
+<section id="proxy" hidden>
+<h2>Proxy</h2>
+<table>
+  <thead><tr><th>Tokens committed</th><th>429s avoided</th><th>429s received</th><th>Passed unknown</th><th>In flight</th></tr></thead>
+  <tbody id="proxy-totals"></tbody>
+</table>
+<table>
+  <thead><tr><th>Upstream</th><th>Model</th><th>Requests</th><th>Upstream latency</th></tr></thead>
+  <tbody id="proxy-rows"></tbody>
+</table>
+</section>
 <script>
 "use strict";
 (function () {
@@ -49,6 +64,9 @@ constexpr std::string_view kPage = R"html(<!doctype html>
   const token = sessionStorage.getItem("ratelimit-token");
   const status = document.getElementById("status");
   const rows = document.getElementById("rows");
+  const proxySection = document.getElementById("proxy");
+  const proxyTotals = document.getElementById("proxy-totals");
+  const proxyRows = document.getElementById("proxy-rows");
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -133,6 +151,52 @@ constexpr std::string_view kPage = R"html(<!doctype html>
       rows.appendChild(tr);
     }
   }
+  // The limiting proxy (serve --upstream): totals, then per upstream its requests by outcome
+  // with its latency, and one row per model under it.
+  const kOutcomes = ["forwarded", "limited", "upstream_429", "upstream_error", "unlimited",
+                     "invalid", "client_gone"];
+  function outcomes(counts) {
+    const known = kOutcomes.filter((o) => counts[o] > 0);
+    const other = Object.keys(counts).filter((o) => !kOutcomes.includes(o)).sort();
+    const said = known.concat(other).map((o) => o + " " + counts[o]);
+    return said.length > 0 ? said.join(", ") : "none";
+  }
+  function seconds(s) { return s < 1 ? (s * 1000).toFixed(1) + " ms" : s.toFixed(2) + " s"; }
+  function latency(l) {
+    if (!l || l.count === 0) return "no calls yet";
+    return "p50 " + seconds(l.p50_seconds) + ", p99 " + seconds(l.p99_seconds) + ", mean " +
+           seconds(l.sum_seconds / l.count) + " (" + l.count + " calls)";
+  }
+  function proxyRow(upstream, model, counts, lat) {
+    const tr = el("tr", "proxy");
+    tr.dataset.upstream = upstream;
+    if (model !== null) tr.dataset.model = model;
+    tr.appendChild(el("td", "upstream", model === null ? upstream : ""));
+    tr.appendChild(model === null ? el("td", "all", "all models")
+                                  : el("td", "name", model === "" ? "(no model)" : model));
+    tr.appendChild(el("td", "num", outcomes(counts)));
+    tr.appendChild(el("td", "num", lat === undefined ? "" : latency(lat)));
+    return tr;
+  }
+  function renderProxy(proxy) {
+    proxySection.hidden = !proxy;
+    proxyTotals.replaceChildren();
+    proxyRows.replaceChildren();
+    if (!proxy) return;
+    const totals = el("tr", "proxy-totals");
+    for (const n of [proxy.tokens_committed, proxy.waited, proxy.upstream_429,
+                     proxy.passed_unknown, proxy.in_flight]) {
+      totals.appendChild(el("td", "num", String(n)));
+    }
+    proxyTotals.appendChild(totals);
+    for (const name of Object.keys(proxy.upstreams).sort()) {
+      const u = proxy.upstreams[name];
+      proxyRows.appendChild(proxyRow(name, null, u.requests, u.latency));
+      for (const model of Object.keys(u.models).sort()) {
+        proxyRows.appendChild(proxyRow(name, model, u.models[model], undefined));
+      }
+    }
+  }
   async function poll() {
     try {
       const headers = token ? { "Authorization": "Bearer " + token } : {};
@@ -145,6 +209,7 @@ constexpr std::string_view kPage = R"html(<!doctype html>
       if (!res.ok) throw new Error("HTTP " + res.status);
       const body = await res.json();
       render(body.models);
+      renderProxy(body.proxy);
       status.textContent = "updated " + new Date().toLocaleTimeString() + " · " +
                            Object.keys(body.models).length + " models";
       status.className = "";

@@ -8,6 +8,7 @@
 
 #include "json_format.h"
 #include "prometheus_text.h"
+#include "proxy_stats.h"
 #include "test_util.h"
 
 namespace ratelimit::server {
@@ -96,6 +97,124 @@ TEST_F(HandlersTest, AClientThatLeftIsNeverGranted) {
   EXPECT_EQ(limiter_->stats("m")->rpm, 1);
   EXPECT_EQ(limiter_->metrics()->at("m").count(RequestOutcome::admitted), 1u);
   EXPECT_EQ(handlers_->counters().leases, 1u);
+}
+
+// --- the proxy's figures in GET /v1/stats (issue 14) ------------------------------------------
+
+// Two upstreams with calls and an idle one; model names with markup, a quote, no name (refused
+// before the model was known) and bytes that are not UTF-8.
+ProxyCounters fake_proxy_counters() {
+  ProxyCounters c;
+  c.requests = {{"openai\tgpt-4o\tforwarded", 3},       {"openai\tgpt-4o\tlimited", 1},
+                {"openai\tteam/<b>x\"y\tforwarded", 2}, {"openai\t\tinvalid", 1},
+                {"openai\tbad\xff\tforwarded", 6},      {"anthropic\tclaude\tupstream_429", 4}};
+  c.tokens_committed = 1234;
+  c.waited = 5;
+  c.upstream_429 = 4;
+  c.passed_unknown = 2;
+  c.in_flight = 1;
+  const std::size_t n = std::size(kProxyLatencyBounds) + 1;
+  std::vector<std::uint64_t> openai(n), anthropic(n), gemini(n);
+  openai[1] = 2;         // two calls in (0.005, 0.025]
+  anthropic[n - 1] = 1;  // one above the last bound
+  c.latency = {
+      {"openai", {openai, 0.03}}, {"anthropic", {anthropic, 200.0}}, {"gemini", {gemini, 0}}};
+  return c;
+}
+
+TEST_F(HandlersTest, StatsHaveNoProxyWithoutASource) {
+  Response r = call(request("GET", "/v1/stats"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = json::parse(r.body);
+  EXPECT_TRUE(j.contains("models")) << r.body;
+  EXPECT_FALSE(j.contains("proxy")) << r.body;
+  EXPECT_EQ(r.body, ratelimit::json::status({{"m", limiter_->decide("m", 0)}}));
+}
+
+TEST_F(HandlersTest, StatsShowTheProxyFiguresFromTheSource) {
+  const std::string without = call(request("GET", "/v1/stats")).body;
+  int calls = 0;
+  handlers_->set_proxy_counters([&calls] {
+    ++calls;
+    return fake_proxy_counters();
+  });
+  Response r = call(request("GET", "/v1/stats"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(calls, 1);
+  const json j = json::parse(r.body);
+  // The models are as before, the proxy beside them.
+  EXPECT_EQ(j["models"], json::parse(without)["models"]);
+  ASSERT_TRUE(j.contains("proxy")) << r.body;
+  const json& p = j["proxy"];
+  EXPECT_EQ(p["tokens_committed"], 1234);
+  EXPECT_EQ(p["waited"], 5);
+  EXPECT_EQ(p["upstream_429"], 4);
+  EXPECT_EQ(p["passed_unknown"], 2);
+  EXPECT_EQ(p["in_flight"], 1);
+  ASSERT_EQ(p["upstreams"].size(), 3u) << r.body;
+
+  const json& openai = p["upstreams"]["openai"];
+  EXPECT_EQ(openai["requests"], json({{"forwarded", 11}, {"limited", 1}, {"invalid", 1}}));
+  EXPECT_EQ(openai["models"], json({{"", {{"invalid", 1}}},
+                                    {"bad\xEF\xBF\xBD", {{"forwarded", 6}}},
+                                    {"gpt-4o", {{"forwarded", 3}, {"limited", 1}}},
+                                    {"team/<b>x\"y", {{"forwarded", 2}}}}))
+      << r.body;
+  const json& l = openai["latency"];
+  EXPECT_EQ(l["count"], 2);
+  EXPECT_DOUBLE_EQ(l["sum_seconds"].get<double>(), 0.03);
+  EXPECT_DOUBLE_EQ(l["p50_seconds"].get<double>(), 0.015);  // halfway into (0.005, 0.025]
+  EXPECT_NEAR(l["p99_seconds"].get<double>(), 0.0248, 1e-12);
+  EXPECT_EQ(l["bounds"], json({0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120}));
+  EXPECT_EQ(l["buckets"], json({0, 2, 0, 0, 0, 0, 0, 0, 0}));
+
+  const json& anthropic = p["upstreams"]["anthropic"];
+  EXPECT_EQ(anthropic["requests"], json({{"upstream_429", 4}}));
+  EXPECT_EQ(anthropic["models"], json({{"claude", {{"upstream_429", 4}}}}));
+  EXPECT_EQ(anthropic["latency"]["count"], 1);
+  EXPECT_DOUBLE_EQ(anthropic["latency"]["sum_seconds"].get<double>(), 200.0);
+  EXPECT_DOUBLE_EQ(anthropic["latency"]["p50_seconds"].get<double>(), 120.0);  // the last bound
+  EXPECT_DOUBLE_EQ(anthropic["latency"]["p99_seconds"].get<double>(), 120.0);
+
+  // An upstream without calls is listed, its quantiles null.
+  const json& gemini = p["upstreams"]["gemini"];
+  EXPECT_EQ(gemini["requests"], json::object());
+  EXPECT_EQ(gemini["models"], json::object());
+  EXPECT_EQ(gemini["latency"]["count"], 0);
+  EXPECT_TRUE(gemini["latency"]["p50_seconds"].is_null());
+  EXPECT_TRUE(gemini["latency"]["p99_seconds"].is_null());
+
+  // Removing the source removes the key.
+  handlers_->set_proxy_counters({});
+  EXPECT_FALSE(json::parse(call(request("GET", "/v1/stats")).body).contains("proxy"));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(ProxyStats, QuantilesInterpolateInsideABucket) {
+  const std::size_t n = std::size(kProxyLatencyBounds) + 1;
+  std::vector<std::uint64_t> b(n);
+  EXPECT_FALSE(latency_quantile(b, 0.5));
+  b[0] = 1;                                                    // (0, 0.005]
+  b[3] = 3;                                                    // (0.1, 0.5]
+  EXPECT_DOUBLE_EQ(*latency_quantile(b, 0.25), 0.005);         // rank 1: the top of bucket 0
+  EXPECT_DOUBLE_EQ(*latency_quantile(b, 0.5), 0.1 + 0.4 / 3);  // rank 2: a third into (0.1, 0.5]
+  EXPECT_DOUBLE_EQ(*latency_quantile(b, 1), 0.5);
+  std::string body = "{}";
+  add_proxy_stats(body, ProxyCounters{});
+  EXPECT_EQ(json::parse(body), json::parse(R"({"proxy": {"tokens_committed": 0, "waited": 0,
+      "upstream_429": 0, "passed_unknown": 0, "in_flight": 0, "upstreams": {}}})"));
+}
+
+// The page draws the proxy's figures only when /v1/stats carries them, and names only as text.
+TEST_F(HandlersTest, ThePageHasAProxySectionAndNoHtmlFromData) {
+  Response page = call(request("GET", "/"));
+  ASSERT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("<section id=\"proxy\" hidden>"), std::string::npos);
+  EXPECT_NE(page.body.find("renderProxy(body.proxy)"), std::string::npos);
+  EXPECT_NE(page.body.find("proxySection.hidden = !proxy"), std::string::npos);
+  for (const char* sink : {"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"}) {
+    EXPECT_EQ(page.body.find(sink), std::string::npos) << sink;
+  }
 }
 
 TEST(PrometheusText, EscapesLabelValuesAndStreamsInPieces) {

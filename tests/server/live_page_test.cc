@@ -1,6 +1,10 @@
 // The live page of `ratelimit serve` (GET /) rendered by headless Chromium against the real
 // server process: rows, escaping of model names, the token from the URL fragment, input and
-// output tokens and what the provider said.
+// output tokens and what the provider said; the limiting proxy's figures (from an in-process
+// server whose handlers are given them).
+#include <thread>
+
+#include "handlers.h"
 #include "server_process.h"
 
 namespace {
@@ -17,9 +21,14 @@ struct Cell {
 struct Row {
   std::string raw_data_model;  // the data-model attribute as serialized
   std::vector<Cell> cells;
+  std::string raw_data_upstream;  // proxy rows
+  bool has_data_model = false;
 };
 struct Dom {
   std::vector<Row> rows;
+  std::vector<Row> proxy_rows;        // <tr class="proxy">: per upstream, then its models
+  std::vector<Row> proxy_totals;      // <tr class="proxy-totals">
+  bool proxy_hidden = false;          // <section id="proxy" hidden>
   std::vector<std::string> elements;  // opening tag names, lower case, in order
   std::string status;                 // the text of <div id="status">
 };
@@ -90,9 +99,16 @@ Dom read_dom(const std::string& html) {
       if (name == "script" || name == "style" || name == "title" || name == "textarea") {
         const auto end = html.find("</" + name, i);
         i = end == std::string::npos ? html.size() : end;
-      } else if (name == "tr" && attrs["class"] == "model") {
-        dom.rows.push_back({attrs["data-model"], {}});
-        row = &dom.rows.back();
+      } else if (name == "tr" && (attrs["class"] == "model" || attrs["class"] == "proxy" ||
+                                  attrs["class"] == "proxy-totals")) {
+        auto& list = attrs["class"] == "model"   ? dom.rows
+                     : attrs["class"] == "proxy" ? dom.proxy_rows
+                                                 : dom.proxy_totals;
+        const bool has_model = attrs.count("data-model") > 0;
+        list.push_back({attrs["data-model"], {}, attrs["data-upstream"], has_model});
+        row = &list.back();
+      } else if (name == "section" && attrs["id"] == "proxy") {
+        dom.proxy_hidden = attrs.count("hidden") > 0;
       } else if (name == "td" && row != nullptr) {
         row->cells.push_back({attrs["class"], ""});
         cell = &row->cells.back();
@@ -215,6 +231,10 @@ TEST_F(LivePage, RendersModelsAndEscapesNames) {
   const Dom dom = dump("/", &html);
   ASSERT_NO_FATAL_FAILURE(expect_rows(dom, html));
   EXPECT_NE(dom.status.find("2 models"), std::string::npos) << dom.status;
+  // Without --upstream, /v1/stats has no "proxy": the section stays hidden and empty.
+  EXPECT_TRUE(dom.proxy_hidden) << html;
+  EXPECT_TRUE(dom.proxy_rows.empty()) << html;
+  EXPECT_TRUE(dom.proxy_totals.empty()) << html;
   EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
 }
 
@@ -262,6 +282,90 @@ TEST_F(LivePage, ShowsInputAndOutputTokensAndWhatTheProviderSaid) {
   EXPECT_NE(row->cells[4].raw.find("; provider: cooldown until "), std::string::npos)
       << row->cells[4].raw;
   EXPECT_EQ(stop_server(SIGTERM), 0) << server_->err();
+}
+
+// The proxy's figures: an in-process server (no proxy process needed) whose handlers read
+// fixed counters, as the server's own Proxy feeds them; upstream and model names are text.
+TEST_F(LivePage, ShowsTheProxyFiguresWithNamesAsText) {
+  using ratelimit::server::ProxyCounters;
+  ratelimit::Config config;
+  config.backend = ratelimit::Backend::memory;
+  config.providers = {ratelimit::Provider::local};
+  auto limiter = ratelimit::RateLimiter::open(std::move(config));
+  ASSERT_TRUE(limiter) << limiter.error().message;
+  ratelimit::server::ServerOptions options;
+  options.listen = {"127.0.0.1", 0};
+  ratelimit::server::Server server(**limiter, options);
+  server.handlers().set_proxy_counters([] {
+    ProxyCounters c;
+    c.requests = {{"openai\tgpt-4o\tforwarded", 3},
+                  {"openai\tgpt-4o\tlimited", 1},
+                  {"openai\t" + kOddModel + "\tforwarded", 2},
+                  {"openai\t\tinvalid", 1},
+                  {"anthropic\tclaude\tupstream_429", 4}};
+    c.tokens_committed = 1234;
+    c.waited = 5;
+    c.upstream_429 = 4;
+    c.passed_unknown = 2;
+    c.in_flight = 1;
+    const std::size_t n = std::size(ratelimit::server::kProxyLatencyBounds) + 1;
+    std::vector<std::uint64_t> openai(n), anthropic(n), gemini(n);
+    openai[1] = 2;         // two calls in (0.005, 0.025]
+    anthropic[n - 1] = 1;  // one above the last bound
+    c.latency = {
+        {"openai", {openai, 0.03}}, {"anthropic", {anthropic, 200.0}}, {"gemini", {gemini, 0}}};
+    return c;
+  });
+  auto port = server.bind();
+  ASSERT_TRUE(port) << port.error().message;
+  std::thread serving([&server] { server.run(); });
+  port_ = *port;
+  std::string html;
+  const Dom dom = dump("/", &html);
+  server.stop();
+  serving.join();
+
+  EXPECT_FALSE(dom.proxy_hidden) << html;
+  ASSERT_EQ(dom.proxy_totals.size(), 1u) << html;
+  std::vector<std::string> totals;
+  for (const Cell& c : dom.proxy_totals[0].cells) totals.push_back(c.raw);
+  EXPECT_EQ(totals, (std::vector<std::string>{"1234", "5", "4", "2", "1"}));
+
+  // Upstreams sorted by name, each followed by its models sorted by name.
+  struct Expected {
+    std::string upstream;
+    std::optional<std::string> model;  // nullopt: the upstream's own row
+    std::vector<std::string> cells;
+  };
+  const std::vector<Expected> expected = {
+      {"anthropic",
+       std::nullopt,
+       {"anthropic", "all models", "upstream_429 4",
+        "p50 120.00 s, p99 120.00 s, mean 200.00 s (1 calls)"}},
+      {"anthropic", "claude", {"", "claude", "upstream_429 4", ""}},
+      {"gemini", std::nullopt, {"gemini", "all models", "none", "no calls yet"}},
+      {"openai",
+       std::nullopt,
+       {"openai", "all models", "forwarded 5, limited 1, invalid 1",
+        "p50 15.0 ms, p99 24.8 ms, mean 15.0 ms (2 calls)"}},
+      {"openai", "", {"", "(no model)", "invalid 1", ""}},
+      {"openai", "gpt-4o", {"", "gpt-4o", "forwarded 3, limited 1", ""}},
+      {"openai", std::nullopt, {"", kOddModelEscaped, "forwarded 2", ""}},
+  };
+  ASSERT_EQ(dom.proxy_rows.size(), expected.size()) << html;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Row& row = dom.proxy_rows[i];
+    EXPECT_EQ(row.raw_data_upstream, expected[i].upstream) << i;
+    if (i + 1 < expected.size()) {  // the odd name's attribute is serialized escaped
+      EXPECT_EQ(row.has_data_model, expected[i].model.has_value()) << i;
+      EXPECT_EQ(row.raw_data_model, expected[i].model.value_or("")) << i;
+    }
+    std::vector<std::string> cells;
+    for (const Cell& c : row.cells) cells.push_back(c.raw);
+    EXPECT_EQ(cells, expected[i].cells) << i << "\n" << html;
+  }
+  EXPECT_TRUE(dom.proxy_rows.back().has_data_model);
+  for (const std::string& e : dom.elements) EXPECT_NE(e, "b") << html;
 }
 
 }  // namespace
