@@ -1,7 +1,7 @@
 // The endpoints of `ratelimit serve`, independent of sockets: a Request in, a Response out
 // through an Exchange (at once, or later for a waiting acquire). Routes, the bearer token and
 // Host/Origin checks, leases, the model-name cap, the metrics and the live page live here; the
-// HTTP layer (http_server.cc) only reads, bounds and writes.
+// HTTP layer (http_connection.cc, http_write.cc) only reads, bounds and writes.
 //
 // To add an endpoint: a Route, its pattern in kRoutes (handlers.cc), its methods, and a case in
 // Handlers::serve. JSON shapes come from tools/ratelimit/json_format.h (one serializer for the

@@ -58,8 +58,16 @@ struct Core {
         acceptor(net::make_strand(*iocs.front())),
         accept_timer(acceptor.get_executor()),
         grace_timer(acceptor.get_executor()) {
-    if (!options.upstreams.empty()) proxy = std::make_unique<Proxy>(limiter, options);
+    if (!options.upstreams.empty()) {
+      proxy = std::make_unique<Proxy>(limiter, options);
+      handlers.set_proxy_counters([p = proxy.get()] { return p->counters(); });  // /v1/stats
+    }
   }
+  ~Core() {
+    if (proxy) handlers.set_proxy_counters({});  // before the proxy goes
+  }
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
 
   Handlers& handlers;
   const ServerOptions& options;

@@ -481,6 +481,16 @@ TEST(Proxy, MetricsShowTheProxiedCalls) {
     EXPECT_NE(m->body.find(line), std::string::npos) << line;
   }
   EXPECT_NE(m->body.find("ratelimit_server_"), std::string::npos);  // the sidecar's own too
+  // And GET /v1/stats (the live page's source) carries the same figures.
+  auto st = proxy.client().Get("/v1/stats");
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->status, 200) << st->body;
+  const json j = json::parse(st->body, nullptr, false);
+  ASSERT_TRUE(j.contains("proxy")) << st->body;
+  EXPECT_EQ(j["proxy"]["tokens_committed"], 18) << st->body;
+  EXPECT_EQ(j["proxy"]["upstreams"]["openai"]["requests"]["forwarded"], 1) << st->body;
+  EXPECT_EQ(j["proxy"]["upstreams"]["openai"]["models"]["gpt-4o"]["forwarded"], 1) << st->body;
+  EXPECT_EQ(j["proxy"]["upstreams"]["openai"]["latency"]["count"], 1) << st->body;
 }
 
 TEST(Proxy, UpstreamTooManyRequestsIsObservedSoOthersWaitInstead) {
