@@ -197,11 +197,13 @@ end
 
 // ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output (decimal, as the
 // client wrote them).
-// Returns an array of 27: allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6, req,
-// tok, inp, day_started, day_start, day_end, day_n (integers), now_ns (text), rt, tt, ti, to
-// (integers), then the learned limits as one text (cooldown until or "-", and left/until of
-// the four ceilings, "-1 -" for none). An array of integers, not one formatted line: Redis
-// writes a Lua number as an integer reply without sprintf.
+// Returns one string packed with `struct` (read by parse_check in shared.cc): reply format 1
+// (a byte), then 25 doubles — allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6,
+// req, tok, inp, day_started, day_start, day_end, day_n, rt, tt, ti, to — then two
+// length-prefixed strings: now_ns, and the learned limits (cooldown until or "-", and
+// left/until of the four ceilings, "-1 -" for none). One string rather than an array of 27:
+// Redis converts each element of a Lua table into a reply of its own (17k instructions for
+// 27), and the client reads the string in place.
 inline constexpr const char* kCheck = R"lua(
 local mode = tonumber(ARGV[5])
 local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -262,12 +264,11 @@ local de = -1
 if day_s then de = day_end(day_s) end
 local grant = allowed == 1 and mode == 2
 -- The usage before this grant (the rules add the estimate themselves).
-local reply = {allowed, 0, gen, epoch, no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4],
-  q[5], q[6], req, tok, inp, day_s and 1 or 0, day_s or -1, de, day_n, now_ns, rt, tt, ti, to,
-  learned_text()}
+local u_req, u_tok, u_inp, u_ds, u_dn, u_learned = req, tok, inp, day_s, day_n, learned_text()
+local granted_seq = 0
 if grant then
   seq = seq + 1
-  reply[2] = seq
+  granted_seq = seq
   newest = now_us
   local key = fmt(seq)
   -- ARGV 6 and 7 are canonical decimals (the client's std::to_string of counts >= 0 here).
@@ -289,8 +290,10 @@ if grant then
 elseif dirty and existed then
   save()
 end
-reply[5] = no or 0  -- a model's first grant numbers it (in save)
-return reply
+-- (no: a model's first grant numbers it, in save.)
+return struct.pack('<Bdddddddddddddddddddddddddic0ic0', 1, allowed, granted_seq, gen, epoch,
+  no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4], q[5], q[6], u_req, u_tok, u_inp,
+  u_ds and 1 or 0, u_ds or -1, de, u_dn, rt, tt, ti, to, #now_ns, now_ns, #u_learned, u_learned)
 )lua";
 
 // ARGV 5, 6: input, output.

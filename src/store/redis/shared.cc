@@ -1,6 +1,7 @@
 // The Redis store's shared part: scripts, key names, the check script's call and its reply.
 #include "store/redis/shared.h"
 
+#include <bit>
 #include <charconv>
 
 #include "core/calendar.h"
@@ -51,16 +52,46 @@ bool too_big(TokenEstimate t) {
          (t.input > 0 && t.output > 0 && t.input + t.output > kMaxExact);
 }
 
-// The check script's reply: an array of 27 (see scripts.h); the learned limits are one text of
-// 9 space-separated fields at the end.
-std::optional<CheckReply> parse_check(const RedisValue& v) {
-  constexpr std::size_t kFields = 27;
-  if (v.type != Type::array || v.elements.size() != kFields) return std::nullopt;
-  for (std::size_t i = 0; i < kFields; ++i) {
-    const bool text = i == 21 || i == 26;
-    if (v.elements[i].type != (text ? Type::string : Type::integer)) return std::nullopt;
+namespace {
+
+// Little-endian, as `struct.pack('<...')` writes them (the host's order does not matter).
+std::uint64_t load_le(const char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = v << 8 | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+}  // namespace
+
+// The check script's reply: format 1 (a byte), 25 doubles, then two strings each after its
+// length (a 4-byte int): now_ns, and the learned limits as 9 space-separated fields (see
+// scripts.h). Read in place: no allocation.
+std::optional<CheckReply> parse_check(std::string_view p) {
+  constexpr char kVersion = 1;
+  constexpr std::size_t kNumbers = 25;
+  constexpr std::size_t kHead = 1 + 8 * kNumbers;
+  if (p.size() < kHead || p[0] != kVersion) return std::nullopt;
+  std::int64_t n[kNumbers];
+  for (std::size_t i = 0; i < kNumbers; ++i) {
+    const double d = std::bit_cast<double>(load_le(p.data() + 1 + 8 * i, 8));
+    // Truncated, as Redis turns a Lua number into an integer reply; NaN and beyond ±2^63 are
+    // malformed.
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return std::nullopt;
+    n[i] = static_cast<std::int64_t>(d);
   }
-  auto i64 = [&](int i) { return static_cast<std::int64_t>(v.elements[i].integer); };
+  std::size_t at = kHead;
+  auto text = [&](std::string_view& out) {
+    if (p.size() - at < 4) return false;
+    const std::size_t len = load_le(p.data() + at, 4);
+    at += 4;
+    if (p.size() - at < len) return false;
+    out = p.substr(at, len);
+    at += len;
+    return true;
+  };
+  std::string_view now, learned_text;
+  if (!text(now) || !text(learned_text) || at != p.size()) return std::nullopt;
+  auto i64 = [&](int i) { return n[i]; };
   CheckReply r;
   r.allowed = i64(0) == 1;
   r.seq = static_cast<std::uint64_t>(i64(1));
@@ -83,18 +114,17 @@ std::optional<CheckReply> parse_check(const RedisValue& v) {
     r.usage.day_end_ns = i64(19) * 1000;
   }
   r.usage.day_count = i64(20);
-  const std::string& now = v.elements[21].str;
   if (std::from_chars(now.data(), now.data() + now.size(), r.now_ns).ec != std::errc()) {
     return std::nullopt;
   }
   for (int k = 0; k < 4; ++k) {
-    const std::int64_t us = i64(22 + k);
+    const std::int64_t us = i64(21 + k);
     r.probe[k] = us < 0 ? -1 : us * 1000;
   }
   // The learned limits: "<cooldown until ns or -> <left> <until ns or ->" x 4.
   constexpr int kLearned = 9;
   std::string_view f[kLearned];
-  std::string_view rest = v.elements[26].str;
+  std::string_view rest = learned_text;
   for (int i = 0; i < kLearned; ++i) {
     const std::size_t sp = rest.find(' ');
     if ((sp == std::string_view::npos) != (i == kLearned - 1)) return std::nullopt;
@@ -127,12 +157,13 @@ Decision unchecked_decision() {
 std::optional<Error> check_model(Shared& s, std::string_view name, int mode, TokenEstimate estimate,
                                  const char* op, Decision& d, EntryRef* entry, std::int64_t* no,
                                  CheckReply* out, const std::vector<std::string>* keys) {
-  auto v = s.run_model(
+  auto v = s.run_model_reply(
       kCheckScript, name,
       {std::to_string(mode), std::to_string(estimate.input), std::to_string(estimate.output)}, op,
       keys);
   if (!v) return v.error();
-  auto r = parse_check(*v);
+  const auto packed = v->string();
+  auto r = packed ? parse_check(*packed) : std::nullopt;
   if (!r) {
     return Error{ErrorCode::internal,
                  std::string(op) + ": redis " + s.pool.where() +
