@@ -78,8 +78,8 @@ void BM_Ping(benchmark::State& state) {
 // day, no settling by id, no learned limits); `exact` adds the two reads an exact shared
 // window cannot skip (what has left the window, and the configuration epoch so that a quota
 // changed by another client is seen); `reply` adds a 27-field reply as an array (the check
-// script's before it was packed), `packed` the same 27 fields packed into one string as the
-// check script now replies.
+// script's before it was packed), `packed` the same fields packed into one string as the check
+// script now replies to a grant.
 constexpr const char* kMinimal = R"lua(
 local t = redis.call('TIME')
 local now_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
@@ -104,9 +104,9 @@ return {1, seq, 0, 1, 1, 1, 0, 1, 1000000000, 1000000000000, 0, 0, 0, 0, seq, se
 constexpr const char* kPackedReply = R"lua(
 local now_ns = now_text .. '000'
 local learned = '- -1 - -1 - -1 - -1 -'
-return struct.pack('<Bdddddddddddddddddddddddddic0ic0', 1, 1, seq, 0, 1, 1, 1, 0, 1, 1000000000,
-  1000000000000, 0, 0, 0, 0, seq, seq * 100, seq * 100, 1, 1796025600000000, 1796112000000000,
-  seq, -1, -1, -1, -1, #now_ns, now_ns, #learned, learned)
+return struct.pack('<BBdddddddddddddddic0ic0', 1, 43, seq, 0, 1, 1, 1000000000, 1000000000000, 0,
+  0, 0, seq, seq * 100, seq * 100, 1796025600000000, 1796112000000000, seq, #now_ns, now_ns,
+  #learned, learned)
 )lua";
 
 void BM_ScriptFloor(benchmark::State& state) {

@@ -64,7 +64,6 @@ local req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no = 0, 0, 0
 local cool = nil
 local ceil = {}
 local c_known, c_deny, c_has, c_q1, c_q2, c_q3, c_q4, c_q5, c_q6, c_epoch, c_sid
-local ckeys = {'lr', 'lt', 'li', 'lo'}
 if existed then
   if string.byte(raw, 1) ~= 2 then
     return redis.error_reply('RL_VERSION the model state was written by another version')
@@ -79,7 +78,7 @@ if existed then
     local f = {}
     for w in string.gmatch(learned, '%S+') do f[#f + 1] = w end
     if f[1] ~= '-' then cool = f[1] end
-    for i, k in ipairs(ckeys) do
+    for i, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
       local left = tonumber(f[2 * i])
       if left >= 0 then ceil[k] = {left, f[2 * i + 1]} end
     end
@@ -158,7 +157,7 @@ end
 if cool and not ns_lt(now_ns, cool) then cool = nil; dirty = true end
 -- (Learned ceilings are rare: the loops over them run only when there is one.)
 if next(ceil) then
-  for _, k in ipairs(ckeys) do
+  for _, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
     if ceil[k] and not ns_lt(now_ns, ceil[k][2]) then ceil[k] = nil; dirty = true end
   end
 end
@@ -198,14 +197,16 @@ end
 // ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output (decimal, as the
 // client wrote them).
 // Returns one string packed with `struct` (read by parse_check in shared.cc): reply format 1
-// (a byte), then 25 doubles — allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6,
-// req, tok, inp, day_started, day_start, day_end, day_n, rt, tt, ti, to — then two
-// length-prefixed strings: now_ns, and the learned limits (cooldown until or "-", and
-// left/until of the four ceilings, "-1 -" for none). One string rather than an array of 27:
-// Redis converts each element of a Lua table into a reply of its own (17k instructions for
-// 27), and the client reads the string in place.
+// (a byte); a byte of flags (1 allowed, 2 known, 4 deny, 8 has_quota, 16 the Pacific-midnight
+// day rule, 32 day started); 15 doubles: seq, gen, epoch, no, q1..q5, req, tok, inp,
+// day_start, day_end, day_n; when not allowed 4 more, rt tt ti to (when allowed they are all
+// -1); then two length-prefixed strings: now_ns, and the learned limits (cooldown until or
+// "-", and left/until of the four ceilings, "-1 -" for none). One string rather than an array
+// of 27: Redis converts each element of a Lua table into a reply of its own (17k instructions
+// for 27), and the client reads the string in place; and as few fields as it can be, since
+// `struct.pack` costs about 50 ns per field.
 inline constexpr const char* kCheck = R"lua(
-local mode = tonumber(ARGV[5])
+local mode = ARGV[5]  -- compared as text: no tonumber
 local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
 local total = ein + eout
 local allowed = 1
@@ -227,13 +228,13 @@ else
     if q[3] > 0 and day_s and day_n >= q[3] then allowed = 0 end
     if q[1] > 0 and req >= q[1] then
       allowed = 0
-      if mode > 0 then
+      if mode ~= '0' then
         local r = redis.call('ZRANGE', Z, req - q[1], req - q[1], 'WITHSCORES')
         rt = tonumber(r[2])
       end
     end
-    local function over(limit, usage, want) return limit > 0 and usage + want > limit end
-    if over(q[2], tok, total) or over(q[4], inp, ein) or over(q[5], tok - inp, eout) then
+    if (q[2] > 0 and tok + total > q[2]) or (q[4] > 0 and inp + ein > q[4]) or
+      (q[5] > 0 and tok - inp + eout > q[5]) then
       local function tokens_time(need, dim)
         local acc, start = 0, 0
         while true do
@@ -249,9 +250,9 @@ else
         end
       end
       local function tokens(limit, usage, want, dim)
-        if not over(limit, usage, want) then return -1 end
+        if not (limit > 0 and usage + want > limit) then return -1 end
         allowed = 0
-        if want > limit or mode == 0 then return -1 end
+        if want > limit or mode == '0' then return -1 end
         return tokens_time(usage + want - limit, dim)
       end
       tt = tokens(q[2], tok, total, 0)
@@ -262,7 +263,7 @@ else
 end
 local de = -1
 if day_s then de = day_end(day_s) end
-local grant = allowed == 1 and mode == 2
+local grant = allowed == 1 and mode == '2'
 -- The usage before this grant (the rules add the estimate themselves).
 local u_req, u_tok, u_inp, u_ds, u_dn, u_learned = req, tok, inp, day_s, day_n, learned_text()
 local granted_seq = 0
@@ -291,9 +292,16 @@ elseif dirty and existed then
   save()
 end
 -- (no: a model's first grant numbers it, in save.)
-return struct.pack('<Bdddddddddddddddddddddddddic0ic0', 1, allowed, granted_seq, gen, epoch,
-  no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4], q[5], q[6], u_req, u_tok, u_inp,
-  u_ds and 1 or 0, u_ds or -1, de, u_dn, rt, tt, ti, to, #now_ns, now_ns, #u_learned, u_learned)
+local flags = allowed + 2 * known + 4 * deny + 8 * has_quota + (q[6] == 1 and 16 or 0) +
+  (u_ds and 32 or 0)
+if allowed == 1 then  -- (the probes are all -1)
+  return struct.pack('<BBdddddddddddddddic0ic0', 1, flags, granted_seq, gen, epoch, no or 0, q[1],
+    q[2], q[3], q[4], q[5], u_req, u_tok, u_inp, u_ds or -1, de, u_dn, #now_ns, now_ns,
+    #u_learned, u_learned)
+end
+return struct.pack('<BBdddddddddddddddddddic0ic0', 1, flags, granted_seq, gen, epoch, no or 0,
+  q[1], q[2], q[3], q[4], q[5], u_req, u_tok, u_inp, u_ds or -1, de, u_dn, rt, tt, ti, to,
+  #now_ns, now_ns, #u_learned, u_learned)
 )lua";
 
 // ARGV 5, 6: input, output.
@@ -364,7 +372,7 @@ return {status, released, epoch}
 inline constexpr const char* kLearn = R"lua(
 local changed = 0
 if ARGV[5] ~= '0' and (not cool or ns_lt(cool, ARGV[5])) then cool = ARGV[5]; changed = 1 end
-for i, k in ipairs(ckeys) do
+for i, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
   local left, untl = tonumber(ARGV[4 + 2 * i]), ARGV[5 + 2 * i]
   if left >= 0 then
     local c = ceil[k]
