@@ -77,7 +77,9 @@ void BM_Ping(benchmark::State& state) {
 // needs (TIME, GET the state, HGET the quota, ZADD the entry, SET the state: no window, no
 // day, no settling by id, no learned limits); `exact` adds the two reads an exact shared
 // window cannot skip (what has left the window, and the configuration epoch so that a quota
-// changed by another client is seen); `reply` adds the check script's 27-field reply.
+// changed by another client is seen); `reply` adds a 27-field reply as an array (the check
+// script's before it was packed), `packed` the same fields packed into one string as the check
+// script now replies to a grant.
 constexpr const char* kMinimal = R"lua(
 local t = redis.call('TIME')
 local now_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
@@ -99,11 +101,20 @@ return {1, seq, 0, 1, 1, 1, 0, 1, 1000000000, 1000000000000, 0, 0, 0, 0, seq, se
   '- -1 - -1 - -1 - -1 -'}
 )lua";
 
+constexpr const char* kPackedReply = R"lua(
+local now_ns = now_text .. '000'
+local learned = '- -1 - -1 - -1 - -1 -'
+return struct.pack('<BBdddddddddddddddic0ic0', 1, 43, seq, 0, 1, 1, 1000000000, 1000000000000, 0,
+  0, 0, seq, seq * 100, seq * 100, 1796025600000000, 1796112000000000, seq, #now_ns, now_ns,
+  #learned, learned)
+)lua";
+
 void BM_ScriptFloor(benchmark::State& state) {
-  const int level = static_cast<int>(state.range(0));  // 0 minimal, 1 +exact, 2 +reply
+  // 0 minimal, 1 +exact, 2 +reply (array), 3 +reply (packed)
+  const int level = static_cast<int>(state.range(0));
   std::string body = kMinimal;
   if (level >= 1) body.insert(body.find("local seq = 1"), kExactReads);
-  body += level >= 2 ? kFullReply : kShortReply;
+  body += level == 3 ? kPackedReply : level == 2 ? kFullReply : kShortReply;
   static std::vector<std::unique_ptr<detail::RedisScript>> scripts;  // outlive the pool's cache
   static std::mutex mu;
   detail::RedisScript* script;
@@ -141,7 +152,7 @@ void BM_TryAcquireCommit(benchmark::State& state) {
 }  // namespace ratelimit
 
 BENCHMARK(ratelimit::BM_Ping)->Threads(1)->Threads(8)->UseRealTime()->MinTime(2.0);
-BENCHMARK(ratelimit::BM_ScriptFloor)->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->MinTime(2.0);
+BENCHMARK(ratelimit::BM_ScriptFloor)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->UseRealTime()->MinTime(2.0);
 BENCHMARK(ratelimit::BM_TryAcquire)->Threads(1)->Threads(8)->UseRealTime()->MinTime(2.0);
 BENCHMARK(ratelimit::BM_TryAcquireCommit)->Threads(1)->Threads(8)->UseRealTime()->MinTime(2.0);
 

@@ -8,7 +8,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
+#include <cstdint>
+#include <limits>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "redis_server.h"
 #include "store/redis/redis_url.h"
@@ -71,6 +76,81 @@ TEST(RedisUrl, ParsesEveryForm) {
     EXPECT_TRUE(r.error().message.starts_with("ratelimit.open: ")) << r.error().message;
     EXPECT_EQ(r.error().message.find("topsecret"), std::string::npos);
   }
+}
+
+// The check script's packed reply (scripts.h) as `struct.pack('<BBd...ic0ic0')` writes it.
+std::string packed_check(unsigned flags, const std::vector<double>& numbers, const std::string& now,
+                         const std::string& learned) {
+  std::string p = {char{1}, static_cast<char>(flags)};
+  auto put = [&](std::uint64_t v, int bytes) {  // little-endian
+    for (int i = 0; i < bytes; ++i) p += static_cast<char>(v >> (8 * i) & 0xff);
+  };
+  for (double d : numbers) put(std::bit_cast<std::uint64_t>(d), 8);
+  for (const std::string* t : {&now, &learned}) {
+    put(t->size(), 4);
+    p += *t;
+  }
+  return p;
+}
+
+TEST(RedisCheckReply, IsReadExactlyAndRefusedWhenMalformed) {
+  using detail::redis_store::parse_check;
+  const std::vector<double> grant = {7,   3,   12, 5, 100, 1000, 0, 0, 0,  // seq gen epoch no q1-5
+                                     4,   40,  30,                         // req tok inp
+                                     1e6, 2e6, 4};                         // day start, end, count
+  const std::string none = "- -1 - -1 - -1 - -1 -";
+  auto r = parse_check(packed_check(1 | 2 | 8 | 32, grant, "1000000123", none));
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->allowed && r->limits.known && r->has_quota && !r->limits.deny_unknown);
+  EXPECT_EQ(r->seq, 7u);
+  EXPECT_EQ(r->gen, 3u);
+  EXPECT_EQ(r->epoch, 12u);
+  EXPECT_EQ(r->no, 5);
+  EXPECT_EQ(r->limits.quota.max_rpm, 100);
+  EXPECT_EQ(r->limits.quota.max_tpm, 1000);
+  EXPECT_EQ(r->limits.quota.day_start, DayStart::first_request);
+  EXPECT_EQ(r->usage.requests, 4);
+  EXPECT_TRUE(r->usage.tokens == 40 && r->usage.input == 30 && r->usage.output == 10);
+  EXPECT_TRUE(r->usage.day_started);
+  EXPECT_EQ(r->usage.day_start_ns, 1'000'000'000);
+  EXPECT_EQ(r->usage.day_end_ns, 2'000'000'000);
+  EXPECT_EQ(r->usage.day_count, 4);
+  EXPECT_EQ(r->now_ns, 1000000123);
+  for (std::int64_t t : r->probe) EXPECT_EQ(t, -1);
+  EXPECT_FALSE(r->limits.learned.any());
+
+  // A denial carries the four probe times (µs), and learned limits as text.
+  std::vector<double> denied = grant;
+  denied.insert(denied.end(), {-1, 5e6, -1, -1});
+  r = parse_check(packed_check(2 | 16, denied, "9", "900 -1 - 3 800 -1 - -1 -"));
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->allowed);
+  EXPECT_FALSE(r->usage.day_started);
+  EXPECT_EQ(r->limits.quota.day_start, DayStart::pacific_midnight);
+  EXPECT_EQ(r->probe[0], -1);
+  EXPECT_EQ(r->probe[1], 5'000'000'000);
+  EXPECT_EQ(r->limits.learned.cooldown_until_ns, 900);
+  EXPECT_EQ(r->limits.learned.tokens.left, 3);
+  EXPECT_EQ(r->limits.learned.tokens.until_ns, 800);
+  EXPECT_EQ(r->limits.learned.requests.left, -1);
+
+  // Anything else is refused (the store reports "unexpected reply from the check script").
+  const std::string good = packed_check(1, grant, "1", none);
+  EXPECT_TRUE(parse_check(good));
+  std::string v2 = good;
+  v2[0] = 2;
+  EXPECT_FALSE(parse_check(v2));                                      // another format
+  EXPECT_FALSE(parse_check(good.substr(0, good.size() - 1)));         // short
+  EXPECT_FALSE(parse_check(good + "x"));                              // long
+  EXPECT_FALSE(parse_check(packed_check(1, denied, "1", none)));      // probes where none belong
+  EXPECT_FALSE(parse_check(packed_check(0, grant, "1", none)));       // none where they belong
+  EXPECT_FALSE(parse_check(packed_check(64 | 1, grant, "1", none)));  // unknown flag
+  std::vector<double> nan = grant;
+  nan[9] = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_FALSE(parse_check(packed_check(1, nan, "1", none)));
+  EXPECT_FALSE(parse_check(packed_check(1, grant, "x", none)));         // now_ns not a number
+  EXPECT_FALSE(parse_check(packed_check(1, grant, "1", "- -1 - -1")));  // 4 learned fields
+  EXPECT_FALSE(parse_check(""));
 }
 
 TEST(RedisStore, OpensOverTcpAndTheUnixSocket) {

@@ -78,6 +78,19 @@ constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 
 }  // namespace
 
+void RedisReply::Free::operator()(redisReply* r) const {
+  if (r != nullptr) freeReplyObject(r);
+}
+
+bool RedisReply::is_error() const { return reply_->type == REDIS_REPLY_ERROR; }
+
+std::optional<std::string_view> RedisReply::string() const {
+  if (reply_->type != REDIS_REPLY_STRING) return std::nullopt;
+  return std::string_view(reply_->str, reply_->len);
+}
+
+RedisValue RedisReply::value() const { return copy_reply(reply_.get()); }
+
 long long RedisValue::as_int(long long fallback) const {
   if (type == Type::integer) return integer;
   if (type == Type::string) {
@@ -245,10 +258,12 @@ Result<RedisValue> RedisPool::command(const std::vector<std::string>& argv, cons
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
-  return command_argv(ptrs, lens, operation);
+  auto r = command_argv(ptrs, lens, operation);
+  if (!r) return tl::unexpected(std::move(r.error()));
+  return r->value();
 }
 
-Result<RedisValue> RedisPool::command_argv(const std::vector<const char*>& ptrs,
+Result<RedisReply> RedisPool::command_argv(const std::vector<const char*>& ptrs,
                                            const std::vector<std::size_t>& lens,
                                            const char* operation) {
   auto conn = take(operation);
@@ -274,9 +289,8 @@ Result<RedisValue> RedisPool::command_argv(const std::vector<const char*>& ptrs,
     lost();
     return tl::unexpected(unavailable(operation, why));
   }
-  RedisValue v = copy_reply(reply.get());
   give_back(std::move(*conn));
-  return v;
+  return RedisReply(reply.release());
 }
 
 std::string RedisPool::sha_of(const RedisScript& script) {
@@ -300,10 +314,19 @@ void RedisPool::remember_sha(const RedisScript& script, std::string sha) {
 
 Result<RedisValue> RedisPool::eval(const RedisScript& script, const std::vector<std::string>& keys,
                                    const std::vector<std::string>& args, const char* operation) {
+  auto r = eval_reply(script, keys, args, operation);
+  if (!r) return tl::unexpected(std::move(r.error()));
+  return r->value();
+}
+
+Result<RedisReply> RedisPool::eval_reply(const RedisScript& script,
+                                         const std::vector<std::string>& keys,
+                                         const std::vector<std::string>& args,
+                                         const char* operation) {
   std::string sha = sha_of(script);
   if (sha.empty()) {
     auto loaded = command({"SCRIPT", "LOAD", script.source}, operation);
-    if (!loaded) return loaded;
+    if (!loaded) return tl::unexpected(std::move(loaded.error()));
     if (loaded->is_error()) {
       return make_error(ErrorCode::internal, std::string(operation) + ": redis " + where_ +
                                                  ": cannot load the " + script.name +
@@ -328,7 +351,8 @@ Result<RedisValue> RedisPool::eval(const RedisScript& script, const std::vector<
   for (const auto& k : keys) add(k);
   for (const auto& a : args) add(a);
   auto r = command_argv(ptrs, lens, operation);
-  if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
+  if (r && r->is_error() &&
+      std::string_view(r->reply_->str, r->reply_->len).starts_with("NOSCRIPT")) {
     // The server forgot it (SCRIPT FLUSH, a restart): EVAL sends the text and caches it again.
     static const std::string eval = "EVAL";
     ptrs[0] = eval.data();

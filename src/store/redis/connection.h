@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,8 @@
 #include "ratelimit/status.h"
 #include "store/redis/redis_url.h"
 #include "util/mutex.h"
+
+struct redisReply;  // hiredis's
 
 namespace ratelimit::detail {
 
@@ -33,6 +36,24 @@ struct RedisValue {
   long long as_int(long long fallback = 0) const;
   // The string, or an integer's decimal form.
   std::string as_string() const;
+};
+
+// A reply as hiredis returned it, read in place (no copy); freed with this object.
+class RedisReply {
+ public:
+  bool is_error() const;
+  // A string reply's bytes; nullopt for any other type. Valid while this object lives.
+  std::optional<std::string_view> string() const;
+  // The reply copied out.
+  RedisValue value() const;
+
+ private:
+  friend class RedisPool;
+  struct Free {
+    void operator()(redisReply* r) const;
+  };
+  explicit RedisReply(redisReply* r) : reply_(r) {}
+  std::unique_ptr<redisReply, Free> reply_;
 };
 
 struct RedisOptions {
@@ -67,6 +88,9 @@ class RedisPool {
   // reloads it).
   Result<RedisValue> eval(const RedisScript& script, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args, const char* operation);
+  // The same, the reply left in hiredis's (an error reply too: is_error()).
+  Result<RedisReply> eval_reply(const RedisScript& script, const std::vector<std::string>& keys,
+                                const std::vector<std::string>& args, const char* operation);
 
   // Drops every idle connection (later calls reconnect).
   void close();
@@ -80,7 +104,7 @@ class RedisPool {
   };
   using ConnPtr = std::unique_ptr<Conn, ConnDeleter>;
 
-  Result<RedisValue> command_argv(const std::vector<const char*>& ptrs,
+  Result<RedisReply> command_argv(const std::vector<const char*>& ptrs,
                                   const std::vector<std::size_t>& lens, const char* operation);
   Result<ConnPtr> take(const char* operation) RL_EXCLUDES(mu_);
   void give_back(ConnPtr conn) RL_EXCLUDES(mu_);

@@ -38,14 +38,15 @@ inline constexpr const char* kPrelude = R"lua(
 local T, Z, E, X, M, Q, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local name = ARGV[1]
 local sfmt = string.format
-local function fmt(x) return sfmt('%d', x) end
 local STATE = '<Bddddddddddddddddddddic0ic0ic0ic0'
 local NO_LEARNED = '- -1 - -1 - -1 - -1 -'
 -- now_text: now_us in decimal (built from TIME's two texts without a sprintf).
 local now_us, now_ns, now_text
 if ARGV[2] == '' then
   local t = redis.call('TIME')
-  now_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+  local us = t[2]
+  if #us < 6 then us = string.rep('0', 6 - #us) .. us end
+  now_text = t[1] .. us
   now_us = tonumber(now_text)
   now_ns = now_text .. '000'
 else
@@ -64,7 +65,6 @@ local req, tok, inp, gen, seq, day_s, day_n, newest, xc, refreshed, no = 0, 0, 0
 local cool = nil
 local ceil = {}
 local c_known, c_deny, c_has, c_q1, c_q2, c_q3, c_q4, c_q5, c_q6, c_epoch, c_sid
-local ckeys = {'lr', 'lt', 'li', 'lo'}
 if existed then
   if string.byte(raw, 1) ~= 2 then
     return redis.error_reply('RL_VERSION the model state was written by another version')
@@ -79,7 +79,7 @@ if existed then
     local f = {}
     for w in string.gmatch(learned, '%S+') do f[#f + 1] = w end
     if f[1] ~= '-' then cool = f[1] end
-    for i, k in ipairs(ckeys) do
+    for i, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
       local left = tonumber(f[2 * i])
       if left >= 0 then ceil[k] = {left, f[2 * i + 1]} end
     end
@@ -89,26 +89,30 @@ end
 local meta = redis.call('HMGET', M, 'epoch', 'id')
 local epoch_text, sid = meta[1] or '0', meta[2] or ''
 local epoch = tonumber(epoch_text)
-local known, deny, has_quota, q
+-- The quota: rpm tpm rpd in out, and the day rule (1: Pacific midnight). Locals, not a table
+-- (one table less per call).
+local known, deny, has_quota, q1, q2, q3, q4, q5, q6
 if c_epoch == epoch_text and c_sid == sid then
-  known, deny, has_quota, q = c_known, c_deny, c_has, {c_q1, c_q2, c_q3, c_q4, c_q5, c_q6}
+  known, deny, has_quota, q1, q2, q3, q4, q5, q6 = c_known, c_deny, c_has, c_q1, c_q2, c_q3, c_q4,
+    c_q5, c_q6
 else
-  known, deny, has_quota, q = 0, 0, 0, {0, 0, 0, 0, 0, 0}
+  known, deny, has_quota, q1, q2, q3, q4, q5, q6 = 0, 0, 0, 0, 0, 0, 0, 0, 0
   local function parse_quota(v)
     local a, b, c, d, e, f = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d)$')
-    return {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
+    return tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)
   end
   local qv = redis.call('HGET', Q, name)
-  if qv then known = 1; has_quota = 1; q = parse_quota(qv)
+  if qv then known = 1; has_quota = 1; q1, q2, q3, q4, q5, q6 = parse_quota(qv)
   else
     local policy = redis.call('HMGET', M, 'up', 'uq')
-    if policy[1] == 'default_quota' and policy[2] then known = 1; q = parse_quota(policy[2])
+    if policy[1] == 'default_quota' and policy[2] then
+      known = 1; q1, q2, q3, q4, q5, q6 = parse_quota(policy[2])
     elseif policy[1] == 'deny' then deny = 1 end
   end
 end
 local midnights = nil
 local function day_end(ds)
-  if q[6] == 1 then
+  if q6 == 1 then
     if not midnights then
       midnights = {}
       for w in string.gmatch(ARGV[4], '%d+') do midnights[#midnights + 1] = tonumber(w) end
@@ -125,15 +129,15 @@ local function member(m)
 end
 -- The wall clock stepped back: entries after now are clamped to now.
 if newest > now_us then
-  local late = redis.call('ZRANGEBYSCORE', Z, '(' .. fmt(now_us), '+inf')
-  for _, m in ipairs(late) do redis.call('ZADD', Z, fmt(now_us), m) end
-  late = redis.call('ZRANGEBYSCORE', X, '(' .. fmt(now_us), '+inf')
-  for _, m in ipairs(late) do redis.call('ZADD', X, fmt(now_us), m) end
+  local late = redis.call('ZRANGEBYSCORE', Z, '(' .. sfmt('%d', now_us), '+inf')
+  for _, m in ipairs(late) do redis.call('ZADD', Z, sfmt('%d', now_us), m) end
+  late = redis.call('ZRANGEBYSCORE', X, '(' .. sfmt('%d', now_us), '+inf')
+  for _, m in ipairs(late) do redis.call('ZADD', X, sfmt('%d', now_us), m) end
   newest = now_us
   dirty = true
 end
 -- An entry exactly 60 s old has left the window.
-local cutoff = fmt(now_us - 60000000)
+local cutoff = sfmt('%d', now_us - 60000000)
 if req > 0 then
   local old = redis.call('ZRANGEBYSCORE', Z, '-inf', cutoff)
   if #old > 0 then
@@ -158,7 +162,7 @@ end
 if cool and not ns_lt(now_ns, cool) then cool = nil; dirty = true end
 -- (Learned ceilings are rare: the loops over them run only when there is one.)
 if next(ceil) then
-  for _, k in ipairs(ckeys) do
+  for _, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
     if ceil[k] and not ns_lt(now_ns, ceil[k][2]) then ceil[k] = nil; dirty = true end
   end
 end
@@ -167,7 +171,7 @@ local function learned_text()
   -- "left until" of one ceiling ("-1 -": none).
   local function ceil_text(k)
     local c = ceil[k]
-    if c then return fmt(c[1]) .. ' ' .. c[2] end
+    if c then return sfmt('%d', c[1]) .. ' ' .. c[2] end
     return '-1 -'
   end
   return (cool or '-') .. ' ' .. ceil_text('lr') .. ' ' .. ceil_text('lt') .. ' ' ..
@@ -176,7 +180,7 @@ end
 local function save()
   if not no then
     no = redis.call('HINCRBY', M, 'next_no', 1)
-    redis.call('HSET', N, fmt(no), name)
+    redis.call('HSET', N, sfmt('%d', no), name)
   end
   -- Idle keys expire: nothing of a model outlives two days without use (refreshed hourly).
   local expire = not existed or now_us - refreshed > 3600000000 or now_us < refreshed
@@ -184,7 +188,7 @@ local function save()
   local learned = learned_text()
   if learned == NO_LEARNED then learned = '' end
   local text = struct.pack(STATE, 2, req, tok, inp, gen, seq, day_s or -1, day_n, newest, xc,
-    refreshed, no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4], q[5], q[6], #learned,
+    refreshed, no or 0, known, deny, has_quota, q1, q2, q3, q4, q5, q6, #learned,
     learned, #name, name, #epoch_text, epoch_text, #sid, sid)
   if expire then
     redis.call('SET', T, text)
@@ -197,13 +201,17 @@ end
 
 // ARGV 5: mode (0 stats, 1 decide, 2 check and record), 6 input, 7 output (decimal, as the
 // client wrote them).
-// Returns an array of 27: allowed, seq, gen, epoch, no, known, deny, has_quota, q1..q6, req,
-// tok, inp, day_started, day_start, day_end, day_n (integers), now_ns (text), rt, tt, ti, to
-// (integers), then the learned limits as one text (cooldown until or "-", and left/until of
-// the four ceilings, "-1 -" for none). An array of integers, not one formatted line: Redis
-// writes a Lua number as an integer reply without sprintf.
+// Returns one string packed with `struct` (read by parse_check in shared.cc): reply format 1
+// (a byte); a byte of flags (1 allowed, 2 known, 4 deny, 8 has_quota, 16 the Pacific-midnight
+// day rule, 32 day started); 15 doubles: seq, gen, epoch, no, q1..q5, req, tok, inp,
+// day_start, day_end, day_n; when not allowed 4 more, rt tt ti to (when allowed they are all
+// -1); then two length-prefixed strings: now_ns, and the learned limits (cooldown until or
+// "-", and left/until of the four ceilings, "-1 -" for none). One string rather than an array
+// of 27: Redis converts each element of a Lua table into a reply of its own (17k instructions
+// for 27), and the client reads the string in place; and as few fields as it can be, since
+// `struct.pack` costs about 50 ns per field.
 inline constexpr const char* kCheck = R"lua(
-local mode = tonumber(ARGV[5])
+local mode = ARGV[5]  -- compared as text: no tonumber
 local ein, eout = tonumber(ARGV[6]), tonumber(ARGV[7])
 local total = ein + eout
 local allowed = 1
@@ -220,18 +228,18 @@ else
     end
     ceiling(ceil.lr, 1); ceiling(ceil.lt, total); ceiling(ceil.li, ein); ceiling(ceil.lo, eout)
   end
-  local unlimited = q[1] == 0 and q[2] == 0 and q[3] == 0 and q[4] == 0 and q[5] == 0
+  local unlimited = q1 == 0 and q2 == 0 and q3 == 0 and q4 == 0 and q5 == 0
   if known == 1 and not unlimited then
-    if q[3] > 0 and day_s and day_n >= q[3] then allowed = 0 end
-    if q[1] > 0 and req >= q[1] then
+    if q3 > 0 and day_s and day_n >= q3 then allowed = 0 end
+    if q1 > 0 and req >= q1 then
       allowed = 0
-      if mode > 0 then
-        local r = redis.call('ZRANGE', Z, req - q[1], req - q[1], 'WITHSCORES')
+      if mode ~= '0' then
+        local r = redis.call('ZRANGE', Z, req - q1, req - q1, 'WITHSCORES')
         rt = tonumber(r[2])
       end
     end
-    local function over(limit, usage, want) return limit > 0 and usage + want > limit end
-    if over(q[2], tok, total) or over(q[4], inp, ein) or over(q[5], tok - inp, eout) then
+    if (q2 > 0 and tok + total > q2) or (q4 > 0 and inp + ein > q4) or
+      (q5 > 0 and tok - inp + eout > q5) then
       local function tokens_time(need, dim)
         local acc, start = 0, 0
         while true do
@@ -247,33 +255,32 @@ else
         end
       end
       local function tokens(limit, usage, want, dim)
-        if not over(limit, usage, want) then return -1 end
+        if not (limit > 0 and usage + want > limit) then return -1 end
         allowed = 0
-        if want > limit or mode == 0 then return -1 end
+        if want > limit or mode == '0' then return -1 end
         return tokens_time(usage + want - limit, dim)
       end
-      tt = tokens(q[2], tok, total, 0)
-      ti = tokens(q[4], inp, ein, 1)
-      to = tokens(q[5], tok - inp, eout, 2)
+      tt = tokens(q2, tok, total, 0)
+      ti = tokens(q4, inp, ein, 1)
+      to = tokens(q5, tok - inp, eout, 2)
     end
   end
 end
 local de = -1
 if day_s then de = day_end(day_s) end
-local grant = allowed == 1 and mode == 2
+local grant = allowed == 1 and mode == '2'
 -- The usage before this grant (the rules add the estimate themselves).
-local reply = {allowed, 0, gen, epoch, no or 0, known, deny, has_quota, q[1], q[2], q[3], q[4],
-  q[5], q[6], req, tok, inp, day_s and 1 or 0, day_s or -1, de, day_n, now_ns, rt, tt, ti, to,
-  learned_text()}
+local u_req, u_tok, u_inp, u_ds, u_dn, u_learned = req, tok, inp, day_s, day_n, learned_text()
+local granted_seq = 0
 if grant then
   seq = seq + 1
-  reply[2] = seq
+  granted_seq = seq
   newest = now_us
-  local key = fmt(seq)
+  local key = sfmt('%d', seq)
   -- ARGV 6 and 7 are canonical decimals (the client's std::to_string of counts >= 0 here).
   local counts = ARGV[6] .. ' ' .. ARGV[7]
   redis.call('ZADD', Z, now_text, key .. ' ' .. counts)
-  redis.call('HSET', E, key, counts .. ' r ' .. fmt(gen))
+  redis.call('HSET', E, key, counts .. ' r ' .. sfmt('%d', gen))
   req = req + 1; tok = tok + total; inp = inp + ein
   if not day_s then day_s = now_us; day_n = 0 end
   day_n = day_n + 1
@@ -289,8 +296,17 @@ if grant then
 elseif dirty and existed then
   save()
 end
-reply[5] = no or 0  -- a model's first grant numbers it (in save)
-return reply
+-- (no: a model's first grant numbers it, in save.)
+local flags = allowed + 2 * known + 4 * deny + 8 * has_quota + (q6 == 1 and 16 or 0) +
+  (u_ds and 32 or 0)
+if allowed == 1 then  -- (the probes are all -1)
+  return struct.pack('<BBdddddddddddddddic0ic0', 1, flags, granted_seq, gen, epoch, no or 0, q1,
+    q2, q3, q4, q5, u_req, u_tok, u_inp, u_ds or -1, de, u_dn, #now_ns, now_ns,
+    #u_learned, u_learned)
+end
+return struct.pack('<BBdddddddddddddddddddic0ic0', 1, flags, granted_seq, gen, epoch, no or 0,
+  q1, q2, q3, q4, q5, u_req, u_tok, u_inp, u_ds or -1, de, u_dn, rt, tt, ti, to,
+  #now_ns, now_ns, #u_learned, u_learned)
 )lua";
 
 // ARGV 5, 6: input, output.
@@ -299,7 +315,7 @@ local ein, eout = tonumber(ARGV[5]), tonumber(ARGV[6])
 seq = seq + 1
 newest = now_us
 redis.call('ZADD', Z, now_text, sfmt('%d %d %d', seq, ein, eout))
-redis.call('HSET', E, fmt(seq), sfmt('%d %d u %d', ein, eout, gen))
+redis.call('HSET', E, sfmt('%d', seq), sfmt('%d %d u %d', ein, eout, gen))
 req = req + 1; tok = tok + ein + eout; inp = inp + ein
 if not day_s then day_s = now_us; day_n = 0 end
 day_n = day_n + 1
@@ -361,7 +377,7 @@ return {status, released, epoch}
 inline constexpr const char* kLearn = R"lua(
 local changed = 0
 if ARGV[5] ~= '0' and (not cool or ns_lt(cool, ARGV[5])) then cool = ARGV[5]; changed = 1 end
-for i, k in ipairs(ckeys) do
+for i, k in ipairs({'lr', 'lt', 'li', 'lo'}) do
   local left, untl = tonumber(ARGV[4 + 2 * i]), ARGV[5 + 2 * i]
   if left >= 0 then
     local c = ceil[k]

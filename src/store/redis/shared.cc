@@ -1,7 +1,9 @@
 // The Redis store's shared part: scripts, key names, the check script's call and its reply.
 #include "store/redis/shared.h"
 
+#include <bit>
 #include <charconv>
+#include <cstring>
 
 #include "core/calendar.h"
 #include "store/redis/scripts.h"
@@ -51,50 +53,89 @@ bool too_big(TokenEstimate t) {
          (t.input > 0 && t.output > 0 && t.input + t.output > kMaxExact);
 }
 
-// The check script's reply: an array of 27 (see scripts.h); the learned limits are one text of
-// 9 space-separated fields at the end.
-std::optional<CheckReply> parse_check(const RedisValue& v) {
-  constexpr std::size_t kFields = 27;
-  if (v.type != Type::array || v.elements.size() != kFields) return std::nullopt;
-  for (std::size_t i = 0; i < kFields; ++i) {
-    const bool text = i == 21 || i == 26;
-    if (v.elements[i].type != (text ? Type::string : Type::integer)) return std::nullopt;
+namespace {
+
+// Little-endian, as `struct.pack('<...')` writes them.
+template <class T>
+T load_le(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (std::endian::native == std::endian::big) {
+    T r = 0;
+    for (std::size_t i = 0; i < sizeof v; ++i) r = r << 8 | ((v >> (8 * i)) & 0xff);
+    v = r;
   }
-  auto i64 = [&](int i) { return static_cast<std::int64_t>(v.elements[i].integer); };
+  return v;
+}
+
+}  // namespace
+
+// The check script's reply: format 1 (a byte), flags (a byte), 15 doubles and 4 more when not
+// allowed, then two strings each after its length (a 4-byte int): now_ns, and the learned
+// limits as 9 space-separated fields (see scripts.h). Read in place: no allocation.
+std::optional<CheckReply> parse_check(std::string_view p) {
+  constexpr char kVersion = 1;
+  constexpr std::size_t kNumbers = 15, kProbes = 4;
+  if (p.size() < 2 || p[0] != kVersion) return std::nullopt;
+  const unsigned flags = static_cast<unsigned char>(p[1]);
+  const bool allowed = (flags & 1) != 0;
+  const std::size_t count = allowed ? kNumbers : kNumbers + kProbes;
+  const std::size_t head = 2 + 8 * count;
+  if (flags > 63 || p.size() < head) return std::nullopt;
+  std::int64_t n[kNumbers + kProbes] = {};
+  for (std::size_t i = 0; i < count; ++i) {
+    const double d = std::bit_cast<double>(load_le<std::uint64_t>(p.data() + 2 + 8 * i));
+    // Truncated, as Redis turns a Lua number into an integer reply; NaN and beyond ±2^63 are
+    // malformed.
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return std::nullopt;
+    n[i] = static_cast<std::int64_t>(d);
+  }
+  std::size_t at = head;
+  auto text = [&](std::string_view& out) {
+    if (p.size() - at < 4) return false;
+    const std::size_t len = load_le<std::uint32_t>(p.data() + at);
+    at += 4;
+    if (p.size() - at < len) return false;
+    out = p.substr(at, len);
+    at += len;
+    return true;
+  };
+  std::string_view now, learned_text;
+  if (!text(now) || !text(learned_text) || at != p.size()) return std::nullopt;
   CheckReply r;
-  r.allowed = i64(0) == 1;
-  r.seq = static_cast<std::uint64_t>(i64(1));
-  r.gen = static_cast<std::uint64_t>(i64(2));
-  r.epoch = static_cast<std::uint64_t>(i64(3));
-  r.no = i64(4);
-  r.limits.known = i64(5) == 1;
-  r.limits.deny_unknown = i64(6) == 1;
-  r.has_quota = i64(7) == 1;
+  r.allowed = allowed;
+  r.limits.known = (flags & 2) != 0;
+  r.limits.deny_unknown = (flags & 4) != 0;
+  r.has_quota = (flags & 8) != 0;
+  r.seq = static_cast<std::uint64_t>(n[0]);
+  r.gen = static_cast<std::uint64_t>(n[1]);
+  r.epoch = static_cast<std::uint64_t>(n[2]);
+  r.no = n[3];
   r.limits.quota = ModelQuota{
-      i64(8),  i64(9),  i64(10),
-      i64(11), i64(12), i64(13) == 1 ? DayStart::pacific_midnight : DayStart::first_request};
-  r.usage.requests = i64(14);
-  r.usage.tokens = i64(15);
-  r.usage.input = i64(16);
+      n[4], n[5], n[6],
+      n[7], n[8], (flags & 16) != 0 ? DayStart::pacific_midnight : DayStart::first_request};
+  r.usage.requests = n[9];
+  r.usage.tokens = n[10];
+  r.usage.input = n[11];
   r.usage.output = r.usage.tokens - r.usage.input;
-  r.usage.day_started = i64(17) == 1;
+  r.usage.day_started = (flags & 32) != 0;
   if (r.usage.day_started) {
-    r.usage.day_start_ns = i64(18) * 1000;
-    r.usage.day_end_ns = i64(19) * 1000;
+    r.usage.day_start_ns = n[12] * 1000;
+    r.usage.day_end_ns = n[13] * 1000;
   }
-  r.usage.day_count = i64(20);
-  const std::string& now = v.elements[21].str;
+  r.usage.day_count = n[14];
   if (std::from_chars(now.data(), now.data() + now.size(), r.now_ns).ec != std::errc()) {
     return std::nullopt;
   }
-  for (int k = 0; k < 4; ++k) {
-    const std::int64_t us = i64(22 + k);
+  for (std::size_t k = 0; k < kProbes; ++k) {
+    const std::int64_t us = allowed ? -1 : n[kNumbers + k];
     r.probe[k] = us < 0 ? -1 : us * 1000;
   }
   // The learned limits: "<cooldown until ns or -> <left> <until ns or ->" x 4.
+  if (learned_text == "- -1 - -1 - -1 - -1 -") return r;  // none (the common case)
   constexpr int kLearned = 9;
   std::string_view f[kLearned];
-  std::string_view rest = v.elements[26].str;
+  std::string_view rest = learned_text;
   for (int i = 0; i < kLearned; ++i) {
     const std::size_t sp = rest.find(' ');
     if ((sp == std::string_view::npos) != (i == kLearned - 1)) return std::nullopt;
@@ -127,12 +168,13 @@ Decision unchecked_decision() {
 std::optional<Error> check_model(Shared& s, std::string_view name, int mode, TokenEstimate estimate,
                                  const char* op, Decision& d, EntryRef* entry, std::int64_t* no,
                                  CheckReply* out, const std::vector<std::string>* keys) {
-  auto v = s.run_model(
+  auto v = s.run_model_reply(
       kCheckScript, name,
       {std::to_string(mode), std::to_string(estimate.input), std::to_string(estimate.output)}, op,
       keys);
   if (!v) return v.error();
-  auto r = parse_check(*v);
+  const auto packed = v->string();
+  auto r = packed ? parse_check(*packed) : std::nullopt;
   if (!r) {
     return Error{ErrorCode::internal,
                  std::string(op) + ": redis " + s.pool.where() +

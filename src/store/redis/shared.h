@@ -54,8 +54,8 @@ struct CheckReply {
   std::int64_t probe[4] = {-1, -1, -1, -1};  // request, total, input, output (ns)
 };
 
-// The check script's reply (an array, see scripts.h); nullopt when malformed.
-std::optional<CheckReply> parse_check(const RedisValue& v);
+// The check script's reply (one packed string, see scripts.h); nullopt when malformed.
+std::optional<CheckReply> parse_check(std::string_view packed);
 
 // The probe of core/rules.h, answered by the script (it walked the entries in Redis).
 struct AnsweredProbe {
@@ -111,6 +111,15 @@ class Shared {
   Result<RedisValue> run_model(const RedisScript& script, std::string_view name,
                                std::vector<std::string> extra, const char* op,
                                const std::vector<std::string>* keys = nullptr) {
+    auto r = run_model_reply(script, name, std::move(extra), op, keys);
+    if (!r) return tl::unexpected(std::move(r.error()));
+    return r->value();
+  }
+
+  // The same, the reply read in place (see RedisReply); an error reply is an Error here too.
+  Result<RedisReply> run_model_reply(const RedisScript& script, std::string_view name,
+                                     std::vector<std::string> extra, const char* op,
+                                     const std::vector<std::string>* keys = nullptr) {
     std::vector<std::string> args;
     args.reserve(4 + extra.size());
     args.emplace_back(name);
@@ -125,9 +134,9 @@ class Shared {
     }
     args.push_back(midnights(base_ns));
     for (auto& a : extra) args.push_back(std::move(a));
-    auto v = keys != nullptr ? pool.eval(script, *keys, args, op)
-                             : pool.eval(script, model_keys(name), args, op);
-    if (v && v->is_error()) return tl::unexpected(reply_error(op, *v));
+    auto v = keys != nullptr ? pool.eval_reply(script, *keys, args, op)
+                             : pool.eval_reply(script, model_keys(name), args, op);
+    if (v && v->is_error()) return tl::unexpected(reply_error(op, v->value()));
     return v;
   }
 
