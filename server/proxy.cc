@@ -56,6 +56,7 @@ constexpr auto kReadTimeout = std::chrono::minutes(10);  // LLM calls take minut
 constexpr std::size_t kMaxWholeResponse = 64 * 1024 * 1024;
 constexpr std::size_t kMaxIdlePerUpstream = 64;
 constexpr std::size_t kPiece = 16 * 1024;
+constexpr std::size_t kReadBuffer = 4 * 1024;  // an answer's head and first events, usually
 constexpr auto kMaxRetryWait = std::chrono::seconds(60);
 
 bool hop_by_hop(std::string_view name) {
@@ -87,6 +88,10 @@ std::string seconds_text(Duration d) {
 // One upstream connection (plain or TLS), on its own strand; pooled between requests.
 struct UpConn {
   UpConn(net::io_context& ioc, ssl::context* tls) : strand(net::make_strand(ioc)) {
+    // Beast reads as much as the buffer has room for, and at least 512 bytes: an empty buffer
+    // would read every answer 512 bytes at a time (a streamed answer's head then arrived
+    // without its first event, costing a write and a round trip before the first token).
+    buffer.reserve(kReadBuffer);
     if (tls) {
       secure.emplace(strand, *tls);
     } else {
