@@ -461,6 +461,21 @@ long rss_kib(pid_t pid) {
   return -1;
 }
 
+// CPU time (user + system) the process has used so far, in µs.
+double cpu_us(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(text.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::atof(field.c_str());  // utime, stime
+  }
+  return ticks * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rounds: direct calls, barrier, proxied calls, barrier. Thread 0 sets the counters from the
 // calls of every thread.
@@ -493,6 +508,8 @@ void rounds(benchmark::State& state, bool stream, const char* a, const char* b) 
     g_shared.barrier = std::make_unique<std::barrier<>>(state.threads());
     g_shared.all = {};
   }
+  // The sidecar's CPU per proxied call (only the proxied calls reach it; warm-up included).
+  const double cpu_before = cpu_us(sidecar(store).pid());
   Client direct(fake().port()), proxied(proxy_port);
   const std::string to_direct = chat_request("", stream);
   const std::string to_proxy = chat_request("/openai", stream);
@@ -546,6 +563,9 @@ void rounds(benchmark::State& state, bool stream, const char* a, const char* b) 
   state.counters[pre + "added_p50" + post] = p50 - d50;
   state.counters[pre + "added_p99" + post] = p99 - d99;
   state.counters["calls"] = static_cast<double>(s.proxy.size());
+  state.counters["server_cpu_us_per_call"] =
+      (cpu_us(sidecar(store).pid()) - cpu_before) /
+      static_cast<double>(s.proxy.size() + static_cast<std::size_t>(kWarmUp * state.threads()));
 }
 
 void BM_AddedLatency(benchmark::State& state) { rounds(state, false, "", "_us"); }
