@@ -8,7 +8,9 @@
 //       Each iteration is a round: every client makes 10 calls straight to the fake, all wait
 //       at a barrier, then every client makes 10 calls through the proxy, barrier again; so
 //       both figures see the same machine load. Counters (µs, over the calls of every client):
-//       direct_p50/p99, proxy_p50/p99 and added_p50/p99 = proxy - direct.
+//       direct_p50/p99, proxy_p50/p99 and added_p50/p99 = proxy - direct; and
+//       server_cpu_us_per_call, the sidecar's user + system CPU (/proc/PID/stat, 10 ms ticks)
+//       over the proxied calls, warm-up included.
 //   BM_StreamTtfb/store/pace_ms/clients  a streamed chat completion (SSE): the fake sends the
 //       head and the first event at once and the rest 1 ms later; time from sending the
 //       request to the first body byte (ttfb_direct/proxy/added p50/p99, µs), rounds as above.
