@@ -1,4 +1,4 @@
-// Internal to the HTTP layer: what every connection shares (Core: the io_context, the acceptor
+// Internal to the HTTP layer: what every connection shares (Core: the io_contexts, the acceptor
 // and the set of open connections) and the Asio types they are built on. The listener
 // (http_server.cc) knows a connection only through the three functions at the end, so that
 // Beast's HTTP parser stays in the connection's files (http_connection.h).
