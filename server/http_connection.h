@@ -95,6 +95,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // --- writing (http_write.cc) ---
   void begin_stream(Response head, std::function<void(bool)> ready);
   void write_stream_part(std::function<void(bool)> ready);
+  void put_piece(std::string piece);
   void write(Response r);
   // The status line and headers of `r` into out_head_; `framing`: a Transfer-Encoding header or
   // nothing, and `content_length` (>= 0) the Content-Length header.

@@ -73,17 +73,21 @@ void Connection::stream_start(Response head, std::function<void(bool)> ready) {
   begin_stream(std::move(head), std::move(ready));
 }
 
-void Connection::stream_send(std::string piece, std::function<void(bool)> ready) {
-  if (state_ != State::writing || !streaming_) return ready(false);
-  if (chunked_) {
+// Appends `piece` to what is written next (out_head_ + out_body_), as a chunk when chunked.
+void Connection::put_piece(std::string piece) {
+  if (chunked_ && !piece.empty()) {
     char size[24];
     std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
-    out_head_ = size;
+    out_head_ += size;
     piece += "\r\n";
-  } else {
-    out_head_.clear();
   }
   out_body_ = std::move(piece);
+}
+
+void Connection::stream_send(std::string piece, std::function<void(bool)> ready) {
+  if (state_ != State::writing || !streaming_) return ready(false);
+  out_head_.clear();
+  put_piece(std::move(piece));
   write_stream_part(std::move(ready));
 }
 
@@ -117,14 +121,7 @@ void Connection::begin_stream(Response head, std::function<void(bool)> ready) {
   if (!keep_alive_ || core_.stopping || version_ == 10) close_after_ = true;
   chunked_ = version_ == 11;
   put_head(head, chunked_ ? "Transfer-Encoding: chunked\r\n" : "");
-  // The first piece, when the head carries one, goes in the same write.
-  out_body_ = std::move(head.body);
-  if (chunked_ && !out_body_.empty()) {
-    char size[24];
-    std::snprintf(size, sizeof size, "%zx\r\n", out_body_.size());
-    out_head_ += size;
-    out_body_ += "\r\n";
-  }
+  put_piece(std::move(head.body));  // the first piece, if any: in the same write
   write_stream_part(std::move(ready));
 }
 

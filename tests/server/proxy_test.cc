@@ -582,6 +582,12 @@ std::string read_until(int fd, const std::string& text, std::chrono::millisecond
   return got;
 }
 
+// A streamed chat completion as a raw request (n: 1,234 output tokens estimated).
+constexpr const char* kStreamedChat =
+    "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+    "application/json\r\nContent-Length: 55\r\n\r\n"
+    R"({"model":"gpt-4o","messages":[],"stream":true,"n":1234})";
+
 TEST(Proxy, AClientThatLeavesMidStreamLeaksNoReservation) {
   FakeProvider fake;
   fake.event_gap_ms = 300;
@@ -590,10 +596,7 @@ TEST(Proxy, AClientThatLeavesMidStreamLeaksNoReservation) {
   {
     testing::RawConn raw(proxy.port());
     ASSERT_TRUE(raw.ok()) << raw.error();
-    raw.send(
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-        "application/json\r\nContent-Length: 55\r\n\r\n"
-        R"({"model":"gpt-4o","messages":[],"stream":true,"n":1234})");
+    raw.send(kStreamedChat);
     const std::string got = read_until(raw.fd(), "data: ", 10s);
     ASSERT_NE(got.find("200"), std::string::npos) << got;
     EXPECT_EQ(limiter->stats("gpt-4o")->tpm, kDefaultOutputEstimate);  // the estimate, held
@@ -616,10 +619,7 @@ TEST(Proxy, AStreamsHeadIsNotHeldBackUntilItsFirstEvent) {
   Proxied proxy(*limiter, fake);
   testing::RawConn raw(proxy.port());
   ASSERT_TRUE(raw.ok()) << raw.error();
-  raw.send(
-      "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-      "application/json\r\nContent-Length: 55\r\n\r\n"
-      R"({"model":"gpt-4o","messages":[],"stream":true,"n":1234})");
+  raw.send(kStreamedChat);
   const std::string head = read_until(raw.fd(), "\r\n\r\n", 10s);
   fake.release_first();
   EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
