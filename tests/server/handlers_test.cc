@@ -8,6 +8,7 @@
 
 #include "json_format.h"
 #include "prometheus_text.h"
+#include "proxy_counters_fixture.h"
 #include "proxy_stats.h"
 #include "test_util.h"
 
@@ -104,22 +105,12 @@ TEST_F(HandlersTest, AClientThatLeftIsNeverGranted) {
 // Two upstreams with calls and an idle one; model names with markup, a quote, no name (refused
 // before the model was known) and bytes that are not UTF-8.
 ProxyCounters fake_proxy_counters() {
-  ProxyCounters c;
-  c.requests = {{"openai\tgpt-4o\tforwarded", 3},       {"openai\tgpt-4o\tlimited", 1},
-                {"openai\tteam/<b>x\"y\tforwarded", 2}, {"openai\t\tinvalid", 1},
-                {"openai\tbad\xff\tforwarded", 6},      {"anthropic\tclaude\tupstream_429", 4}};
-  c.tokens_committed = 1234;
-  c.waited = 5;
-  c.upstream_429 = 4;
-  c.passed_unknown = 2;
-  c.in_flight = 1;
-  const std::size_t n = std::size(kProxyLatencyBounds) + 1;
-  std::vector<std::uint64_t> openai(n), anthropic(n), gemini(n);
-  openai[1] = 2;         // two calls in (0.005, 0.025]
-  anthropic[n - 1] = 1;  // one above the last bound
-  c.latency = {
-      {"openai", {openai, 0.03}}, {"anthropic", {anthropic, 200.0}}, {"gemini", {gemini, 0}}};
-  return c;
+  return testing::proxy_counters_with({{"openai\tgpt-4o\tforwarded", 3},
+                                       {"openai\tgpt-4o\tlimited", 1},
+                                       {"openai\tteam/<b>x\"y\tforwarded", 2},
+                                       {"openai\t\tinvalid", 1},
+                                       {"openai\tbad\xff\tforwarded", 6},
+                                       {"anthropic\tclaude\tupstream_429", 4}});
 }
 
 TEST_F(HandlersTest, StatsHaveNoProxyWithoutASource) {

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "handlers.h"
+#include "proxy_counters_fixture.h"
 #include "server_process.h"
 
 namespace {
@@ -287,7 +288,6 @@ TEST_F(LivePage, ShowsInputAndOutputTokensAndWhatTheProviderSaid) {
 // The proxy's figures: an in-process server (no proxy process needed) whose handlers read
 // fixed counters, as the server's own Proxy feeds them; upstream and model names are text.
 TEST_F(LivePage, ShowsTheProxyFiguresWithNamesAsText) {
-  using ratelimit::server::ProxyCounters;
   ratelimit::Config config;
   config.backend = ratelimit::Backend::memory;
   config.providers = {ratelimit::Provider::local};
@@ -297,24 +297,11 @@ TEST_F(LivePage, ShowsTheProxyFiguresWithNamesAsText) {
   options.listen = {"127.0.0.1", 0};
   ratelimit::server::Server server(**limiter, options);
   server.handlers().set_proxy_counters([] {
-    ProxyCounters c;
-    c.requests = {{"openai\tgpt-4o\tforwarded", 3},
-                  {"openai\tgpt-4o\tlimited", 1},
-                  {"openai\t" + kOddModel + "\tforwarded", 2},
-                  {"openai\t\tinvalid", 1},
-                  {"anthropic\tclaude\tupstream_429", 4}};
-    c.tokens_committed = 1234;
-    c.waited = 5;
-    c.upstream_429 = 4;
-    c.passed_unknown = 2;
-    c.in_flight = 1;
-    const std::size_t n = std::size(ratelimit::server::kProxyLatencyBounds) + 1;
-    std::vector<std::uint64_t> openai(n), anthropic(n), gemini(n);
-    openai[1] = 2;         // two calls in (0.005, 0.025]
-    anthropic[n - 1] = 1;  // one above the last bound
-    c.latency = {
-        {"openai", {openai, 0.03}}, {"anthropic", {anthropic, 200.0}}, {"gemini", {gemini, 0}}};
-    return c;
+    return ratelimit::testing::proxy_counters_with({{"openai\tgpt-4o\tforwarded", 3},
+                                                    {"openai\tgpt-4o\tlimited", 1},
+                                                    {"openai\t" + kOddModel + "\tforwarded", 2},
+                                                    {"openai\t\tinvalid", 1},
+                                                    {"anthropic\tclaude\tupstream_429", 4}});
   });
   auto port = server.bind();
   ASSERT_TRUE(port) << port.error().message;
